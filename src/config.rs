@@ -1,0 +1,435 @@
+//! The configuration file (YAML) and its `TAILSIFT_…` environment overrides.
+//!
+//! Every key has a default, so a file only names what it changes. Keys are
+//! documented in `config/tailsift.yaml`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot load configuration from {path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("invalid configuration value: {0}")]
+    Invalid(String),
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub sampling: SamplingConfig,
+    pub elasticsearch: ElasticsearchConfig,
+    pub memory: MemoryConfig,
+    pub metrics: MetricsConfig,
+    pub logging: LoggingConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// How Kafka message payloads are encoded.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodingSetting {
+    #[default]
+    OtlpProto,
+    OtlpJson,
+    JaegerProto,
+    JaegerJson,
+    /// Detect per message from the content-type header or the bytes.
+    Auto,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    pub encoding: EncodingSetting,
+    pub dead_letter_topic: Option<String>,
+    /// librdkafka properties, passed through to consumer and producers.
+    pub properties: BTreeMap<String, String>,
+    /// Messages larger than this are rejected as bad input.
+    pub max_message_bytes: ByteSize,
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "jaeger-spans".into(),
+            group_id: "tailsift".into(),
+            encoding: EncodingSetting::default(),
+            dead_letter_topic: None,
+            properties: BTreeMap::new(),
+            max_message_bytes: ByteSize::mib(16),
+            commit_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplingConfig {
+    #[serde(with = "humantime_serde")]
+    pub decision_wait: Duration,
+    #[serde(with = "humantime_serde")]
+    pub root_idle: Duration,
+    pub max_spans_per_trace: u32,
+    pub max_bytes_per_trace: ByteSize,
+    pub decision_cache: DecisionCacheConfig,
+    /// Write every trace; tag spans of traces the policies would drop.
+    pub dry_run: bool,
+    /// OpenTelemetry `tail_sampling` policies, verbatim; parsed by `policy`.
+    pub policies: Vec<serde_json::Value>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            decision_wait: Duration::from_secs(10),
+            root_idle: Duration::from_secs(2),
+            max_spans_per_trace: 10_000,
+            max_bytes_per_trace: ByteSize::mib(8),
+            decision_cache: DecisionCacheConfig::default(),
+            dry_run: false,
+            policies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionCacheConfig {
+    /// Trace IDs remembered as kept (LRU).
+    pub kept: usize,
+    /// Trace IDs remembered as dropped.
+    pub dropped: usize,
+}
+
+impl Default for DecisionCacheConfig {
+    fn default() -> Self {
+        Self {
+            kept: 100_000,
+            dropped: 1_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElasticsearchConfig {
+    pub urls: Vec<String>,
+    pub index_prefix: String,
+    pub create_templates: bool,
+    /// Write to `<prefix>jaeger-span-write` / `jaeger-service-write` aliases.
+    pub use_aliases: bool,
+    /// Write 64-bit trace IDs in their 16-hex form (what Jaeger v1 expects).
+    pub short_trace_ids: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub api_key: Option<String>,
+    /// PEM file of a CA to trust for https URLs.
+    pub ca_file: Option<String>,
+    pub gzip: bool,
+    pub shards: u32,
+    pub replicas: u32,
+    pub bulk: BulkConfig,
+    /// Bytes of kept spans waiting for Elasticsearch before Kafka is paused.
+    pub queue_bytes: ByteSize,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        Self {
+            urls: vec!["http://127.0.0.1:9200".into()],
+            index_prefix: String::new(),
+            create_templates: true,
+            use_aliases: false,
+            short_trace_ids: false,
+            username: None,
+            password: None,
+            api_key: None,
+            ca_file: None,
+            gzip: false,
+            shards: 1,
+            replicas: 0,
+            bulk: BulkConfig::default(),
+            queue_bytes: ByteSize::mib(64),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkConfig {
+    pub max_bytes: ByteSize,
+    pub max_docs: usize,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Bulk requests in flight at once.
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: ByteSize::mib(5),
+            max_docs: 5_000,
+            linger: Duration::from_millis(200),
+            concurrency: 2,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Budget for buffered trace bytes plus the sink queue.
+    pub limit: ByteSize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            limit: ByteSize::gib(1),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// A tracing `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingOnShutdown {
+    /// Decide buffered traces with the policies and flush the kept ones.
+    #[default]
+    Decide,
+    /// Forget them; they are replayed from Kafka by the next owner.
+    Drop,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    pub pending: PendingOnShutdown,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            pending: PendingOnShutdown::Decide,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Loads a YAML file, then applies `TAILSIFT_SECTION__KEY=value`
+    /// environment overrides (e.g. `TAILSIFT_KAFKA__BROKERS`).
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let env = config::Environment::with_prefix("TAILSIFT")
+            .prefix_separator("_")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("elasticsearch.urls")
+            .try_parsing(true);
+        let cfg: Config = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Yaml))
+            .add_source(env)
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|source| ConfigError::Load {
+                path: path.display().to_string(),
+                source,
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.kafka.brokers.trim().is_empty() {
+            return invalid("kafka.brokers must not be empty");
+        }
+        if self.kafka.topic.trim().is_empty() {
+            return invalid("kafka.topic must not be empty");
+        }
+        if self.sampling.decision_wait.is_zero() {
+            return invalid("sampling.decision_wait must be greater than 0");
+        }
+        if self.sampling.max_spans_per_trace == 0 {
+            return invalid("sampling.max_spans_per_trace must be at least 1");
+        }
+        if self.elasticsearch.urls.is_empty() {
+            return invalid("elasticsearch.urls must list at least one URL");
+        }
+        for u in &self.elasticsearch.urls {
+            if url::Url::parse(u).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "elasticsearch.urls: '{u}' is not a URL"
+                )));
+            }
+        }
+        if self.elasticsearch.bulk.concurrency == 0 {
+            return invalid("elasticsearch.bulk.concurrency must be at least 1");
+        }
+        if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "metrics.listen: '{}' is not a socket address",
+                self.metrics.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// The index prefix with the `-` separator Jaeger appends.
+    pub fn index_prefix(&self) -> String {
+        let p = &self.elasticsearch.index_prefix;
+        if p.is_empty() || p.ends_with('-') {
+            p.clone()
+        } else {
+            format!("{p}-")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(yaml: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(yaml)
+    }
+
+    /// A throwaway file under the system temp dir, removed on drop.
+    mod tempfile_path {
+        use super::Write;
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn with(content: &str) -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "tailsift-cfg-{}-{}.yaml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                let mut f = std::fs::File::create(&p).expect("create temp config");
+                f.write_all(content.as_bytes()).expect("write temp config");
+                Self(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn shipped_config_file_loads() {
+        let cfg = Config::load(Path::new("config/tailsift.yaml")).expect("config/tailsift.yaml");
+        assert_eq!(cfg.kafka.topic, "jaeger-spans");
+        assert!(!cfg.sampling.policies.is_empty());
+    }
+
+    #[test]
+    fn defaults_and_units_parse() {
+        let f = write(
+            "kafka:\n  properties:\n    security.protocol: plaintext\n\
+             sampling:\n  decision_wait: 3s\n  root_idle: 500ms\nmemory:\n  limit: 256MiB\n",
+        );
+        let cfg = Config::load(&f.0).unwrap();
+        assert_eq!(cfg.sampling.decision_wait, Duration::from_secs(3));
+        assert_eq!(cfg.sampling.root_idle, Duration::from_millis(500));
+        assert_eq!(cfg.memory.limit, ByteSize::mib(256));
+        assert_eq!(
+            cfg.kafka
+                .properties
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("plaintext")
+        );
+        assert_eq!(cfg.kafka.group_id, "tailsift");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let f = write("kafka:\n  brokerz: x\n");
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_an_error() {
+        let f = write("sampling:\n  decision_wait: soon\n");
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("decision_wait"), "{err}");
+    }
+
+    #[test]
+    fn index_prefix_gets_a_dash() {
+        let mut cfg = Config::default();
+        assert_eq!(cfg.index_prefix(), "");
+        cfg.elasticsearch.index_prefix = "prod".into();
+        assert_eq!(cfg.index_prefix(), "prod-");
+    }
+}

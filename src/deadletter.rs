@@ -1,0 +1,131 @@
+//! The dead-letter topic: bad input and documents Elasticsearch permanently
+//! rejects are forwarded there with headers naming the error and the source,
+//! then resolved so they never hold back a watermark.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::offsets::AckHandle;
+
+/// One message set aside.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub payload: Bytes,
+    pub key: Option<Bytes>,
+    /// A short machine-readable reason, also the metric label.
+    pub reason: &'static str,
+    /// The full error text.
+    pub error: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Where dead letters go. `send` must not block; `ack` is acknowledged once
+/// the letter is safely stored (or counted, when no topic is configured), so
+/// the source message is resolved only then.
+pub trait DeadLetterSink: Send + Sync {
+    fn send(&self, letter: DeadLetter, ack: AckHandle);
+}
+
+/// Dead letters that go nowhere but the metric (no topic configured).
+pub struct CountOnly;
+
+impl DeadLetterSink for CountOnly {
+    fn send(&self, letter: DeadLetter, ack: AckHandle) {
+        metrics::counter!("tailsift_dead_letters_total", "reason" => letter.reason, "outcome" => "not_configured")
+            .increment(1);
+        ack.ack();
+    }
+}
+
+/// Produces dead letters to a Kafka topic.
+#[derive(Clone)]
+pub struct KafkaDeadLetters {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    source_topic: Arc<str>,
+}
+
+impl KafkaDeadLetters {
+    pub fn new(
+        client: &ClientConfig,
+        topic: &str,
+        source_topic: &str,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(Self {
+            producer: client.create()?,
+            topic: topic.into(),
+            source_topic: source_topic.into(),
+        })
+    }
+
+    fn headers(&self, l: &DeadLetter) -> OwnedHeaders {
+        let partition = l.partition.to_string();
+        let offset = l.offset.to_string();
+        OwnedHeaders::new()
+            .insert(Header {
+                key: "tailsift.error.reason",
+                value: Some(l.reason),
+            })
+            .insert(Header {
+                key: "tailsift.error",
+                value: Some(l.error.as_str()),
+            })
+            .insert(Header {
+                key: "tailsift.source.topic",
+                value: Some(&*self.source_topic),
+            })
+            .insert(Header {
+                key: "tailsift.source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "tailsift.source.offset",
+                value: Some(offset.as_str()),
+            })
+    }
+
+    /// Produces and waits for the broker's acknowledgement.
+    pub async fn deliver(&self, l: &DeadLetter) -> Result<(), rdkafka::error::KafkaError> {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+            .payload(&l.payload[..])
+            .headers(self.headers(l));
+        if let Some(k) = &l.key {
+            record = record.key(&k[..]);
+        }
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+}
+
+impl DeadLetterSink for KafkaDeadLetters {
+    /// Delivers in the background, retrying until the broker takes it: a dead
+    /// letter is resolved only once it is stored.
+    fn send(&self, letter: DeadLetter, ack: AckHandle) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match this.deliver(&letter).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, reason = letter.reason, "dead-letter produce failed, retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+            metrics::counter!("tailsift_dead_letters_total", "reason" => letter.reason, "outcome" => "produced")
+                .increment(1);
+            ack.ack();
+        });
+    }
+}

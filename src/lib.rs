@@ -1,0 +1,12 @@
+//! tailsift: tail sampling from Kafka into Jaeger's Elasticsearch indices.
+//!
+//! Data flow, bottom to top: `model` and `offsets` are shared by all;
+//! `decode` scans Kafka payloads, `policy` decides whole traces, `sink`
+//! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
+//! until a decision, `source` drives it all from a Kafka consumer group.
+
+pub mod config;
+pub mod deadletter;
+pub mod model;
+pub mod offsets;
+pub mod sink;
