@@ -30,10 +30,21 @@ impl KeptTrace {
 /// the backpressure that pauses consumption.
 pub trait TraceSink: Send + Sync + 'static {
     fn submit(&self, trace: KeptTrace) -> impl Future<Output = ()> + Send;
+
+    /// Whether the sink can currently write (for `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
 }
 
 impl<T: TraceSink> TraceSink for Arc<T> {
     fn submit(&self, trace: KeptTrace) -> impl Future<Output = ()> + Send {
         (**self).submit(trace)
     }
+
+    fn is_ready(&self) -> bool {
+        (**self).is_ready()
+    }
 }
+
+pub mod null;
