@@ -297,6 +297,7 @@ start_kafka() {
             -c "$STACK/kafka/server.properties" --ignore-formatted >/dev/null
     fi
     log "kafka: starting $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT)"
+    # shellcheck disable=SC2016 # $$ is the inner shell's PID, which execs java
     setsid bash -c 'echo $$ >"$0"; exec "$@"' "$STACK/kafka.pid" \
         "$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -Djava.awt.headless=true -Dtailsift.stack="$STACK" \
@@ -431,6 +432,7 @@ start_es() {
     log "elasticsearch: starting $ES_VERSION on 127.0.0.1:$ES_PORT${ES_RUNNER[0]:+ as $ES_USER}"
     # The launcher (a small JVM) starts the server JVM as its child, in the same group.
     rm -f "$STACK/es.pid.tmp"
+    # shellcheck disable=SC2016 # $$ is the inner shell's PID, which execs the launcher
     setsid env ES_JAVA_HOME="$JAVA_HOME_STACK" ES_PATH_CONF="$ES_STATE/config" \
         ES_TMPDIR="$ES_STATE/tmp" \
         ES_JAVA_OPTS="-Xms512m -Xmx512m -Dtailsift.stack=$STACK" \
