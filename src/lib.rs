@@ -9,4 +9,5 @@ pub mod config;
 pub mod deadletter;
 pub mod model;
 pub mod offsets;
+pub mod policy;
 pub mod sink;
