@@ -83,9 +83,7 @@ impl Counted {
         } else {
             "sampled"
         };
-        let counter = |result: &'static str| {
-            metrics::counter!("tailsift_policy_evaluations_total", "policy" => name.clone(), "result" => result)
-        };
+        let counter = |result: &'static str| metrics::counter!("tailsift_policy_evaluations_total", "policy" => name.clone(), "result" => result);
         Self {
             hit: counter(hit_label),
             miss: counter("not_sampled"),
@@ -169,7 +167,9 @@ impl PolicyEngine {
             *slot = if &**key == SERVICE_NAME && !service.is_empty() {
                 Some(service.into())
             } else {
-                span.attributes().find(|(k, _)| k == &&**key).map(|(_, v)| key_text(v))
+                span.attributes()
+                    .find(|(k, _)| k == &&**key)
+                    .map(|(_, v)| key_text(v))
             };
         }
     }
@@ -218,7 +218,10 @@ impl PolicyEngine {
         if self.policies.is_empty() {
             return vec![ALWAYS.into()];
         }
-        self.policies.iter().map(|c| c.policy.name.clone()).collect()
+        self.policies
+            .iter()
+            .map(|c| c.policy.name.clone())
+            .collect()
     }
 }
 

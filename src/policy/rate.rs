@@ -82,7 +82,14 @@ impl SecondWindow {
 
     /// Counts `spans` against sub-policy `sub` in `second` if both its
     /// allocation and the total stay within budget.
-    pub(crate) fn admit(&self, second: u64, sub: usize, spans: u64, allocated: u64, max_total: u64) -> bool {
+    pub(crate) fn admit(
+        &self,
+        second: u64,
+        sub: usize,
+        spans: u64,
+        allocated: u64,
+        max_total: u64,
+    ) -> bool {
         let mut w = lock(&self.state);
         if w.second != second {
             w.second = second;

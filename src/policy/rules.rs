@@ -34,10 +34,20 @@ pub(crate) enum Node {
     Always,
     /// A span-level predicate: some span matched (`invert`: none did).
     /// `on_error` also counts the summary's error flag as a match.
-    Leaf { bit: u32, invert: bool, on_error: bool },
+    Leaf {
+        bit: u32,
+        invert: bool,
+        on_error: bool,
+    },
     /// Trace duration in whole ms: `>= lo`, or `lo < d <= hi` with an upper bound.
-    Latency { lo: i64, hi: Option<i64> },
-    SpanCount { min: u32, max: Option<u32> },
+    Latency {
+        lo: i64,
+        hi: Option<i64>,
+    },
+    SpanCount {
+        min: u32,
+        max: Option<u32>,
+    },
     Probabilistic(Probabilistic),
     RateLimit(TokenBucket),
     Throughput(Box<Throughput>),
@@ -58,7 +68,11 @@ impl Node {
         let keep = |hit: bool| hit.then_some(1.0);
         match self {
             Self::Always => Some(1.0),
-            Self::Leaf { bit, invert, on_error } => {
+            Self::Leaf {
+                bit,
+                invert,
+                on_error,
+            } => {
                 let hit = cx.state.bits.get(*bit) || (*on_error && cx.summary.error_seen);
                 keep(hit != *invert)
             }
@@ -81,7 +95,9 @@ impl Node {
             Self::Throughput(t) => t.decide(&cx.summary.trace_id, &cx.state.captured, cx.now),
             // In order, stopping at the first miss: later stateful nodes
             // spend budget only on traces the earlier ones let through.
-            Self::And(nodes) => nodes.iter().try_fold(1.0, |rate, n| n.eval(cx).map(|r| rate * r)),
+            Self::And(nodes) => nodes
+                .iter()
+                .try_fold(1.0, |rate, n| n.eval(cx).map(|r| rate * r)),
             Self::Not(inner) => keep(inner.eval(cx).is_none()),
         }
     }
@@ -97,7 +113,11 @@ pub(crate) struct Composite {
 impl Composite {
     /// The first sampling sub-policy decides, within its budget.
     pub(crate) fn eval(&self, cx: &Ctx<'_>) -> Option<f64> {
-        let (i, rate) = self.subs.iter().enumerate().find_map(|(i, (n, _))| n.eval(cx).map(|r| (i, r)))?;
+        let (i, rate) = self
+            .subs
+            .iter()
+            .enumerate()
+            .find_map(|(i, (n, _))| n.eval(cx).map(|r| (i, r)))?;
         let second = cx.now.saturating_duration_since(cx.epoch).as_secs();
         let spans = u64::from(cx.summary.span_count);
         self.window
@@ -181,11 +201,16 @@ impl Builder {
         if values.is_empty() {
             return Err(path.err(format!("`{field}` must list at least one policy")));
         }
-        values.iter().enumerate().map(|(i, v)| self.sub_policy(path, i, v)).collect()
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| self.sub_policy(path, i, v))
+            .collect()
     }
 
     fn sub_policy(&mut self, parent: &Path, index: usize, v: &Value) -> Result<Node> {
-        let entry = Entry::split(v).map_err(|m| Path(format!("{} > #{}", parent.0, index + 1)).err(m))?;
+        let entry =
+            Entry::split(v).map_err(|m| Path(format!("{} > #{}", parent.0, index + 1)).err(m))?;
         let path = parent.child(&entry, index);
         let kind = entry.kind.clone().map_err(|m| path.err(m))?;
         entry.check_fields(kind).map_err(|m| path.err(m))?;
@@ -203,13 +228,21 @@ impl Builder {
             PolicyType::Latency => latency(path, e.settings(kind).map_err(err)?)?,
             PolicyType::StatusCode => self.status_code(path, e.settings(kind).map_err(err)?)?,
             PolicyType::Probabilistic => probabilistic(path, e.settings(kind).map_err(err)?)?,
-            PolicyType::StringAttribute => self.string_attribute(path, e.settings(kind).map_err(err)?)?,
-            PolicyType::NumericAttribute => self.numeric_attribute(path, e.settings(kind).map_err(err)?)?,
-            PolicyType::BooleanAttribute => self.boolean_attribute(path, e.settings(kind).map_err(err)?)?,
+            PolicyType::StringAttribute => {
+                self.string_attribute(path, e.settings(kind).map_err(err)?)?
+            }
+            PolicyType::NumericAttribute => {
+                self.numeric_attribute(path, e.settings(kind).map_err(err)?)?
+            }
+            PolicyType::BooleanAttribute => {
+                self.boolean_attribute(path, e.settings(kind).map_err(err)?)?
+            }
             PolicyType::SpanCount => span_count(path, e.settings(kind).map_err(err)?)?,
             PolicyType::RateLimiting => rate_limiting(path, e.settings(kind).map_err(err)?)?,
             PolicyType::TraceState => self.trace_state(path, e.settings(kind).map_err(err)?)?,
-            PolicyType::Throughput => self.throughput(path, name, e.settings(kind).map_err(err)?)?,
+            PolicyType::Throughput => {
+                self.throughput(path, name, e.settings(kind).map_err(err)?)?
+            }
             PolicyType::And => {
                 let cfg: AndCfg = e.settings(kind).map_err(err)?;
                 Node::And(self.sub_policies(path, &cfg.and_sub_policy, "and_sub_policy")?)
@@ -223,7 +256,10 @@ impl Builder {
             }
             // Top-level drops and composites never get here.
             PolicyType::Drop | PolicyType::Composite => {
-                return Err(path.err(format!("`{}` is only allowed as a top-level policy", kind.as_str())));
+                return Err(path.err(format!(
+                    "`{}` is only allowed as a top-level policy",
+                    kind.as_str()
+                )));
             }
         })
     }
@@ -239,7 +275,9 @@ impl Builder {
                 "ERROR" => SpanStatus::Error,
                 "UNSET" => SpanStatus::Unset,
                 other => {
-                    return Err(path.err(format!("unknown status code `{other}`, supported: OK, ERROR, UNSET")));
+                    return Err(path.err(format!(
+                        "unknown status code `{other}`, supported: OK, ERROR, UNSET"
+                    )));
                 }
             };
             mask |= 1 << status as u8;
@@ -259,7 +297,13 @@ impl Builder {
             StrMatch::Regex(regex_set(path, &cfg.values)?)
         } else {
             // The collector ignores empty values: they never match.
-            StrMatch::Exact(cfg.values.iter().filter(|v| !v.is_empty()).map(|v| v.as_str().into()).collect())
+            StrMatch::Exact(
+                cfg.values
+                    .iter()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| v.as_str().into())
+                    .collect(),
+            )
         };
         Ok(self.attr_leaf(&cfg.key, AttrTest::Str(matcher), cfg.invert_match))
     }
@@ -267,13 +311,25 @@ impl Builder {
     fn numeric_attribute(&mut self, path: &Path, cfg: NumericAttributeCfg) -> Result<Node> {
         require_key(path, &cfg.key)?;
         if cfg.min_value == 0 && cfg.max_value == 0 {
-            return Err(path.err("at least one of `min_value` or `max_value` must be set (non-zero)"));
+            return Err(
+                path.err("at least one of `min_value` or `max_value` must be set (non-zero)")
+            );
         }
         // As in the collector, 0 leaves that side of the range open.
-        let min = if cfg.min_value == 0 { i64::MIN } else { cfg.min_value };
-        let max = if cfg.max_value == 0 { i64::MAX } else { cfg.max_value };
+        let min = if cfg.min_value == 0 {
+            i64::MIN
+        } else {
+            cfg.min_value
+        };
+        let max = if cfg.max_value == 0 {
+            i64::MAX
+        } else {
+            cfg.max_value
+        };
         if min > max {
-            return Err(path.err(format!("`min_value` {min} is greater than `max_value` {max}")));
+            return Err(path.err(format!(
+                "`min_value` {min} is greater than `max_value` {max}"
+            )));
         }
         Ok(self.attr_leaf(&cfg.key, AttrTest::Int { min, max }, cfg.invert_match))
     }
@@ -321,14 +377,20 @@ impl Builder {
         if cfg.max_keys == 0 {
             return Err(path.err("`max_keys` must be at least 1"));
         }
-        let slots = cfg.key_attributes.iter().map(|k| self.capture_slot(k)).collect();
+        let slots = cfg
+            .key_attributes
+            .iter()
+            .map(|k| self.capture_slot(k))
+            .collect();
         let settings = ThroughputSettings {
             goal_traces_per_second: cfg.goal_traces_per_second,
             interval: cfg.adjust_interval,
             weight: cfg.ema_weight,
             max_keys: cfg.max_keys,
         };
-        Ok(Node::Throughput(Box::new(Throughput::new(name, slots, settings))))
+        Ok(Node::Throughput(Box::new(Throughput::new(
+            name, slots, settings,
+        ))))
     }
 
     fn capture_slot(&mut self, key: &str) -> usize {
@@ -342,7 +404,9 @@ impl Builder {
     }
 
     fn composite(&mut self, path: &Path, entry: &Entry<'_>) -> Result<Composite> {
-        let cfg: CompositeCfg = entry.settings(PolicyType::Composite).map_err(|m| path.err(m))?;
+        let cfg: CompositeCfg = entry
+            .settings(PolicyType::Composite)
+            .map_err(|m| path.err(m))?;
         if cfg.max_total_spans_per_second <= 0 {
             return Err(path.err("`max_total_spans_per_second` must be greater than 0"));
         }
@@ -351,7 +415,8 @@ impl Builder {
         let names = sub_names(&cfg.composite_sub_policy);
         let budgets = allocations(path, &cfg, &names, max_total)?;
         let order = evaluation_order(path, &cfg.policy_order, &names)?;
-        let mut slots: Vec<Option<(Node, u64)>> = nodes.into_iter().zip(budgets).map(Some).collect();
+        let mut slots: Vec<Option<(Node, u64)>> =
+            nodes.into_iter().zip(budgets).map(Some).collect();
         let subs: Vec<(Node, u64)> = order.iter().filter_map(|&i| slots[i].take()).collect();
         Ok(Composite {
             window: SecondWindow::new(subs.len()),
@@ -404,7 +469,9 @@ fn span_count(path: &Path, cfg: SpanCountCfg) -> Result<Node> {
     if let Some(max) = max
         && min > max
     {
-        return Err(path.err(format!("`min_spans` {min} is greater than `max_spans` {max}")));
+        return Err(path.err(format!(
+            "`min_spans` {min} is greater than `max_spans` {max}"
+        )));
     }
     Ok(Node::SpanCount { min, max })
 }
@@ -486,20 +553,29 @@ fn rate_limiting(path: &Path, cfg: RateLimitingCfg) -> Result<Node> {
 }
 
 fn sub_names(values: &[Value]) -> Vec<Option<&str>> {
-    values.iter().map(|v| v.get("name").and_then(Value::as_str)).collect()
+    values
+        .iter()
+        .map(|v| v.get("name").and_then(Value::as_str))
+        .collect()
 }
 
 fn position(path: &Path, names: &[Option<&str>], name: &str, field: &str) -> Result<usize> {
-    names
-        .iter()
-        .position(|n| *n == Some(name))
-        .ok_or_else(|| path.err(format!("`{field}` names `{name}`, which is not a composite_sub_policy")))
+    names.iter().position(|n| *n == Some(name)).ok_or_else(|| {
+        path.err(format!(
+            "`{field}` names `{name}`, which is not a composite_sub_policy"
+        ))
+    })
 }
 
 /// Spans per second per sub-policy, as the collector computes them: a
 /// positive `percent` of the total, a zero or negative one an equal share,
 /// and no allocation at all nothing (that sub-policy never samples).
-fn allocations(path: &Path, cfg: &CompositeCfg, names: &[Option<&str>], max_total: u64) -> Result<Vec<u64>> {
+fn allocations(
+    path: &Path,
+    cfg: &CompositeCfg,
+    names: &[Option<&str>],
+    max_total: u64,
+) -> Result<Vec<u64>> {
     let mut budgets = vec![0u64; names.len()];
     let equal_share = max_total / names.len() as u64;
     for a in &cfg.rate_allocation {
@@ -530,6 +606,10 @@ fn evaluation_order(path: &Path, order: &[String], names: &[Option<&str>]) -> Re
             out.push(i);
         }
     }
-    out.extend((0..names.len()).filter(|i| !out.contains(i)).collect::<Vec<_>>());
+    out.extend(
+        (0..names.len())
+            .filter(|i| !out.contains(i))
+            .collect::<Vec<_>>(),
+    );
     Ok(out)
 }

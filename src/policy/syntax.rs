@@ -141,7 +141,9 @@ impl<'a> Entry<'a> {
     pub(crate) fn check_fields(&self, kind: PolicyType) -> Result<(), String> {
         let own = kind.as_str();
         match self.fields.keys().find(|k| {
-            !matches!(k.as_str(), "name" | "type") && *k != own && !OTEL_BLOCKS.contains(&k.as_str())
+            !matches!(k.as_str(), "name" | "type")
+                && *k != own
+                && !OTEL_BLOCKS.contains(&k.as_str())
         }) {
             Some(k) => Err(format!("unknown field `{k}`")),
             None => Ok(()),
@@ -149,7 +151,10 @@ impl<'a> Entry<'a> {
     }
 
     /// Deserializes this policy's settings block.
-    pub(crate) fn settings<T: for<'de> Deserialize<'de>>(&self, kind: PolicyType) -> Result<T, String> {
+    pub(crate) fn settings<T: for<'de> Deserialize<'de>>(
+        &self,
+        kind: PolicyType,
+    ) -> Result<T, String> {
         let block = match self.fields.get(kind.as_str()) {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(v) => v.clone(),

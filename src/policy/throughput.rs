@@ -84,7 +84,12 @@ impl Throughput {
     }
 
     /// Counts the trace under its key and returns the key's rate if sampled.
-    pub(crate) fn decide(&self, trace_id: &TraceId, captured: &[Option<Box<str>>], now: Instant) -> Option<f64> {
+    pub(crate) fn decide(
+        &self,
+        trace_id: &TraceId,
+        captured: &[Option<Box<str>>],
+        now: Instant,
+    ) -> Option<f64> {
         let key = self.key(captured);
         let rate = {
             let mut keys = lock(&self.keys);
