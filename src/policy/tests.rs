@@ -1090,3 +1090,11 @@ fn pasted_collector_configs_are_accepted() {
     );
     assert_eq!(e.policy_names().len(), 4);
 }
+
+#[test]
+fn shipped_config_policies_compile() {
+    // Policies reach the engine through the `config` crate's value model.
+    let cfg = crate::config::Config::load(std::path::Path::new("config/tailsift.yaml")).unwrap();
+    let e = PolicyEngine::from_config(&cfg.sampling.policies).unwrap();
+    assert_eq!(e.policy_names().len(), cfg.sampling.policies.len());
+}
