@@ -10,6 +10,7 @@ pub mod config;
 pub mod deadletter;
 pub mod model;
 pub mod offsets;
+pub mod policy;
 pub mod server;
 pub mod sink;
 pub mod telemetry;
