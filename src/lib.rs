@@ -6,6 +6,7 @@
 //! until a decision, `source` drives it all from a Kafka consumer group.
 
 pub mod config;
+pub mod decode;
 pub mod deadletter;
 pub mod model;
 pub mod offsets;
