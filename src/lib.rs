@@ -6,8 +6,8 @@
 //! until a decision, `source` drives it all from a Kafka consumer group.
 
 pub mod config;
-pub mod decode;
 pub mod deadletter;
+pub mod decode;
 pub mod model;
 pub mod offsets;
 pub mod sink;

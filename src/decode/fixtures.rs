@@ -297,7 +297,10 @@ pub fn otlp_scope() -> InstrumentationScope {
 
 /// The resource of `spec`: `service.name` plus its resource attributes.
 pub fn otlp_resource(spec: &SpanSpec) -> Resource {
-    let mut attributes = vec![otlp_key_value("service.name", &spec.service.as_str().into())];
+    let mut attributes = vec![otlp_key_value(
+        "service.name",
+        &spec.service.as_str().into(),
+    )];
     attributes.extend(otlp_attributes(&spec.resource_attributes));
     Resource {
         attributes,
@@ -377,7 +380,10 @@ pub fn jaeger_span(spec: &SpanSpec) -> jaeger::Span {
         SpanStatus::Unset => {}
     }
     if !spec.trace_state.is_empty() {
-        tags.push(jaeger_tag("w3c.tracestate", &spec.trace_state.as_str().into()));
+        tags.push(jaeger_tag(
+            "w3c.tracestate",
+            &spec.trace_state.as_str().into(),
+        ));
     }
     jaeger::Span {
         trace_id: spec.trace_id.to_vec(),

@@ -184,7 +184,8 @@ impl Tag {
     }
 
     fn str(&self, buf: &[u8]) -> Result<ByteRange, DecodeError> {
-        self.v_str.map_or(Ok(ByteRange::default()), |v| str_range(buf, v))
+        self.v_str
+            .map_or(Ok(ByteRange::default()), |v| str_range(buf, v))
     }
 
     /// The typed value; `None` for a value type this model does not know.
@@ -290,7 +291,9 @@ mod tests {
         let ts = [0x08, 0x02, 0x10, 0xf4, 0x03];
         assert_eq!(unix_nanos(&ts, 0..ts.len()).unwrap(), 2_000_000_500);
         // { seconds = -1 } before 1970 clamps to 0.
-        let neg = [0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let neg = [
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
         assert_eq!(unix_nanos(&neg, 0..neg.len()).unwrap(), 0);
         assert_eq!(signed_nanos(&neg, 0..neg.len()).unwrap(), -1_000_000_000);
     }

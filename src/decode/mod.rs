@@ -151,6 +151,9 @@ impl Decoder {
         batch: &mut ScanBatch,
     ) -> Result<Normalized, DecodeError> {
         batch.clear();
+        if raw.is_empty() {
+            return Err(DecodeError::Empty);
+        }
         self.check_size(raw.len())?;
         let encoding = match self.setting {
             EncodingSetting::OtlpProto => Encoding::OtlpProto,
@@ -163,14 +166,13 @@ impl Decoder {
     }
 
     fn check_size(&self, size: usize) -> Result<(), DecodeError> {
-        match size {
-            0 => Err(DecodeError::Empty),
-            s if s > self.max_message_bytes => Err(DecodeError::TooLarge {
+        if size > self.max_message_bytes {
+            return Err(DecodeError::TooLarge {
                 size,
                 max: self.max_message_bytes,
-            }),
-            _ => Ok(()),
+            });
         }
+        Ok(())
     }
 
     fn scan_as(

@@ -16,8 +16,7 @@ use std::ops::Range;
 use super::wire::{Reader, str_range};
 use super::{DecodeError, ids};
 use crate::model::{
-    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedSpan, SpanLayout,
-    SpanStatus,
+    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedSpan, SpanLayout, SpanStatus,
 };
 
 const SERVICE_NAME: &[u8] = b"service.name";
@@ -239,7 +238,9 @@ mod tests {
     fn any_value_reads_scalars_and_skips_containers() {
         assert_eq!(value_of(&[0x10, 0x01]), Some(RawValue::Bool(true)));
         // int_value -1 is a 10-byte varint.
-        let minus_one = [0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        let minus_one = [
+            0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ];
         assert_eq!(value_of(&minus_one), Some(RawValue::Int(-1)));
         let mut double = vec![0x21];
         double.extend(2.5f64.to_le_bytes());

@@ -172,10 +172,7 @@ mod tests {
     #[test]
     fn rejects_groups_bad_wire_types_and_field_zero() {
         for buf in [&[0x0b][..], &[0x0c], &[0x0e], &[0x0f], &[0x00, 0x00]] {
-            assert!(matches!(
-                fields(buf),
-                Err(DecodeError::InvalidProtobuf(_))
-            ));
+            assert!(matches!(fields(buf), Err(DecodeError::InvalidProtobuf(_))));
         }
     }
 
@@ -189,7 +186,10 @@ mod tests {
             &[0x25, 1],
             &[0x1a, 0xff, 0xff, 0xff, 0xff, 0x0f],
         ] {
-            assert!(matches!(fields(buf), Err(DecodeError::Truncated)), "{buf:?}");
+            assert!(
+                matches!(fields(buf), Err(DecodeError::Truncated)),
+                "{buf:?}"
+            );
         }
     }
 
@@ -210,7 +210,9 @@ mod tests {
 
     #[test]
     fn overlong_varint_is_invalid() {
-        let buf = [0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        let buf = [
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ];
         assert!(matches!(fields(&buf), Err(DecodeError::InvalidProtobuf(_))));
     }
 }
