@@ -730,8 +730,15 @@ fn auto_rejects_what_it_cannot_place() {
     )
     .unwrap_err();
     assert_eq!(err.reason(), "invalid_json");
-    // A Jaeger span with a broken trace ID reports the Jaeger error.
-    let mut span = fixtures::jaeger_span(&specs()[0]);
+    // A broken OTLP request reports the OTLP error...
+    let mut specs = specs();
+    specs[0].span_id = [0; 8];
+    specs[0].trace_id = [0; 16];
+    let err = scan_with(EncodingSetting::Auto, fixtures::otlp_proto(&specs), None).unwrap_err();
+    assert_eq!(err.reason(), "zero_trace_id");
+    // ...and what starts like a Jaeger span (16-byte trace ID, 8-byte span
+    // ID) the Jaeger error.
+    let mut span = fixtures::jaeger_span(&specs[1]);
     span.trace_id = vec![0; 16];
     let err = scan_with(EncodingSetting::Auto, span.encode_to_vec(), None).unwrap_err();
     assert_eq!(err.reason(), "zero_trace_id");
