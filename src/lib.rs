@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod deadletter;
+pub mod decode;
 pub mod model;
 pub mod offsets;
 pub mod policy;
