@@ -6,12 +6,16 @@
 //! until a decision, `source` drives it all from a Kafka consumer group,
 //! `app` wires it together behind the CLI.
 
+pub mod app;
 pub mod config;
 pub mod deadletter;
 pub mod decode;
+pub mod loadgen;
 pub mod model;
 pub mod offsets;
 pub mod policy;
 pub mod server;
 pub mod sink;
+pub mod source;
 pub mod telemetry;
+pub mod window;

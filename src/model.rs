@@ -47,8 +47,18 @@ impl TraceId {
     pub fn shard_hash(&self) -> u64 {
         let hi = u64::from_be_bytes(self.0[..8].try_into().unwrap_or_default());
         let lo = u64::from_be_bytes(self.0[8..].try_into().unwrap_or_default());
-        (hi ^ lo.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        mix64(hi ^ mix64(lo))
     }
+}
+
+/// The SplitMix64 finalizer: every input bit affects every output bit, so
+/// IDs from weak generators still spread evenly.
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 impl fmt::Debug for TraceId {
