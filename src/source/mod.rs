@@ -14,6 +14,7 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ use partition::PartitionTask;
 
 /// Messages buffered between a partition's librdkafka queue and its task.
 const PARTITION_CHANNEL: usize = 512;
+/// How long a full partition channel is tolerated before pausing fetching.
+const STUCK: Duration = Duration::from_millis(200);
 
 type Kafka = StreamConsumer<SourceContext>;
 
@@ -58,7 +61,9 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // Prefetch per partition; beyond it the pump's pause takes over.
+        .set("queued.max.messages.kbytes", "16384");
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
@@ -159,12 +164,13 @@ impl<S: TraceSink> Source<S> {
         self.shared.registry.insert(handle.clone());
         let (tx, rx) = mpsc::channel(PARTITION_CHANNEL);
         if let Some(queue) = self.consumer.split_partition_queue(&self.topic, partition) {
-            tasks.spawn(pump(
-                queue,
-                tx.clone(),
-                handle.clone(),
-                self.shared.stop.clone(),
-            ));
+            let pause = Pause {
+                consumer: self.consumer.clone(),
+                topic: self.topic.clone(),
+                partition,
+            };
+            let stop = self.shared.stop.clone();
+            tasks.spawn(pump(queue, tx.clone(), handle.clone(), stop, pause));
         }
         let task = PartitionTask::new(handle.clone(), self.shared.clone(), self.rules.clone());
         tasks.spawn(task.run(rx));
@@ -194,14 +200,43 @@ impl<S: TraceSink> Source<S> {
     }
 }
 
+/// Pauses and resumes fetching one partition.
+struct Pause {
+    consumer: Arc<Kafka>,
+    topic: String,
+    partition: i32,
+}
+
+impl Pause {
+    fn set(&self, paused: bool) {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        let result = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        let gauge = metrics::gauge!("tailsift_paused_partitions");
+        match result {
+            Ok(()) if paused => gauge.increment(1.0),
+            Ok(()) => gauge.decrement(1.0),
+            Err(e) => {
+                tracing::warn!(partition = self.partition, paused, error = %e, "cannot change pause state")
+            }
+        }
+    }
+}
+
 /// Moves one partition's messages from librdkafka into its task's channel.
-/// A full channel stops the pump, librdkafka's prefetch queue fills, and
-/// fetching that partition pauses.
+/// When the task falls behind (the sink is full, or memory is short) the
+/// channel fills; the partition is then paused so librdkafka stops fetching
+/// it, and resumed once the task took the waiting message.
 async fn pump(
     queue: rdkafka::consumer::stream_consumer::StreamPartitionQueue<SourceContext>,
     tx: mpsc::Sender<Incoming>,
     handle: Arc<PartitionHandle>,
     stop: CancellationToken,
+    pause: Pause,
 ) {
     loop {
         let incoming = tokio::select! {
@@ -215,10 +250,31 @@ async fn pump(
                 }
             },
         };
-        if tx.send(incoming).await.is_err() {
+        // A briefly full channel is ordinary CPU-bound work: only a task that
+        // stays stuck gets its partition paused.
+        let Err(SendTimeoutError::Timeout(waiting)) = tx.send_timeout(incoming, STUCK).await else {
+            continue;
+        };
+        pause.set(true);
+        let drained = tokio::select! {
+            _ = handle.revoked.cancelled() => false,
+            _ = stop.cancelled() => false,
+            r = drain_half(&tx, waiting) => r,
+        };
+        pause.set(false);
+        if !drained {
             return;
         }
     }
+}
+
+/// Sends `m`, then waits until half the channel is free again, so a paused
+/// partition is resumed with room to spare instead of flapping.
+async fn drain_half(tx: &mpsc::Sender<Incoming>, m: Incoming) -> bool {
+    if tx.send(m).await.is_err() {
+        return false;
+    }
+    tx.reserve_many(PARTITION_CHANNEL / 2).await.is_ok()
 }
 
 /// Messages fetched before a partition's queue was split arrive on the main
