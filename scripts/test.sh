@@ -18,11 +18,14 @@ if [[ -z "${KAFKA_BROKERS:-}" || -z "${ES_URL:-}" ]]; then
     fi
 fi
 echo "KAFKA_BROKERS=${KAFKA_BROKERS:-<unset>} ES_URL=${ES_URL:-<unset>}"
+# The stack script's own settings share the TAILSIFT_ prefix with the service's config
+# env overrides (TAILSIFT_<SECTION>__<KEY>); keep them away from the tests.
+unset TAILSIFT_CACHE TAILSIFT_MAVEN_REPO TAILSIFT_STACK_DIR TAILSIFT_JAVA_HOME TAILSIFT_ES_USER
 
 phase "cargo fmt --check"
 cargo fmt --check
 phase "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
-phase "cargo test --all-targets"
-cargo test --all-targets
+phase "cargo test --all-targets --no-fail-fast"
+cargo test --all-targets --no-fail-fast
 phase "tests done"

@@ -104,7 +104,8 @@ mvn_cmd() {
     need_cmd mvn maven
     local args=(-B -q -Dstyle.color=never)
     [[ -n "${TAILSIFT_MAVEN_REPO:-}" ]] && args+=("-Dmaven.repo.local=$TAILSIFT_MAVEN_REPO")
-    JAVA_HOME="$JAVA_HOME_STACK" mvn "${args[@]}" "$@" >&2
+    # (Debian's Maven prints stray ESC[0m resets even in batch mode: strip them)
+    JAVA_HOME="$JAVA_HOME_STACK" mvn "${args[@]}" "$@" 2>&1 | sed -u 's/\x1b\[0m//g' >&2
 }
 
 # ---------------------------------------------------------------- downloads --------
