@@ -9,10 +9,11 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, EncodingSetting};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decode::Decoder;
 use crate::policy::PolicyEngine;
+use crate::repartition::Repartitioner;
 use crate::server::{self, Readiness};
 use crate::sink::TraceSink;
 use crate::source::{self, Registry, Rules, Shared, Source};
@@ -26,8 +27,14 @@ const RELOAD_POLL: Duration = Duration::from_secs(2);
 pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
     let engine =
         PolicyEngine::from_config(&cfg.sampling.policies).context("invalid sampling.policies")?;
+    // Repartitioned pieces are protobuf in the input's model (OTLP or
+    // Jaeger), tagged with a content type: let the decoder tell which.
+    let encoding = match cfg.kafka.repartition {
+        Some(_) => EncodingSetting::Auto,
+        None => cfg.kafka.encoding,
+    };
     let decoder = Decoder::new(
-        cfg.kafka.encoding,
+        encoding,
         engine.attribute_keys(),
         cfg.kafka.max_message_bytes.as_u64() as usize,
     );
@@ -96,9 +103,25 @@ impl<S: TraceSink> Pipeline<S> {
             self.rules.subscribe(),
         )
         .context("cannot create the Kafka consumer")?;
+        let repartition = match &cfg.kafka.repartition {
+            Some(r) => {
+                let stage = Repartitioner::new(
+                    cfg,
+                    &r.input_topic,
+                    self.shared.dead_letters.clone(),
+                    self.shared.stop.clone(),
+                )
+                .context("cannot start the repartition stage")?;
+                Some(tokio::spawn(stage.run()))
+            }
+            None => None,
+        };
         let gauges = tokio::spawn(report_gauges(self.shared.clone()));
         source.run().await;
         gauges.abort();
+        if let Some(stage) = repartition {
+            let _ = stage.await;
+        }
         Ok(())
     }
 }
@@ -138,6 +161,7 @@ pub async fn serve<S: TraceSink>(cfg: Config, config_path: PathBuf, sink: S) -> 
         pipeline.rules.clone(),
         stop.clone(),
     ));
+
     tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, "tailsift running");
     pipeline.run(&cfg).await?;
     stop.cancel();

@@ -14,6 +14,7 @@ pub mod loadgen;
 pub mod model;
 pub mod offsets;
 pub mod policy;
+pub mod repartition;
 pub mod server;
 pub mod sink;
 pub mod source;

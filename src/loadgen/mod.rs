@@ -39,9 +39,10 @@ pub struct LoadOptions {
     pub topic: String,
     pub encoding: Encoding,
     /// Key messages by trace ID hex (Jaeger collector, OTel exporter with
-    /// `partition_traces_by_id`); unkeyed OTLP messages batch several traces.
+    /// `partition_traces_by_id`). Unkeyed OTLP batches the spans of
+    /// `traces_per_message` traces and spreads them over 3 messages, as SDK
+    /// batching does.
     pub keyed: bool,
-    /// Traces per message for unkeyed OTLP.
     pub traces_per_message: usize,
     /// Spans per second; 0 = as fast as possible.
     pub rate: f64,
@@ -133,6 +134,9 @@ impl Summary {
         )
     }
 }
+
+/// Unkeyed OTLP batches are spread over this many messages.
+const UNKEYED_SPLIT: usize = 3;
 
 /// A message ready to send.
 struct Outgoing {
@@ -282,8 +286,21 @@ impl<'a> Run<'a> {
             .iter()
             .flat_map(|t| t.spans.iter().map(move |s| (t.trace_id, s)))
             .collect();
-        for payload in encode::encode(self.opts.encoding, &spans) {
-            self.send(Outgoing { key: None, payload }).await?;
+        // An SDK exports spans as they end, so one trace's spans land in
+        // several batches (and, unkeyed, on several partitions).
+        for chunk in 0..UNKEYED_SPLIT {
+            let part: Vec<_> = spans
+                .iter()
+                .skip(chunk)
+                .step_by(UNKEYED_SPLIT)
+                .copied()
+                .collect();
+            if part.is_empty() {
+                continue;
+            }
+            for payload in encode::encode(self.opts.encoding, &part) {
+                self.send(Outgoing { key: None, payload }).await?;
+            }
         }
         Ok(())
     }

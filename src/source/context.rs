@@ -14,9 +14,22 @@ use super::registry::Registry;
 pub struct Assigned(pub Vec<i32>);
 
 pub struct SourceContext {
-    pub topic: String,
-    pub registry: Arc<Registry>,
-    pub assigned: mpsc::UnboundedSender<Assigned>,
+    topic: String,
+    registry: Arc<Registry>,
+    assigned: mpsc::UnboundedSender<Assigned>,
+}
+
+impl SourceContext {
+    /// A context for `topic`, and where it announces assigned partitions.
+    pub fn new(topic: &str, registry: Arc<Registry>) -> (Self, mpsc::UnboundedReceiver<Assigned>) {
+        let (assigned, rx) = mpsc::unbounded_channel();
+        let ctx = Self {
+            topic: topic.to_string(),
+            registry,
+            assigned,
+        };
+        (ctx, rx)
+    }
 }
 
 impl ClientContext for SourceContext {

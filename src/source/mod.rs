@@ -27,7 +27,7 @@ use crate::deadletter::DeadLetterSink;
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
 use crate::window::{DecisionCache, Occupancy, WindowConfig};
-use context::{Assigned, SourceContext};
+pub use context::{Assigned, SourceContext};
 use partition::PartitionTask;
 
 /// Messages buffered between a partition's librdkafka queue and its task.
@@ -103,12 +103,7 @@ impl<S: TraceSink> Source<S> {
         shared: Arc<Shared<S>>,
         rules: watch::Receiver<Arc<Rules>>,
     ) -> Result<Self, KafkaError> {
-        let (tx, assigned) = mpsc::unbounded_channel();
-        let context = SourceContext {
-            topic: cfg.topic.clone(),
-            registry: shared.registry.clone(),
-            assigned: tx,
-        };
+        let (context, assigned) = SourceContext::new(&cfg.topic, shared.registry.clone());
         let consumer: Kafka = consumer_config(cfg).create_with_context(context)?;
         consumer.subscribe(&[&cfg.topic])?;
         Ok(Self {

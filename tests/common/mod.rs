@@ -10,6 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod kafka;
+pub mod pipeline;
+
 pub const START_HINT: &str =
     "start the stack: deploy/local/stack.sh up && eval \"$(deploy/local/stack.sh env)\"";
 
