@@ -502,7 +502,11 @@ mod tests {
             b.wait().await;
         }
         // 10 + 20 + 30 (capped), each at least 80%.
-        assert!(t0.elapsed() >= Duration::from_millis(48), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(48),
+            "{:?}",
+            t0.elapsed()
+        );
         assert_eq!(b.next, Duration::from_millis(30));
         b.reset();
         assert_eq!(b.next, Duration::from_millis(10));

@@ -979,13 +979,7 @@ mod tests {
     fn long_trace_ids_unless_configured() {
         let mut buf = Vec::new();
         let span = jaeger_span();
-        let meta = jaeger_document(
-            &span,
-            &DocOptions::default(),
-            &sampling(),
-            &mut buf,
-        )
-        .unwrap();
+        let meta = jaeger_document(&span, &DocOptions::default(), &sampling(), &mut buf).unwrap();
         assert_eq!(meta.trace_id.as_str(), "0000000000000000000000000000002a");
     }
 
