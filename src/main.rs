@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tailsift::config::Config;
 use tailsift::decode::Encoding;
 use tailsift::loadgen::{LoadOptions, generator::Profile};
+use tailsift::sink::ElasticsearchSink;
+use tailsift::sink::health::Monitored;
 
 #[derive(Parser)]
 #[command(
@@ -173,7 +175,14 @@ fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
             SinkKind::Null => {
                 tailsift::app::serve(cfg, path, tailsift::sink::null::NullSink::default()).await
             }
-            SinkKind::Elasticsearch => anyhow::bail!("the Elasticsearch sink is not wired yet"),
+            SinkKind::Elasticsearch => {
+                let dead_letters = tailsift::app::dead_letters(&cfg)?;
+                let sink =
+                    ElasticsearchSink::start(&cfg.elasticsearch, &cfg.index_prefix(), dead_letters)
+                        .await
+                        .context("cannot start the Elasticsearch sink")?;
+                tailsift::app::serve(cfg, path, Monitored::new(sink).await).await
+            }
         }
     })
 }

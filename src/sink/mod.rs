@@ -1,8 +1,27 @@
 //! Where kept traces go: the Elasticsearch writer in production, an in-memory
 //! collector in tests.
+//!
+//! - `document`: Jaeger span and service documents (the storage contract)
+//! - `index`: daily index and alias names
+//! - `templates`: index templates installed at start
+//! - `encode`: a kept trace → bulk NDJSON lines
+//! - `bulk`: [`ElasticsearchSink`], batching, retries, acknowledgements
+//! - `elasticsearch`: the HTTP client
+
+mod ack;
+pub mod bulk;
+pub mod document;
+pub mod elasticsearch;
+mod encode;
+pub mod health;
+pub mod index;
+pub mod null;
+pub mod templates;
 
 use std::future::Future;
 use std::sync::Arc;
+
+pub use bulk::ElasticsearchSink;
 
 use crate::model::{Decision, SpanRef, TraceId};
 use crate::offsets::AckHandle;
@@ -47,4 +66,28 @@ impl<T: TraceSink> TraceSink for Arc<T> {
     }
 }
 
-pub mod null;
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("invalid Elasticsearch configuration: {0}")]
+    Config(String),
+    #[error("Elasticsearch request failed: {0}")]
+    Transport(#[from] ::elasticsearch::Error),
+    #[error("Elasticsearch answered {status} to {path}: {body}")]
+    Status {
+        path: String,
+        status: u16,
+        body: String,
+    },
+    #[error("unexpected Elasticsearch response: {0}")]
+    Response(String),
+}
+
+impl SinkError {
+    fn status(path: &str, status: ::elasticsearch::http::StatusCode, body: &[u8]) -> Self {
+        Self::Status {
+            path: path.to_string(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned(),
+        }
+    }
+}

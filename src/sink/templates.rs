@@ -1,0 +1,226 @@
+//! Index templates for the span and service indices, installed at start so
+//! every daily index gets the mapping Jaeger Query searches: keywords for IDs
+//! and names, `nested` tags/logs/references, `startTimeMillis` as a date.
+//!
+//! ES 8/9 get composable `_index_template`s; ES 7 and OpenSearch the legacy
+//! `_template` API, which every version of them understands.
+
+use serde_json::{Value, json};
+
+use super::SinkError;
+use super::elasticsearch::{EsClient, ServerInfo};
+use super::index::{IndexNames, Kind};
+
+/// Above 0 so a catch-all template at the default priority does not clash
+/// with ours on overlapping patterns.
+const PRIORITY: u32 = 300;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateApi {
+    /// `PUT _template/<name>`: ES 7, OpenSearch.
+    Legacy,
+    /// `PUT _index_template/<name>`: ES 8 and later.
+    Composable,
+}
+
+impl TemplateApi {
+    pub fn for_server(info: &ServerInfo) -> Self {
+        match !info.opensearch && info.major >= 8 {
+            true => Self::Composable,
+            false => Self::Legacy,
+        }
+    }
+
+    fn path(self, name: &str) -> String {
+        match self {
+            Self::Legacy => format!("/_template/{name}"),
+            Self::Composable => format!("/_index_template/{name}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct IndexSettings {
+    pub shards: u32,
+    pub replicas: u32,
+}
+
+/// The template body for `kind` in the form `api` expects.
+pub fn template(
+    api: TemplateApi,
+    kind: Kind,
+    names: &IndexNames,
+    settings: IndexSettings,
+) -> Value {
+    let settings = json!({
+        "index.number_of_shards": settings.shards,
+        "index.number_of_replicas": settings.replicas,
+        "index.requests.cache.enable": true,
+    });
+    let mappings = match kind {
+        Kind::Span => span_mappings(),
+        Kind::Service => service_mappings(),
+    };
+    let mut body = json!({"settings": settings, "mappings": mappings});
+    if names.uses_aliases() {
+        // Rollover indices created later join the read alias Query uses.
+        body["aliases"] = json!({ names.read_alias(kind): {} });
+    }
+    let patterns = json!([names.pattern(kind)]);
+    match api {
+        TemplateApi::Legacy => {
+            body["index_patterns"] = patterns;
+            body
+        }
+        TemplateApi::Composable => {
+            json!({"index_patterns": patterns, "priority": PRIORITY, "template": body})
+        }
+    }
+}
+
+fn keyword() -> Value {
+    json!({"type": "keyword", "ignore_above": 256})
+}
+
+/// A `nested` list of objects whose listed fields are keywords; other fields
+/// are kept in `_source` but not indexed (`dynamic: false`).
+fn nested_keywords(fields: &[&str]) -> Value {
+    let props: serde_json::Map<String, Value> =
+        fields.iter().map(|f| (f.to_string(), keyword())).collect();
+    json!({"type": "nested", "dynamic": false, "properties": props})
+}
+
+fn span_mappings() -> Value {
+    let key_values = || nested_keywords(&["key", "value", "type"]);
+    let mut logs = nested_keywords(&[]);
+    logs["properties"] = json!({"timestamp": {"type": "long"}, "fields": key_values()});
+    json!({
+        "properties": {
+            "traceID": keyword(),
+            "spanID": keyword(),
+            "parentSpanID": keyword(),
+            "operationName": keyword(),
+            "flags": {"type": "integer"},
+            "startTime": {"type": "long"},
+            "startTimeMillis": {"type": "date", "format": "epoch_millis"},
+            "duration": {"type": "long"},
+            "references": nested_keywords(&["refType", "traceID", "spanID"]),
+            "tags": key_values(),
+            "logs": logs,
+            "process": {"properties": {"serviceName": keyword(), "tags": key_values()}},
+        }
+    })
+}
+
+fn service_mappings() -> Value {
+    json!({"properties": {"serviceName": keyword(), "operationName": keyword()}})
+}
+
+/// Installs (overwrites) both templates, in the API the server speaks.
+pub async fn install(
+    client: &EsClient,
+    names: &IndexNames,
+    settings: IndexSettings,
+) -> Result<TemplateApi, SinkError> {
+    let info = client.server_info().await?;
+    let api = TemplateApi::for_server(&info);
+    for kind in [Kind::Span, Kind::Service] {
+        let path = api.path(&names.template(kind));
+        client
+            .put_json(&path, &template(api, kind, names, settings))
+            .await?;
+    }
+    tracing::info!(version = %info.version, opensearch = info.opensearch, ?api, "index templates installed");
+    Ok(api)
+}
+
+/// Alias mode: creates the first rollover index behind each write alias
+/// unless the alias exists, as Jaeger's `es-rollover init` would; writing
+/// to a missing alias would otherwise create a plain index of that name.
+pub async fn ensure_write_aliases(client: &EsClient, names: &IndexNames) -> Result<(), SinkError> {
+    for kind in [Kind::Span, Kind::Service] {
+        let alias = names.write_alias(kind);
+        if client.exists(&format!("/_alias/{alias}")).await? {
+            continue;
+        }
+        let body = json!({"aliases": {
+            alias.as_str(): {"is_write_index": true},
+            names.read_alias(kind): {},
+        }});
+        client
+            .put_json(&format!("/{}", names.initial_rollover_index(kind)), &body)
+            .await?;
+        tracing::info!(%alias, "created the initial rollover index");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(major: u32, opensearch: bool) -> ServerInfo {
+        ServerInfo {
+            version: format!("{major}.0.0"),
+            major,
+            opensearch,
+        }
+    }
+
+    #[test]
+    fn api_follows_the_server() {
+        assert_eq!(
+            TemplateApi::for_server(&info(7, false)),
+            TemplateApi::Legacy
+        );
+        assert_eq!(
+            TemplateApi::for_server(&info(8, false)),
+            TemplateApi::Composable
+        );
+        assert_eq!(
+            TemplateApi::for_server(&info(9, false)),
+            TemplateApi::Composable
+        );
+        assert_eq!(TemplateApi::for_server(&info(2, true)), TemplateApi::Legacy);
+    }
+
+    #[test]
+    fn span_template_shapes() {
+        let names = IndexNames::new("p-", false);
+        let settings = IndexSettings {
+            shards: 3,
+            replicas: 1,
+        };
+        let legacy = template(TemplateApi::Legacy, Kind::Span, &names, settings);
+        assert_eq!(legacy["index_patterns"], json!(["p-jaeger-span-*"]));
+        assert_eq!(legacy["settings"]["index.number_of_shards"], 3);
+        let props = &legacy["mappings"]["properties"];
+        assert_eq!(props["tags"]["type"], "nested");
+        assert_eq!(props["tags"]["dynamic"], false);
+        assert_eq!(props["tags"]["properties"]["value"], keyword());
+        assert_eq!(props["logs"]["properties"]["fields"]["type"], "nested");
+        assert_eq!(props["logs"]["properties"]["timestamp"]["type"], "long");
+        assert_eq!(props["process"]["properties"]["tags"]["type"], "nested");
+        assert_eq!(props["startTimeMillis"]["format"], "epoch_millis");
+        assert!(legacy.get("aliases").is_none());
+
+        let composable = template(TemplateApi::Composable, Kind::Span, &names, settings);
+        assert_eq!(composable["priority"], PRIORITY);
+        assert_eq!(composable["template"]["mappings"], legacy["mappings"]);
+    }
+
+    #[test]
+    fn alias_mode_adds_the_read_alias() {
+        let names = IndexNames::new("", true);
+        let settings = IndexSettings {
+            shards: 1,
+            replicas: 0,
+        };
+        let t = template(TemplateApi::Composable, Kind::Service, &names, settings);
+        assert_eq!(t["template"]["aliases"], json!({"jaeger-service-read": {}}));
+        assert_eq!(
+            t["template"]["mappings"]["properties"]["serviceName"],
+            keyword()
+        );
+    }
+}

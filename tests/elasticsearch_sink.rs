@@ -1,0 +1,776 @@
+//! The Elasticsearch sink against a real Elasticsearch: set `ES_URL`
+//! (`eval "$(deploy/local/stack.sh env)"` after `deploy/local/stack.sh up`).
+//! Every test writes under its own index prefix.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use elasticsearch::Elasticsearch;
+use elasticsearch::http::Method;
+use elasticsearch::http::headers::HeaderMap;
+use elasticsearch::http::transport::Transport;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use serde_json::{Value, json};
+use tailsift::config::ElasticsearchConfig;
+use tailsift::deadletter::{DeadLetter, DeadLetterSink};
+use tailsift::model::{ByteRange, Decision, Payload, SpanLayout, SpanRef, TraceId, WireFormat};
+use tailsift::offsets::{AckHandle, Resolved};
+use tailsift::decode::jaeger;
+use tailsift::sink::document::service_doc_id;
+use tailsift::sink::{ElasticsearchSink, KeptTrace, TraceSink};
+use tokio::sync::mpsc;
+
+// ---------------------------------------------------------------- helpers
+
+fn es_url() -> String {
+    std::env::var("ES_URL").expect(
+        "ES_URL is not set: start Elasticsearch with `deploy/local/stack.sh up` and \
+         `eval \"$(deploy/local/stack.sh env)\"`",
+    )
+}
+
+/// A fresh lowercase index prefix per test and run.
+fn prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("it-{test}-{}-{nanos}-", std::process::id())
+}
+
+fn config() -> ElasticsearchConfig {
+    let mut cfg = ElasticsearchConfig {
+        urls: vec![es_url()],
+        ..Default::default()
+    };
+    cfg.bulk.linger = Duration::from_millis(20);
+    cfg
+}
+
+/// Dead letters kept in memory, acknowledged at once.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<DeadLetter>>);
+
+impl DeadLetterSink for Recorder {
+    fn send(&self, letter: DeadLetter, ack: AckHandle) {
+        self.0.lock().unwrap().push(letter);
+        ack.ack();
+    }
+}
+
+impl Recorder {
+    fn letters(&self) -> Vec<DeadLetter> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn start(cfg: &ElasticsearchConfig, prefix: &str) -> (ElasticsearchSink, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let sink = ElasticsearchSink::start(cfg, prefix, recorder.clone())
+        .await
+        .expect("sink starts against ES_URL");
+    (sink, recorder)
+}
+
+/// Raw calls for assertions.
+struct Es(Elasticsearch);
+
+impl Es {
+    fn new() -> Self {
+        Self(Elasticsearch::new(
+            Transport::single_node(&es_url()).unwrap(),
+        ))
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()));
+        let resp = self
+            .0
+            .send(method, path, HeaderMap::new(), None::<&()>, body, None)
+            .await
+            .unwrap();
+        let status = resp.status_code().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Refreshes, then returns the `_source` of every hit in `index`.
+    async fn docs(&self, index: &str, query: Value) -> Vec<Value> {
+        self.call(Method::Post, &format!("/{index}/_refresh"), None)
+            .await;
+        let body = json!({"query": query, "size": 100, "version": true, "sort": ["_doc"]});
+        let (status, r) = self
+            .call(Method::Post, &format!("/{index}/_search"), Some(body))
+            .await;
+        if status == 404 {
+            return Vec::new();
+        }
+        assert_eq!(status, 200, "{r}");
+        r["hits"]["hits"].as_array().unwrap().clone()
+    }
+
+    async fn count(&self, index: &str) -> usize {
+        self.docs(index, json!({"match_all": {}})).await.len()
+    }
+
+    /// Deletes what a test wrote under `prefix` (by name: wildcard deletes
+    /// are refused by default).
+    async fn cleanup(&self, prefix: &str) {
+        let (_, indices) = self
+            .call(
+                Method::Get,
+                &format!("/_cat/indices/{prefix}*?format=json&h=index"),
+                None,
+            )
+            .await;
+        for i in indices.as_array().into_iter().flatten() {
+            if let Some(name) = i["index"].as_str() {
+                self.call(Method::Delete, &format!("/{name}"), None).await;
+            }
+        }
+        for kind in ["span", "service"] {
+            let name = format!("{prefix}jaeger-{kind}");
+            self.call(Method::Delete, &format!("/_index_template/{name}"), None)
+                .await;
+        }
+    }
+}
+
+fn ack_channel(offset: i64, spans: u32) -> (AckHandle, mpsc::UnboundedReceiver<Resolved>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut r = Resolved::default();
+    r.add(offset, spans);
+    (AckHandle::new(tx, r), rx)
+}
+
+fn kept(trace_id: TraceId, spans: Vec<SpanRef>, ack: AckHandle) -> KeptTrace {
+    KeptTrace {
+        trace_id,
+        decision: Decision::keep("errors".into(), 1.0),
+        would_drop: false,
+        spans,
+        ack,
+    }
+}
+
+fn payload(bytes: Vec<u8>, format: WireFormat) -> Arc<Payload> {
+    Arc::new(Payload {
+        bytes: bytes.into(),
+        format,
+        partition: 0,
+        offset: 100,
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> ByteRange {
+    let at = haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("sub-message inside the request");
+    ByteRange::new(at, at + needle.len())
+}
+
+/// One OTLP request holding `spans`, with their layouts computed the way a
+/// scan records them (span, scope and resource messages).
+fn otlp_refs(resource: Resource, scope: InstrumentationScope, spans: Vec<Span>) -> Vec<SpanRef> {
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(resource.clone()),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(scope.clone()),
+                spans: spans.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let bytes = req.encode_to_vec();
+    let scope_range = find(&bytes, &scope.encode_to_vec());
+    let resource_range = find(&bytes, &resource.encode_to_vec());
+    let p = payload(bytes, WireFormat::Otlp);
+    spans
+        .iter()
+        .map(|s| SpanRef {
+            layout: SpanLayout {
+                span: find(&p.bytes, &s.encode_to_vec()),
+                scope: scope_range,
+                resource: resource_range,
+            },
+            payload: p.clone(),
+        })
+        .collect()
+}
+
+fn jaeger_ref(span: &jaeger::Span) -> SpanRef {
+    let bytes = span.encode_to_vec();
+    SpanRef {
+        layout: SpanLayout {
+            span: ByteRange::new(0, bytes.len()),
+            ..Default::default()
+        },
+        payload: payload(bytes, WireFormat::Jaeger),
+    }
+}
+
+fn attr(key: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+fn tag(key: &str, ty: &str, value: &str) -> Value {
+    json!({"key": key, "type": ty, "value": value})
+}
+
+/// Unix nanoseconds of an RFC 3339 time.
+fn nanos(rfc3339: &str) -> u64 {
+    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap();
+    t.timestamp_nanos_opt().unwrap() as u64
+}
+
+fn resource(service: &str) -> Resource {
+    Resource {
+        attributes: vec![
+            attr("service.name", s(service)),
+            attr("host.name", s("node-1")),
+        ],
+        ..Default::default()
+    }
+}
+
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: "io.opentelemetry.okhttp".into(),
+        version: "1.2.3".into(),
+        ..Default::default()
+    }
+}
+
+fn simple_span(trace: [u8; 16], id: u8, name: &str, start: &str) -> Span {
+    let start = nanos(start);
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: vec![0, 0, 0, 0, 0, 0, 0, id],
+        name: name.into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 2_000_000,
+        ..Default::default()
+    }
+}
+
+fn trace_hex(t: [u8; 16]) -> String {
+    TraceId(t).to_hex()
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test]
+async fn otlp_span_is_stored_per_the_jaeger_contract() {
+    let p = prefix("otlp");
+    let (sink, _) = start(&config(), &p).await;
+    let trace = [0x4b; 16];
+    let start = nanos("2024-05-06T07:08:09.123456789Z");
+    let span = Span {
+        trace_id: trace.to_vec(),
+        span_id: vec![1, 2, 3, 4, 5, 6, 7, 8],
+        parent_span_id: vec![0, 0, 0, 0, 0, 0, 0, 9],
+        trace_state: "vendor=abc".into(),
+        name: "GET /cart".into(),
+        kind: SpanKind::Client as i32,
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + 1_500_000,
+        attributes: vec![
+            attr("http.status_code", any_value::Value::IntValue(503)),
+            attr("retry", any_value::Value::BoolValue(false)),
+        ],
+        events: vec![Event {
+            time_unix_nano: start + 1_000,
+            name: "exception".into(),
+            attributes: vec![attr("exception.type", s("Timeout"))],
+            ..Default::default()
+        }],
+        links: vec![Link {
+            trace_id: vec![0x11; 16],
+            span_id: vec![0x22; 8],
+            ..Default::default()
+        }],
+        status: Some(Status {
+            message: "upstream timeout".into(),
+            code: StatusCode::Error as i32,
+        }),
+        ..Default::default()
+    };
+    let (ack, mut acks) = ack_channel(100, 1);
+    let refs = otlp_refs(resource("cart"), scope(), vec![span]);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    sink.flush().await;
+    assert!(acks.try_recv().is_ok(), "acknowledged after flush");
+
+    let hits = Es::new()
+        .docs(
+            &format!("{p}jaeger-span-2024-05-06"),
+            json!({"term": {"traceID": trace_hex(trace)}}),
+        )
+        .await;
+    assert_eq!(hits.len(), 1);
+    let t = trace_hex(trace);
+    let expected = json!({
+        "traceID": t,
+        "spanID": "0102030405060708",
+        "parentSpanID": "0000000000000009",
+        "operationName": "GET /cart",
+        "references": [
+            {"refType": "CHILD_OF", "traceID": t, "spanID": "0000000000000009"},
+            {"refType": "FOLLOWS_FROM", "traceID": "11".repeat(16), "spanID": "22".repeat(8)},
+        ],
+        "startTime": 1_714_979_289_123_456u64,
+        "startTimeMillis": 1_714_979_289_123u64,
+        "duration": 1500,
+        "tags": [
+            tag("otel.scope.name", "string", "io.opentelemetry.okhttp"),
+            tag("otel.scope.version", "string", "1.2.3"),
+            tag("http.status_code", "int64", "503"),
+            tag("retry", "bool", "false"),
+            tag("span.kind", "string", "client"),
+            tag("otel.status_code", "string", "ERROR"),
+            tag("error", "bool", "true"),
+            tag("otel.status_description", "string", "upstream timeout"),
+            tag("w3c.tracestate", "string", "vendor=abc"),
+            tag("sampling.policy", "string", "errors"),
+            tag("sampling.rate", "float64", "1"),
+        ],
+        "logs": [{
+            "timestamp": 1_714_979_289_123_457u64,
+            "fields": [tag("event", "string", "exception"), tag("exception.type", "string", "Timeout")],
+        }],
+        "process": {"serviceName": "cart", "tags": [tag("host.name", "string", "node-1")]},
+    });
+    let source = &hits[0]["_source"];
+    for (field, want) in expected.as_object().unwrap() {
+        assert_eq!(&source[field], want, "field {field}");
+    }
+    assert_eq!(source, &expected, "no other fields");
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn jaeger_span_is_stored_per_the_jaeger_contract() {
+    let p = prefix("jaeger");
+    let cfg = ElasticsearchConfig {
+        short_trace_ids: true,
+        ..config()
+    };
+    let (sink, _) = start(&cfg, &p).await;
+    let kv = |key: &str, v_type: i32| jaeger::KeyValue {
+        key: key.into(),
+        v_type,
+        ..Default::default()
+    };
+    let trace64 = vec![0, 0, 0, 0, 0, 0, 0x0a, 0xbc];
+    let span = jaeger::Span {
+        trace_id: trace64.clone(),
+        span_id: vec![0, 0, 0, 0, 0, 0, 0, 2],
+        operation_name: "HTTP GET".into(),
+        references: vec![
+            jaeger::SpanRef {
+                trace_id: trace64.clone(),
+                span_id: vec![0, 0, 0, 0, 0, 0, 0, 1],
+                ref_type: 0,
+            },
+            jaeger::SpanRef {
+                trace_id: trace64.clone(),
+                span_id: vec![0, 0, 0, 0, 0, 0, 0, 7],
+                ref_type: 1,
+            },
+        ],
+        flags: 1,
+        start_time: Some(pbjson_types::Timestamp {
+            seconds: 1_485_467_191,
+            nanos: 639_875_000,
+        }),
+        duration: Some(pbjson_types::Duration {
+            seconds: 0,
+            nanos: 5_000,
+        }),
+        tags: vec![
+            jaeger::KeyValue {
+                v_str: "service-y".into(),
+                ..kv("peer.service", 0)
+            },
+            jaeger::KeyValue {
+                v_bool: true,
+                ..kv("error", 1)
+            },
+            jaeger::KeyValue {
+                v_int64: 23456,
+                ..kv("peer.ipv4", 2)
+            },
+            jaeger::KeyValue {
+                v_float64: 72.5,
+                ..kv("temperature", 3)
+            },
+            jaeger::KeyValue {
+                v_binary: vec![0, 0, 0x30, 0x39],
+                ..kv("blob", 4)
+            },
+        ],
+        logs: vec![jaeger::Log {
+            timestamp: Some(pbjson_types::Timestamp {
+                seconds: 1_485_467_191,
+                nanos: 639_880_000,
+            }),
+            fields: vec![jaeger::KeyValue {
+                v_str: "retrying".into(),
+                ..kv("event", 0)
+            }],
+        }],
+        process: Some(jaeger::Process {
+            service_name: "service-x".into(),
+            tags: vec![jaeger::KeyValue {
+                v_str: "1.0".into(),
+                ..kv("jaeger.version", 0)
+            }],
+        }),
+        ..Default::default()
+    };
+    let trace_id = TraceId::from_slice(&trace64).unwrap();
+    let (ack, mut acks) = ack_channel(100, 1);
+    sink.submit(kept(trace_id, vec![jaeger_ref(&span)], ack))
+        .await;
+    sink.flush().await;
+    assert!(acks.try_recv().is_ok());
+
+    let hits = Es::new()
+        .docs(
+            &format!("{p}jaeger-span-2017-01-26"),
+            json!({"term": {"traceID": "0000000000000abc"}}),
+        )
+        .await;
+    assert_eq!(hits.len(), 1, "found by the 16-hex trace ID");
+    let expected = json!({
+        "traceID": "0000000000000abc",
+        "spanID": "0000000000000002",
+        "parentSpanID": "0000000000000001",
+        "flags": 1,
+        "operationName": "HTTP GET",
+        "references": [
+            {"refType": "CHILD_OF", "traceID": "0000000000000abc", "spanID": "0000000000000001"},
+            {"refType": "FOLLOWS_FROM", "traceID": "0000000000000abc", "spanID": "0000000000000007"},
+        ],
+        "startTime": 1_485_467_191_639_875u64,
+        "startTimeMillis": 1_485_467_191_639u64,
+        "duration": 5,
+        "tags": [
+            tag("peer.service", "string", "service-y"),
+            tag("error", "bool", "true"),
+            tag("peer.ipv4", "int64", "23456"),
+            tag("temperature", "float64", "72.5"),
+            tag("blob", "binary", "00003039"),
+            tag("sampling.policy", "string", "errors"),
+            tag("sampling.rate", "float64", "1"),
+        ],
+        "logs": [{"timestamp": 1_485_467_191_639_880u64, "fields": [tag("event", "string", "retrying")]}],
+        "process": {"serviceName": "service-x", "tags": [tag("jaeger.version", "string", "1.0")]},
+    });
+    let source = &hits[0]["_source"];
+    for (field, want) in expected.as_object().unwrap() {
+        assert_eq!(&source[field], want, "field {field}");
+    }
+    assert_eq!(source, &expected, "no other fields");
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn applied_mapping_has_nested_tags() {
+    let p = prefix("mapping");
+    let (sink, _) = start(&config(), &p).await;
+    let trace = [0x5c; 16];
+    let refs = otlp_refs(
+        resource("m"),
+        scope(),
+        vec![simple_span(trace, 1, "op", "2024-05-06T00:00:01Z")],
+    );
+    let (ack, _acks) = ack_channel(1, 1);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    sink.flush().await;
+
+    let index = format!("{p}jaeger-span-2024-05-06");
+    let (status, m) = Es::new()
+        .call(Method::Get, &format!("/{index}/_mapping"), None)
+        .await;
+    assert_eq!(status, 200, "{m}");
+    let props = &m[&index]["mappings"]["properties"];
+    assert_eq!(props["tags"]["type"], "nested", "{props}");
+    assert_eq!(props["tags"]["properties"]["value"]["type"], "keyword");
+    assert_eq!(props["process"]["properties"]["tags"]["type"], "nested");
+    assert_eq!(props["logs"]["type"], "nested");
+    assert_eq!(props["logs"]["properties"]["fields"]["type"], "nested");
+    assert_eq!(props["references"]["type"], "nested");
+    assert_eq!(props["traceID"]["type"], "keyword");
+    assert_eq!(props["startTime"]["type"], "long");
+    assert_eq!(props["startTimeMillis"]["type"], "date");
+    assert_eq!(props["duration"]["type"], "long");
+
+    let service_index = format!("{p}jaeger-service-2024-05-06");
+    let (_, m) = Es::new()
+        .call(Method::Get, &format!("/{service_index}/_mapping"), None)
+        .await;
+    let props = &m[&service_index]["mappings"]["properties"];
+    assert_eq!(props["serviceName"]["type"], "keyword");
+    assert_eq!(props["operationName"]["type"], "keyword");
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn trace_crossing_utc_midnight_lands_in_two_daily_indices() {
+    let p = prefix("midnight");
+    let (sink, _) = start(&config(), &p).await;
+    let trace = [0x6d; 16];
+    let refs = otlp_refs(
+        resource("night"),
+        scope(),
+        vec![
+            simple_span(trace, 1, "late", "2024-01-01T23:59:59.900Z"),
+            simple_span(trace, 2, "early", "2024-01-02T00:00:00.100Z"),
+        ],
+    );
+    let (ack, mut acks) = ack_channel(1, 2);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    sink.flush().await;
+    assert!(acks.try_recv().is_ok());
+
+    let es = Es::new();
+    let day1 = es
+        .docs(
+            &format!("{p}jaeger-span-2024-01-01"),
+            json!({"match_all": {}}),
+        )
+        .await;
+    let day2 = es
+        .docs(
+            &format!("{p}jaeger-span-2024-01-02"),
+            json!({"match_all": {}}),
+        )
+        .await;
+    assert_eq!(day1.len(), 1);
+    assert_eq!(day2.len(), 1);
+    assert_eq!(day1[0]["_source"]["operationName"], "late");
+    assert_eq!(day2[0]["_source"]["operationName"], "early");
+    assert_eq!(es.count(&format!("{p}jaeger-service-2024-01-01")).await, 1);
+    assert_eq!(es.count(&format!("{p}jaeger-service-2024-01-02")).await, 1);
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn the_same_trace_twice_leaves_one_copy_of_each_span() {
+    let p = prefix("twice");
+    let trace = [0x7e; 16];
+    let spans: Vec<Span> = (1..=3)
+        .map(|i| simple_span(trace, i, "op", "2024-02-03T04:05:06Z"))
+        .collect();
+    // A second sink instance stands for a restart that replays the input.
+    for _ in 0..2 {
+        let (sink, _) = start(&config(), &p).await;
+        for _ in 0..2 {
+            let (ack, mut acks) = ack_channel(1, 3);
+            let refs = otlp_refs(resource("dup"), scope(), spans.clone());
+            sink.submit(kept(TraceId(trace), refs, ack)).await;
+            sink.flush().await;
+            assert!(acks.try_recv().is_ok());
+        }
+    }
+    let es = Es::new();
+    assert_eq!(es.count(&format!("{p}jaeger-span-*")).await, 3);
+    assert_eq!(es.count(&format!("{p}jaeger-service-*")).await, 1);
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn rejected_document_goes_to_dead_letters_and_does_not_block_others() {
+    let p = prefix("reject");
+    let (sink, dead) = start(&config(), &p).await;
+    // The day's index exists with `operationName` as a number: a span whose
+    // operation name is not numeric is refused with a mapping error.
+    let index = format!("{p}jaeger-span-2024-03-10");
+    let es = Es::new();
+    let (status, r) = es
+        .call(
+            Method::Put,
+            &format!("/{index}"),
+            Some(json!({"mappings": {"properties": {"operationName": {"type": "long"}}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+
+    let trace = [0x8f; 16];
+    let refs = otlp_refs(
+        resource("rej"),
+        scope(),
+        vec![
+            simple_span(trace, 1, "12345", "2024-03-10T12:00:00Z"),
+            simple_span(trace, 2, "checkout", "2024-03-10T12:00:01Z"),
+            simple_span(trace, 3, "678", "2024-03-10T12:00:02Z"),
+        ],
+    );
+    let (ack, mut acks) = ack_channel(1, 3);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    tokio::time::timeout(Duration::from_secs(30), sink.flush())
+        .await
+        .expect("a rejected document must not block the sink");
+    assert!(
+        acks.try_recv().is_ok(),
+        "acknowledged once the dead letter is stored"
+    );
+
+    let letters = dead.letters();
+    assert_eq!(letters.len(), 1);
+    let l = &letters[0];
+    assert_eq!(l.reason, "es_rejected");
+    assert!(
+        l.error.starts_with("document_parsing_exception") || l.error.contains("parsing"),
+        "{}",
+        l.error
+    );
+    let doc: Value = serde_json::from_slice(&l.payload).unwrap();
+    assert_eq!(doc["operationName"], "checkout");
+    assert_eq!(l.key.as_deref(), Some(trace_hex(trace).as_bytes()));
+    assert_eq!((l.partition, l.offset), (0, 100));
+    assert_eq!(es.count(&index).await, 2, "the other spans are stored");
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn acknowledged_only_after_elasticsearch_confirms() {
+    let p = prefix("ack");
+    let mut cfg = config();
+    cfg.bulk.linger = Duration::from_secs(60);
+    let (sink, _) = start(&cfg, &p).await;
+    let trace = [0x9a; 16];
+    let refs = otlp_refs(
+        resource("a"),
+        scope(),
+        vec![simple_span(trace, 1, "op", "2024-04-01T10:00:00Z")],
+    );
+    let (ack, mut acks) = ack_channel(5, 1);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let es = Es::new();
+    let index = format!("{p}jaeger-span-2024-04-01");
+    assert!(
+        acks.try_recv().is_err(),
+        "not acknowledged while still batched"
+    );
+    assert_eq!(es.count(&index).await, 0);
+
+    sink.flush().await;
+    let resolved = acks
+        .try_recv()
+        .expect("acknowledged after the bulk response");
+    assert_eq!(resolved.offsets, vec![(5, 1)]);
+    assert_eq!(es.count(&index).await, 1, "and the document is there");
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn service_documents_once_per_day_service_and_operation() {
+    let p = prefix("services");
+    let (sink, _) = start(&config(), &p).await;
+    let trace = [0xab; 16];
+    let day = "2024-06-01T08:00:00Z";
+    let refs = otlp_refs(
+        resource("shop"),
+        scope(),
+        vec![
+            simple_span(trace, 1, "list", day),
+            simple_span(trace, 2, "list", day),
+            simple_span(trace, 3, "buy", day),
+        ],
+    );
+    let (ack, _a) = ack_channel(1, 3);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    let other = [0xac; 16];
+    let refs = otlp_refs(
+        resource("shop"),
+        scope(),
+        vec![simple_span(other, 4, "list", day)],
+    );
+    let (ack, _b) = ack_channel(2, 1);
+    sink.submit(kept(TraceId(other), refs, ack)).await;
+    sink.flush().await;
+
+    let hits = Es::new()
+        .docs(
+            &format!("{p}jaeger-service-2024-06-01"),
+            json!({"match_all": {}}),
+        )
+        .await;
+    let mut got: Vec<(String, String, u64)> = hits
+        .iter()
+        .map(|h| {
+            (
+                h["_id"].as_str().unwrap().to_string(),
+                h["_source"]["operationName"].as_str().unwrap().to_string(),
+                h["_version"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (
+            format!("{:x}", service_doc_id("shop", "buy")),
+            "buy".to_string(),
+            1,
+        ),
+        (
+            format!("{:x}", service_doc_id("shop", "list")),
+            "list".to_string(),
+            1,
+        ),
+    ];
+    want.sort();
+    assert_eq!(got, want, "one document each, written once (version 1)");
+    assert_eq!(hits[0]["_source"]["serviceName"], "shop");
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn alias_mode_writes_through_the_write_aliases() {
+    let p = prefix("alias");
+    let cfg = ElasticsearchConfig {
+        use_aliases: true,
+        ..config()
+    };
+    let (sink, _) = start(&cfg, &p).await;
+    let trace = [0xbc; 16];
+    let refs = otlp_refs(
+        resource("al"),
+        scope(),
+        vec![simple_span(trace, 1, "op", "2024-07-01T00:00:00Z")],
+    );
+    let (ack, mut acks) = ack_channel(1, 1);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    sink.flush().await;
+    assert!(acks.try_recv().is_ok());
+
+    let es = Es::new();
+    assert_eq!(es.count(&format!("{p}jaeger-span-000001")).await, 1);
+    assert_eq!(es.count(&format!("{p}jaeger-span-read")).await, 1);
+    assert_eq!(es.count(&format!("{p}jaeger-service-read")).await, 1);
+    // A restart finds the aliases and keeps them.
+    drop(start(&cfg, &p).await);
+    assert_eq!(es.count(&format!("{p}jaeger-span-write")).await, 1);
+    es.cleanup(&p).await;
+}
