@@ -54,14 +54,14 @@ async fn elasticsearch_create_bulk_search_delete() -> Result<()> {
         "cluster health",
     )
     .await?;
-    println!(
+    common::report(&format!(
         "elasticsearch at {url}: version {}, node {}, cluster {} ({}), build {}",
         node["version"],
         node["name"],
         health["cluster_name"],
         health["status"],
         node["build_flavor"]
-    );
+    ));
     ensure!(
         node["version"]
             .as_str()
@@ -175,7 +175,7 @@ async fn elasticsearch_create_bulk_search_delete() -> Result<()> {
             )
         })
         .collect();
-    println!("search op-1 in {index}: {hits:?}");
+    common::report(&format!("search op-1 in {index}: {hits:?}"));
     assert_eq!(
         hits,
         vec![

@@ -130,13 +130,13 @@ async fn kafka_produce_consume_commit_resume_in_group() -> Result<()> {
         .iter()
         .map(|b| format!("id={} {}:{}", b.id(), b.host(), b.port()))
         .collect();
-    println!(
+    common::report(&format!(
         "kafka at {brokers}: metadata from {}: brokers [{}], {} topics (jaeger-spans present: {})",
         md.orig_broker_name(),
         brokers_seen.join(", "),
         md.topics().len(),
         md.topics().iter().any(|t| t.name() == "jaeger-spans"),
-    );
+    ));
     ensure!(!md.brokers().is_empty(), "broker list is empty");
 
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -153,7 +153,9 @@ async fn kafka_produce_consume_commit_resume_in_group() -> Result<()> {
     for r in created {
         r.map_err(|(t, e)| anyhow::anyhow!("create topic {t}: {e}"))?;
     }
-    println!("created topic {topic} with {PARTITIONS} partitions");
+    common::report(&format!(
+        "created topic {topic} with {PARTITIONS} partitions"
+    ));
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -171,10 +173,10 @@ async fn kafka_produce_consume_commit_resume_in_group() -> Result<()> {
     assert_eq!(got_a, want_a, "first consumer must see exactly batch A");
     c1.commit_consumer_state(CommitMode::Sync)?;
     let committed = committed_total(&c1, &topic)?;
-    println!(
+    common::report(&format!(
         "consumer 1 (group {group}) read {} messages, committed offsets sum {committed}",
         got_a.len()
-    );
+    ));
     assert_eq!(
         committed, 9,
         "committed offsets must cover all 9 messages of batch A"
@@ -198,7 +200,9 @@ async fn kafka_produce_consume_commit_resume_in_group() -> Result<()> {
     );
     c2.commit_consumer_state(CommitMode::Sync)?;
     assert_eq!(committed_total(&c2, &topic)?, 15);
-    println!("consumer 2 (same group) resumed: read {got_b:?}, committed offsets sum 15");
+    common::report(&format!(
+        "consumer 2 (same group) resumed: read {got_b:?}, committed offsets sum 15"
+    ));
     close(c2).await;
 
     let deleted = admin.delete_topics(&[&topic], &opts).await?;

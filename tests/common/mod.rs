@@ -68,3 +68,11 @@ pub fn unique_name(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Prints a line that shows up in the CI log even though libtest captures the output
+/// of passing tests (it captures `print!`/`eprint!`, not direct writes to stderr).
+pub fn report(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "[harness] {line}");
+}
