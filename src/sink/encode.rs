@@ -2,6 +2,9 @@
 //! deterministic `_id` plus the Jaeger document, and a service document the
 //! first time a (day, service, operation) shows up. One buffer per trace;
 //! each document is a zero-copy slice of it.
+//!
+//! Public so the end-to-end benchmark's bare bulk loader indexes exactly the
+//! documents the sink writes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -26,7 +29,7 @@ const SERVICES_PER_DAY: usize = 100_000;
 
 /// One bulk item: where its line lies in the trace's buffer.
 #[derive(Debug)]
-pub(crate) struct DocSpan {
+pub struct DocSpan {
     /// Action line, document and the trailing newline.
     pub line: Range<usize>,
     /// The document alone.
@@ -37,7 +40,7 @@ pub(crate) struct DocSpan {
 
 /// A trace ready for the bulk writer.
 #[derive(Debug, Default)]
-pub(crate) struct EncodedTrace {
+pub struct EncodedTrace {
     pub ndjson: Bytes,
     pub docs: Vec<DocSpan>,
     /// Spans that could not be turned into documents.
@@ -45,7 +48,7 @@ pub(crate) struct EncodedTrace {
     pub key: Bytes,
 }
 
-pub(crate) struct Encoder {
+pub struct Encoder {
     names: IndexNames,
     opts: DocOptions,
     services: Mutex<ServiceCache>,
