@@ -111,12 +111,12 @@ struct TraceEntry {
 }
 
 impl TraceEntry {
-    fn new(id: TraceId, engine: &Arc<PolicyEngine>, now: Instant) -> Self {
+    fn new(id: TraceId, engine: &Arc<PolicyEngine>, now: Instant, expected: usize) -> Self {
         Self {
             summary: TraceSummary::new(id),
             state: engine.new_state(),
             engine: engine.clone(),
-            spans: Vec::new(),
+            spans: Vec::with_capacity(expected),
             resolved: Resolved::default(),
             first_seen: now,
             last_seen: now,
@@ -249,13 +249,17 @@ impl TraceWindow {
         self.traces.len()
     }
 
-    /// Buffers one scanned span. `view` gives the policies its attributes.
+    /// Buffers one scanned span. `view` gives the policies its attributes;
+    /// a trace seen for the first time makes room for `expected` spans
+    /// (how many of its spans the current message holds), so its span list
+    /// is allocated once instead of grown.
     pub fn insert(
         &mut self,
         span: &ScannedSpan,
         view: &SpanView<'_>,
         span_ref: SpanRef,
         now: Instant,
+        expected: usize,
     ) -> Inserted {
         let id = span.trace_id;
         let entry = match self.traces.entry(id) {
@@ -266,7 +270,7 @@ impl TraceWindow {
                 }
                 self.occupancy.add(TRACE_OVERHEAD, 0, 1);
                 self.deadlines.push_wait(now + self.cfg.decision_wait, id);
-                slot.insert(TraceEntry::new(id, &self.engine, now))
+                slot.insert(TraceEntry::new(id, &self.engine, now, expected))
             }
         };
         let wire = span_ref.layout.span.len();

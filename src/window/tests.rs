@@ -73,7 +73,7 @@ impl Fixture {
             payload: self.payload.clone(),
             layout: batch.spans[0].layout,
         };
-        self.window.insert(&batch.spans[0], &view, span_ref, now)
+        self.window.insert(&batch.spans[0], &view, span_ref, now, 1)
     }
 }
 
