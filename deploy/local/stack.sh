@@ -312,7 +312,7 @@ start_kafka() {
 
 wait_kafka() {
     local i
-    for ((i = 0; i < 240; i++)); do
+    for ((i = 0; i < 360; i++)); do
         pid_of kafka >/dev/null || {
             tail -n 40 "$STACK/kafka/logs/stdout.log" "$STACK/kafka/logs/server.log" >&2 2>/dev/null || true
             die "kafka exited during startup (logs above, full logs in $STACK/kafka/logs)"
@@ -320,7 +320,7 @@ wait_kafka() {
         port_busy "$KAFKA_PORT" && break
         sleep 0.5
     done
-    port_busy "$KAFKA_PORT" || die "kafka did not open 127.0.0.1:$KAFKA_PORT within 120s (see $STACK/kafka/logs)"
+    port_busy "$KAFKA_PORT" || die "kafka did not open 127.0.0.1:$KAFKA_PORT within 180s (see $STACK/kafka/logs)"
     # A metadata round trip through the real admin API; it also makes the topic.
     local out
     for ((i = 0; i < 10; i++)); do
@@ -448,7 +448,7 @@ start_es() {
 
 wait_es() {
     local i health=""
-    for ((i = 0; i < 360; i++)); do
+    for ((i = 0; i < 600; i++)); do
         pid_of es >/dev/null || {
             tail -n 40 "$STACK/es/logs/stdout.log" >&2 2>/dev/null || true
             die "elasticsearch exited during startup (logs above, full logs in $STACK/es/logs)"
@@ -464,7 +464,7 @@ wait_es() {
         fi
         sleep 0.5
     done
-    die "elasticsearch not healthy within 180s (see $STACK/es/logs)"
+    die "elasticsearch not healthy within 300s (see $STACK/es/logs)"
 }
 
 # ---------------------------------------------------------------- commands ---------
