@@ -98,6 +98,7 @@ check_prereqs() {
     find_java
     need_cmd curl curl
     need_cmd setsid util-linux
+    need_cmd flock util-linux
 }
 
 mvn_cmd() {
@@ -368,16 +369,19 @@ prepare_es_runtime() {
     ES_RUNNER=(setpriv --reuid="$(id -u "$ES_USER")" --regid="$(id -g "$ES_USER")" --clear-groups)
     if ! as_es_user test -r "$ES_HOME/bin/elasticsearch" -a -x "$ES_HOME/lib" 2>/dev/null; then
         ES_RUN_HOME="$ES_VARLIB/elasticsearch-$ES_VERSION"
-        if [[ ! -f "$ES_RUN_HOME/.complete" ]]; then
-            log "elasticsearch: $ES_HOME is not readable by $ES_USER; copying it to $ES_RUN_HOME"
-            mkdir -p "$ES_VARLIB"
-            chmod 755 "$ES_VARLIB"
-            rm -rf "$ES_RUN_HOME"
-            cp -a "$ES_HOME" "$ES_RUN_HOME.tmp"
-            chown -R root:root "$ES_RUN_HOME.tmp"
-            chmod -R a+rX "$ES_RUN_HOME.tmp"
-            mv "$ES_RUN_HOME.tmp" "$ES_RUN_HOME"
-        fi
+        mkdir -p "$ES_VARLIB"
+        chmod 755 "$ES_VARLIB"
+        (
+            flock -w 600 9 || die "timed out waiting for the lock $ES_VARLIB/.lock"
+            if [[ ! -f "$ES_RUN_HOME/.complete" ]]; then
+                log "elasticsearch: $ES_HOME is not readable by $ES_USER; copying it to $ES_RUN_HOME"
+                rm -rf "$ES_RUN_HOME" "$ES_RUN_HOME.tmp"
+                cp -a "$ES_HOME" "$ES_RUN_HOME.tmp"
+                chown -R root:root "$ES_RUN_HOME.tmp"
+                chmod -R a+rX "$ES_RUN_HOME.tmp"
+                mv "$ES_RUN_HOME.tmp" "$ES_RUN_HOME"
+            fi
+        ) 9>"$ES_VARLIB/.lock"
     fi
     mkdir -p "$STACK"
     if [[ -L "$STACK/es" ]] || ! as_es_user test -x "$STACK" 2>/dev/null; then
@@ -477,8 +481,12 @@ cmd_up() {
     fi
     load_ports
     local t0=$SECONDS
-    fetch_kafka
-    fetch_es
+    # Several stacks (worktrees, CI) may share one cache: fetch under a lock.
+    (
+        flock -w 1200 9 || die "timed out waiting for the cache lock $CACHE/.lock"
+        fetch_kafka
+        fetch_es
+    ) 9>"$CACHE/.lock"
     printf 'KAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nES_PORT=%s\n' \
         "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ES_PORT" >"$STACK/ports"
     start_kafka
