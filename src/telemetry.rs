@@ -164,6 +164,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Service/operation documents written",
     ),
     (
+        "tailsift_sink_invalid_spans_total",
+        Kind::Counter,
+        Unit::Count,
+        "Kept spans that could not be converted to documents, by reason",
+    ),
+    (
         "tailsift_sink_queue_bytes",
         Kind::Gauge,
         Unit::Bytes,
