@@ -295,7 +295,13 @@ impl Config {
     /// Loads a YAML file, then applies `TAILSIFT_SECTION__KEY=value`
     /// environment overrides (e.g. `TAILSIFT_KAFKA__BROKERS`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // Only `SECTION__KEY` variables are overrides: other TAILSIFT_*
+        // variables (scripts' settings) must not break loading.
+        let overrides: config::Map<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("TAILSIFT_") && k.contains("__"))
+            .collect();
         let env = config::Environment::with_prefix("TAILSIFT")
+            .source(Some(overrides))
             .prefix_separator("_")
             .separator("__")
             .list_separator(",")

@@ -148,18 +148,19 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let cfg = Config::load(file)?;
     let rules = tailsift::app::build_rules(&cfg)?;
+    let names: Vec<String> = rules
+        .engine
+        .policy_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    println!("{}: ok", file.display());
     println!(
-        "{}: ok ({} policies: {})",
-        file.display(),
-        rules.engine.policy_names().len(),
-        rules
-            .engine
-            .policy_names()
-            .iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        "  kafka: brokers={} topic={} group={} encoding={:?}",
+        cfg.kafka.brokers, cfg.kafka.topic, cfg.kafka.group_id, cfg.kafka.encoding
     );
+    println!("  elasticsearch: {}", cfg.elasticsearch.urls.join(","));
+    println!("  policies ({}): {}", names.len(), names.join(", "));
     Ok(())
 }
 
