@@ -37,6 +37,27 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Produce realistic generated traces to Kafka and print the ground truth.
     Loadgen(LoadgenArgs),
+    /// Delete daily span and service indices older than N days.
+    PruneIndices(PruneArgs),
+}
+
+#[derive(clap::Args)]
+struct PruneArgs {
+    /// Keep this many most recent days (today included).
+    #[arg(long)]
+    keep_days: u32,
+    /// List what would be deleted, delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Take URLs, credentials, TLS and index prefix from this config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Elasticsearch URL (overrides the config file's).
+    #[arg(long)]
+    es_url: Option<String>,
+    /// Index prefix (overrides the config file's).
+    #[arg(long)]
+    index_prefix: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -135,6 +156,7 @@ fn main() -> ExitCode {
         Command::Run { config, sink } => run(config, sink),
         Command::CheckConfig { file } => check_config(&file),
         Command::Loadgen(args) => loadgen(args),
+        Command::PruneIndices(args) => prune_indices(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,5 +245,40 @@ fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", summary.table());
     }
+    Ok(())
+}
+
+fn prune_indices(a: PruneArgs) -> anyhow::Result<()> {
+    let mut cfg = match &a.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(url) = a.es_url {
+        cfg.elasticsearch.urls = vec![url];
+    }
+    if let Some(prefix) = a.index_prefix {
+        cfg.elasticsearch.index_prefix = prefix;
+    }
+    let client = tailsift::sink::elasticsearch::EsClient::new(&cfg.elasticsearch)?;
+    let today = chrono::Utc::now().date_naive();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let report = runtime.block_on(tailsift::retention::prune_indices(
+        client.inner(),
+        &cfg.elasticsearch.index_prefix,
+        a.keep_days,
+        today,
+        a.dry_run,
+    ))?;
+    let verb = if a.dry_run { "would delete" } else { "deleted" };
+    for index in &report.deleted {
+        println!("{verb} {index}");
+    }
+    println!(
+        "{} {} indices older than {}; kept {}",
+        verb,
+        report.deleted.len(),
+        report.keep_from,
+        report.kept.len()
+    );
     Ok(())
 }
