@@ -774,3 +774,92 @@ async fn alias_mode_writes_through_the_write_aliases() {
     assert_eq!(es.count(&format!("{p}jaeger-span-write")).await, 1);
     es.cleanup(&p).await;
 }
+
+/// A TCP relay to the real Elasticsearch that can refuse service: while
+/// down it drops every connection at once, as a crashed node would.
+struct Relay {
+    url: String,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let target = url::Url::parse(&es_url()).unwrap();
+        let target = format!(
+            "{}:{}",
+            target.host_str().unwrap(),
+            target.port_or_known_default().unwrap()
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (up2, refused2) = (up.clone(), refused.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    refused2.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { url, up, refused }
+    }
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried_until_elasticsearch_is_back() {
+    use std::sync::atomic::Ordering;
+    let p = prefix("outage");
+    let relay = Relay::start().await;
+    let mut cfg = config();
+    cfg.urls = vec![relay.url.clone()];
+    cfg.create_templates = false;
+    cfg.bulk.initial_backoff = Duration::from_millis(20);
+    cfg.bulk.max_backoff = Duration::from_millis(100);
+    let (sink, dead) = start(&cfg, &p).await;
+    assert!(
+        !sink.ping().await,
+        "not ready while Elasticsearch is unreachable"
+    );
+
+    let trace = [0xcd; 16];
+    let refs = otlp_refs(
+        resource("o"),
+        scope(),
+        vec![simple_span(trace, 1, "op", "2024-08-01T00:00:00Z")],
+    );
+    let (ack, mut acks) = ack_channel(1, 1);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    let drained = tokio::time::timeout(Duration::from_millis(800), sink.flush()).await;
+    assert!(
+        drained.is_err(),
+        "nothing can be confirmed during the outage"
+    );
+    assert!(acks.try_recv().is_err());
+    assert!(
+        relay.refused.load(Ordering::SeqCst) >= 3,
+        "retried with backoff"
+    );
+
+    relay.up.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(30), sink.flush())
+        .await
+        .expect("drains once Elasticsearch is back");
+    assert!(acks.try_recv().is_ok());
+    assert!(sink.ping().await);
+    assert!(dead.letters().is_empty(), "an outage is not a rejection");
+    assert_eq!(
+        Es::new().count(&format!("{p}jaeger-span-2024-08-01")).await,
+        1
+    );
+    Es::new().cleanup(&p).await;
+}

@@ -73,23 +73,21 @@ impl Encoder {
         let mut targets = Targets::default();
         let key = Bytes::from(trace.trace_id.to_hex());
         for span in &trace.spans {
+            let decoded = match decode_span(span) {
+                Ok(d) => d,
+                Err(e) => {
+                    rejects.push(reject(span, &key, "undecodable_span", e.to_string()));
+                    continue;
+                }
+            };
             body.clear();
-            let converted = decode_span(span)
-                .map_err(|e| reject(span, &key, "undecodable_span", e.to_string()))
-                .and_then(|decoded| {
-                    let meta = match &decoded {
-                        DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
-                        DecodedSpan::Jaeger(s) => {
-                            jaeger_document(s, &self.opts, &sampling, &mut body)
-                        }
-                    };
-                    let meta =
-                        meta.map_err(|e| reject(span, &key, "invalid_span", e.to_string()))?;
-                    self.push_span(&mut out, &mut docs, &mut targets, &meta, &body, span);
-                    Ok(())
-                });
-            if let Err(letter) = converted {
-                rejects.push(letter);
+            let meta = match &decoded {
+                DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
+                DecodedSpan::Jaeger(s) => jaeger_document(s, &self.opts, &sampling, &mut body),
+            };
+            match meta {
+                Ok(meta) => self.push_span(&mut out, &mut docs, &mut targets, &meta, &body, span),
+                Err(e) => rejects.push(reject(span, &key, "invalid_span", e.to_string())),
             }
         }
         EncodedTrace {
@@ -170,7 +168,10 @@ fn id_part(out: &mut Vec<u8>, id: HexId) {
     out.extend_from_slice(id.as_str().as_bytes());
 }
 
+/// Spans the scan accepted but full decoding refuses: should not happen,
+/// so each one is logged.
 fn reject(span: &SpanRef, key: &Bytes, reason: &'static str, error: String) -> DeadLetter {
+    tracing::warn!(reason, %error, partition = span.payload.partition, offset = span.payload.offset, "span cannot be written; sent to dead letters");
     metrics::counter!("tailsift_sink_invalid_spans_total", "reason" => reason).increment(1);
     DeadLetter {
         payload: span
