@@ -117,7 +117,16 @@ impl Es {
     }
 
     async fn count(&self, index: &str) -> usize {
-        self.docs(index, json!({"match_all": {}})).await.len()
+        self.call(Method::Post, &format!("/{index}/_refresh"), None)
+            .await;
+        let (status, r) = self
+            .call(Method::Get, &format!("/{index}/_count"), None)
+            .await;
+        match status {
+            404 => 0,
+            200 => r["count"].as_u64().unwrap() as usize,
+            _ => panic!("count {index}: {status} {r}"),
+        }
     }
 
     /// Deletes what a test wrote under `prefix` (by name: wildcard deletes
@@ -862,4 +871,127 @@ async fn connection_errors_are_retried_until_elasticsearch_is_back() {
         1
     );
     Es::new().cleanup(&p).await;
+}
+
+/// tailsift's writer (decode, convert, batch, per-item checks, acks) against
+/// a bare loader that only POSTs pre-built bulk bodies of the same documents
+/// with the same request size and concurrency. Run it with
+/// `cargo test --test elasticsearch_sink -- --ignored --nocapture bulk_throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark, prints a table"]
+async fn bulk_throughput_vs_bare_loader() {
+    use futures::StreamExt;
+    use std::time::Instant;
+    use tailsift::sink::decode_temporary::OtlpSpan;
+    use tailsift::sink::document::{DocOptions, Sampling, otlp_document};
+
+    let traces: usize = std::env::var("BENCH_TRACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    const SPANS: u8 = 10;
+    let cfg = config();
+    let trace_spans = |t: usize| -> ([u8; 16], Vec<Span>) {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(t as u64 + 1).to_be_bytes());
+        let spans = (1..=SPANS)
+            .map(|i| {
+                let mut s = simple_span(id, i, "GET /api/items", "2024-09-09T09:09:09Z");
+                s.attributes = (0..10)
+                    .map(|a| attr(&format!("attr.{a}"), s_val(&format!("value-{a}-{t}"))))
+                    .collect();
+                s
+            })
+            .collect();
+        (id, spans)
+    };
+    fn s_val(v: &str) -> any_value::Value {
+        any_value::Value::StringValue(v.into())
+    }
+
+    // tailsift
+    let p_sink = prefix("bench-sink");
+    let (sink, _) = start(&cfg, &p_sink).await;
+    let inputs: Vec<_> = (0..traces)
+        .map(|t| {
+            let (id, spans) = trace_spans(t);
+            (id, otlp_refs(resource("bench"), scope(), spans))
+        })
+        .collect();
+    let started = Instant::now();
+    for (id, refs) in inputs {
+        let (ack, _rx) = ack_channel(1, u32::from(SPANS));
+        sink.submit(kept(TraceId(id), refs, ack)).await;
+    }
+    sink.flush().await;
+    let sink_secs = started.elapsed().as_secs_f64();
+
+    // bare loader: same documents, bodies built before the clock starts
+    let p_bare = prefix("bench-bare");
+    drop(start(&cfg, &p_bare).await);
+    let sampling = Sampling {
+        policy: "errors",
+        rate: 1.0,
+        would_drop: false,
+    };
+    let max = cfg.bulk.max_bytes.as_u64() as usize;
+    let mut bodies: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut in_body = 0usize;
+    for t in 0..traces {
+        let (_, spans) = trace_spans(t);
+        for span in spans {
+            let s = OtlpSpan {
+                span,
+                scope: Some(scope()),
+                resource: Some(resource("bench")),
+            };
+            let mut body = Vec::new();
+            let meta = otlp_document(&s, &DocOptions::default(), &sampling, &mut body).unwrap();
+            let line = format!(
+                "{{\"index\":{{\"_index\":\"{p_bare}jaeger-span-2024-09-09\",\"_id\":\"{}_{}\"}}}}\n",
+                meta.trace_id.as_str(),
+                meta.span_id.as_str()
+            );
+            let current = bodies.last_mut().unwrap();
+            if current.len() + line.len() + body.len() > max || in_body == cfg.bulk.max_docs {
+                bodies.push(Vec::new());
+                in_body = 0;
+            }
+            let current = bodies.last_mut().unwrap();
+            current.extend_from_slice(line.as_bytes());
+            current.extend_from_slice(&body);
+            current.push(b'\n');
+            in_body += 1;
+        }
+    }
+    let client = tailsift::sink::elasticsearch::EsClient::new(&cfg).unwrap();
+    let started = Instant::now();
+    let replies: Vec<_> =
+        futures::stream::iter(bodies.into_iter().map(|b| client.bulk(Bytes::from(b))))
+            .buffer_unordered(cfg.bulk.concurrency)
+            .collect()
+            .await;
+    let bare_secs = started.elapsed().as_secs_f64();
+    for r in replies {
+        let r = r.unwrap();
+        assert!(r.status.is_success());
+        assert!(
+            !String::from_utf8_lossy(&r.body[..200.min(r.body.len())]).contains("\"errors\":true")
+        );
+    }
+
+    let es = Es::new();
+    let spans = traces * usize::from(SPANS);
+    assert_eq!(
+        es.count(&format!("{p_sink}jaeger-span-*")).await.min(100),
+        spans.min(100)
+    );
+    let (sink_rate, bare_rate) = (spans as f64 / sink_secs, spans as f64 / bare_secs);
+    println!("\n| loader    | spans | seconds | spans/s |");
+    println!("|-----------|-------|---------|---------|");
+    println!("| tailsift  | {spans} | {sink_secs:.2} | {sink_rate:.0} |");
+    println!("| bare bulk | {spans} | {bare_secs:.2} | {bare_rate:.0} |");
+    println!("tailsift / bare = {:.0}%", 100.0 * sink_rate / bare_rate);
+    es.cleanup(&p_sink).await;
+    es.cleanup(&p_bare).await;
 }
