@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
-use tailsift::sink::decode_temporary::{OtlpSpan, jaeger};
+use tailsift::decode::{OtlpSpan, jaeger};
 use tailsift::sink::document::{DocOptions, Sampling, jaeger_document, otlp_document};
 
 fn attr(key: &str, value: Value) -> KeyValue {

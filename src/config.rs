@@ -61,6 +61,16 @@ pub struct KafkaConfig {
     pub max_message_bytes: ByteSize,
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Input not keyed by trace ID: re-key it into `topic` first.
+    pub repartition: Option<RepartitionConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepartitionConfig {
+    /// The unkeyed topic producers write to; `topic` becomes the internal,
+    /// trace-keyed topic the sampler reads.
+    pub input_topic: String,
 }
 
 impl Default for KafkaConfig {
@@ -74,6 +84,7 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
             max_message_bytes: ByteSize::mib(16),
             commit_interval: Duration::from_secs(1),
+            repartition: None,
         }
     }
 }
@@ -310,6 +321,11 @@ impl Config {
         }
         if self.kafka.topic.trim().is_empty() {
             return invalid("kafka.topic must not be empty");
+        }
+        if let Some(r) = &self.kafka.repartition
+            && r.input_topic == self.kafka.topic
+        {
+            return invalid("kafka.repartition.input_topic must differ from kafka.topic");
         }
         if self.sampling.decision_wait.is_zero() {
             return invalid("sampling.decision_wait must be greater than 0");

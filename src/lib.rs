@@ -3,10 +3,20 @@
 //! Data flow, bottom to top: `model` and `offsets` are shared by all;
 //! `decode` scans Kafka payloads, `policy` decides whole traces, `sink`
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
-//! until a decision, `source` drives it all from a Kafka consumer group.
+//! until a decision, `source` drives it all from a Kafka consumer group,
+//! `app` wires it together behind the CLI.
 
+pub mod app;
 pub mod config;
 pub mod deadletter;
+pub mod decode;
+pub mod loadgen;
 pub mod model;
 pub mod offsets;
+pub mod policy;
+pub mod repartition;
+pub mod server;
 pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod window;

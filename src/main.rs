@@ -1,1 +1,226 @@
-fn main() {}
+//! The `tailsift` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use tailsift::config::Config;
+use tailsift::decode::Encoding;
+use tailsift::loadgen::{LoadOptions, generator::Profile};
+use tailsift::sink::ElasticsearchSink;
+use tailsift::sink::health::Monitored;
+
+#[derive(Parser)]
+#[command(
+    name = "tailsift",
+    version,
+    about = "Tail sampling from Kafka into Jaeger's Elasticsearch indices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume, sample and write until SIGTERM/SIGINT.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Where kept traces go: Elasticsearch, or nowhere (benchmarks).
+        #[arg(long, value_enum, default_value_t = SinkKind::Elasticsearch)]
+        sink: SinkKind,
+    },
+    /// Validate a config file, including every policy, and exit.
+    CheckConfig { file: PathBuf },
+    /// Produce realistic generated traces to Kafka and print the ground truth.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadgenArgs {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, default_value = "jaeger-spans")]
+    topic: String,
+    #[arg(long, value_enum, default_value_t = EncodingArg::OtlpProto)]
+    encoding: EncodingArg,
+    /// Do not key messages by trace ID (OTLP messages then batch traces).
+    #[arg(long)]
+    unkeyed: bool,
+    /// Traces per message when unkeyed (OTLP).
+    #[arg(long, default_value_t = 10)]
+    traces_per_message: usize,
+    /// Spans per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Stop after this long (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Stop after this many traces.
+    #[arg(long)]
+    traces: Option<u64>,
+    #[arg(long, default_value_t = 8)]
+    services: usize,
+    #[arg(long, default_value_t = 0.05)]
+    error_rate: f64,
+    #[arg(long, default_value_t = 0.02)]
+    slow_rate: f64,
+    /// Latency from which a trace counts as slow.
+    #[arg(long, default_value_t = 1000)]
+    slow_ms: u64,
+    /// Share of traces with one span sent late.
+    #[arg(long, default_value_t = 0.0)]
+    late_rate: f64,
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    late_delay: std::time::Duration,
+    /// Shuffle the spans of each trace.
+    #[arg(long)]
+    out_of_order: bool,
+    /// Share of messages preceded by a garbage message.
+    #[arg(long, default_value_t = 0.0)]
+    garbage_rate: f64,
+    /// Generate 64-bit trace IDs.
+    #[arg(long)]
+    short_trace_ids: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// librdkafka producer property, KEY=VALUE (repeatable).
+    #[arg(long = "property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// Write the per-trace ground truth as JSON lines.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EncodingArg {
+    OtlpProto,
+    OtlpJson,
+    JaegerProto,
+    JaegerJson,
+}
+
+impl From<EncodingArg> for Encoding {
+    fn from(e: EncodingArg) -> Self {
+        match e {
+            EncodingArg::OtlpProto => Encoding::OtlpProto,
+            EncodingArg::OtlpJson => Encoding::OtlpJson,
+            EncodingArg::JaegerProto => Encoding::JaegerProto,
+            EncodingArg::JaegerJson => Encoding::JaegerJson,
+        }
+    }
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got '{s}'"))
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SinkKind {
+    Elasticsearch,
+    Null,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config, sink } => run(config, sink),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Loadgen(args) => loadgen(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::load(file)?;
+    let rules = tailsift::app::build_rules(&cfg)?;
+    println!(
+        "{}: ok ({} policies: {})",
+        file.display(),
+        rules.engine.policy_names().len(),
+        rules
+            .engine
+            .policy_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
+    let cfg = Config::load(&path)?;
+    tailsift::telemetry::init_logging(&cfg.logging);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match sink {
+            SinkKind::Null => {
+                tailsift::app::serve(cfg, path, tailsift::sink::null::NullSink::default()).await
+            }
+            SinkKind::Elasticsearch => {
+                let dead_letters = tailsift::app::dead_letters(&cfg)?;
+                let sink =
+                    ElasticsearchSink::start(&cfg.elasticsearch, &cfg.index_prefix(), dead_letters)
+                        .await
+                        .context("cannot start the Elasticsearch sink")?;
+                tailsift::app::serve(cfg, path, Monitored::new(sink).await).await
+            }
+        }
+    })
+}
+
+fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
+    let opts = LoadOptions {
+        brokers: a.brokers,
+        topic: a.topic,
+        encoding: a.encoding.into(),
+        keyed: !a.unkeyed,
+        traces_per_message: a.traces_per_message,
+        rate: a.rate,
+        duration: a.duration,
+        max_traces: a.traces,
+        profile: Profile {
+            services: a.services,
+            error_rate: a.error_rate,
+            slow_rate: a.slow_rate,
+            slow_ms: a.slow_ms,
+            short_trace_ids: a.short_trace_ids,
+            ..Profile::default()
+        },
+        seed: a.seed,
+        late_rate: a.late_rate,
+        late_delay: a.late_delay,
+        out_of_order: a.out_of_order,
+        garbage_rate: a.garbage_rate,
+        properties: a.properties.into_iter().collect(),
+        truth_file: a.truth,
+        keep_truth: false,
+        progress: !a.json,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let summary = runtime.block_on(tailsift::loadgen::run(&opts))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{}", summary.table());
+    }
+    Ok(())
+}

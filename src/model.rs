@@ -47,8 +47,18 @@ impl TraceId {
     pub fn shard_hash(&self) -> u64 {
         let hi = u64::from_be_bytes(self.0[..8].try_into().unwrap_or_default());
         let lo = u64::from_be_bytes(self.0[8..].try_into().unwrap_or_default());
-        (hi ^ lo.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        mix64(hi ^ mix64(lo))
     }
+}
+
+/// The SplitMix64 finalizer: every input bit affects every output bit, so
+/// IDs from weak generators still spread evenly.
+fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 impl fmt::Debug for TraceId {
@@ -269,18 +279,29 @@ impl<'a> SpanView<'a> {
         self.str_at(self.span.trace_state)
     }
 
+    /// The raw bytes of a range of this span's payload (not UTF-8 checked).
+    pub fn bytes_at(&self, r: ByteRange) -> &'a [u8] {
+        r.of(self.bytes)
+    }
+
     /// The span's interesting attributes, then its resource's.
     pub fn attributes(&self) -> impl Iterator<Item = (&'a str, AttrValue<'a>)> + 'a {
+        let this = *self;
+        self.raw_attributes()
+            .map(move |a| (this.str_at(a.key), this.value(a.value)))
+    }
+
+    /// Like [`Self::attributes`] but unresolved: per-span hot paths compare
+    /// key bytes instead of UTF-8-checking every key and value.
+    pub fn raw_attributes(&self) -> impl Iterator<Item = &'a ScannedAttr> + 'a {
         let (s0, s1) = self.span.span_attrs;
         let (r0, r1) = self.span.resource_attrs;
         let attrs = self.attrs;
-        let this = *self;
         attrs
             .get(s0 as usize..s1 as usize)
             .unwrap_or_default()
             .iter()
             .chain(attrs.get(r0 as usize..r1 as usize).unwrap_or_default())
-            .map(move |a| (this.str_at(a.key), this.value(a.value)))
     }
 
     fn value(&self, v: RawValue) -> AttrValue<'a> {

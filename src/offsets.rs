@@ -73,7 +73,10 @@ impl PartitionOffsets {
     /// no spans (bad input, sent to the dead-letter topic) pass 0.
     pub fn track(&mut self, offset: i64, spans: u32) {
         if spans > 0 {
-            self.pending.push_back((offset, spans));
+            // Almost always appended; a message the consumer's main queue
+            // delivered late may belong a little further back.
+            let at = self.pending.partition_point(|(o, _)| *o < offset);
+            self.pending.insert(at, (offset, spans));
         }
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
@@ -130,6 +133,18 @@ mod tests {
         p.resolve(10, 1);
         assert_eq!(p.committable(), Some(13));
         assert_eq!(p.unresolved_messages(), 0);
+    }
+
+    #[test]
+    fn out_of_order_tracking() {
+        let mut p = PartitionOffsets::default();
+        p.track(7, 1);
+        p.track(5, 1);
+        assert_eq!(p.committable(), Some(5));
+        p.resolve(5, 1);
+        assert_eq!(p.committable(), Some(7));
+        p.resolve(7, 1);
+        assert_eq!(p.committable(), Some(8));
     }
 
     #[test]

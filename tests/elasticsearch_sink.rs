@@ -20,9 +20,9 @@ use prost::Message;
 use serde_json::{Value, json};
 use tailsift::config::ElasticsearchConfig;
 use tailsift::deadletter::{DeadLetter, DeadLetterSink};
+use tailsift::decode::jaeger;
 use tailsift::model::{ByteRange, Decision, Payload, SpanLayout, SpanRef, TraceId, WireFormat};
 use tailsift::offsets::{AckHandle, Resolved};
-use tailsift::sink::decode_temporary::jaeger;
 use tailsift::sink::document::service_doc_id;
 use tailsift::sink::{ElasticsearchSink, KeptTrace, TraceSink};
 use tokio::sync::mpsc;
@@ -882,7 +882,7 @@ async fn connection_errors_are_retried_until_elasticsearch_is_back() {
 async fn bulk_throughput_vs_bare_loader() {
     use futures::StreamExt;
     use std::time::Instant;
-    use tailsift::sink::decode_temporary::OtlpSpan;
+    use tailsift::decode::OtlpSpan;
     use tailsift::sink::document::{DocOptions, Sampling, otlp_document};
 
     let traces: usize = std::env::var("BENCH_TRACES")

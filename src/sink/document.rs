@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
-use super::decode_temporary::{OtlpSpan, jaeger};
+use crate::decode::{OtlpSpan, jaeger};
 use crate::model::{SpanId, TraceId};
 
 /// The service name Jaeger's OTLP translator gives a resource without

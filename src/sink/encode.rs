@@ -10,13 +10,13 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use super::KeptTrace;
-use super::decode_temporary::{DecodedSpan, decode_span};
 use super::document::{
     DocOptions, Fnv1a, HexId, Sampling, SpanMeta, jaeger_document, otlp_document, service_doc_id,
     service_document,
 };
 use super::index::{Day, IndexNames, Kind};
 use crate::deadletter::DeadLetter;
+use crate::decode::{DecodedSpan, decode_span};
 use crate::model::SpanRef;
 
 /// Service-document dedupe keeps this many most recent days…
@@ -227,9 +227,9 @@ impl ServiceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::jaeger;
     use crate::model::{ByteRange, Decision, Payload, SpanLayout, TraceId, WireFormat};
     use crate::offsets::AckHandle;
-    use crate::sink::decode_temporary::jaeger;
     use prost::Message;
     use std::sync::Arc;
 

@@ -10,12 +10,12 @@
 
 mod ack;
 pub mod bulk;
-// TEMPORARY until the `decode` branch lands; see the file's header.
-pub mod decode_temporary;
 pub mod document;
 pub mod elasticsearch;
 mod encode;
+pub mod health;
 pub mod index;
+pub mod null;
 pub mod templates;
 
 use std::future::Future;
@@ -49,11 +49,20 @@ impl KeptTrace {
 /// the backpressure that pauses consumption.
 pub trait TraceSink: Send + Sync + 'static {
     fn submit(&self, trace: KeptTrace) -> impl Future<Output = ()> + Send;
+
+    /// Whether the sink can currently write (for `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
 }
 
 impl<T: TraceSink> TraceSink for Arc<T> {
     fn submit(&self, trace: KeptTrace) -> impl Future<Output = ()> + Send {
         (**self).submit(trace)
+    }
+
+    fn is_ready(&self) -> bool {
+        (**self).is_ready()
     }
 }
 

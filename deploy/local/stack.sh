@@ -1,0 +1,531 @@
+#!/usr/bin/env bash
+# Local REAL service stack for tailsift: an Apache Kafka broker (KRaft, combined
+# broker+controller) and an Elasticsearch node, both fetched from Maven Central and
+# run as plain processes on 127.0.0.1. No Docker needed.
+#
+#   deploy/local/stack.sh up       # download (first run), start, wait, create topic
+#   deploy/local/stack.sh down     # stop exactly the processes `up` started
+#   deploy/local/stack.sh status   # is each service running? (exit 0 only if both are)
+#   deploy/local/stack.sh logs     # tail -F both service logs
+#   deploy/local/stack.sh env      # `eval "$(deploy/local/stack.sh env)"`
+#
+# Environment (all optional):
+#   TAILSIFT_CACHE         download/unpack cache      (default $HOME/.cache/tailsift)
+#   TAILSIFT_MAVEN_REPO    Maven local repository     (default: Maven's own, ~/.m2/repository)
+#   TAILSIFT_STACK_DIR     state, data, logs, PIDs    (default <repo>/.stack)
+#   KAFKA_VERSION          org.apache.kafka:kafka_2.13 version                 (default 4.3.1)
+#   ES_VERSION             Elasticsearch integ-test-zip version                (default 8.19.21)
+#   KAFKA_PORT, KAFKA_CONTROLLER_PORT, ES_PORT         (default 9092, 9093, 9200)
+#   KAFKA_TOPIC, KAFKA_TOPIC_PARTITIONS                (default jaeger-spans, 6)
+#   TAILSIFT_JAVA_HOME     JDK >= 17 to run both services (default: autodetect)
+#   TAILSIFT_ES_USER       system user that runs Elasticsearch when run as root
+#                          (default tailsift-es; created once with useradd)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CACHE="${TAILSIFT_CACHE:-$HOME/.cache/tailsift}"
+STACK="${TAILSIFT_STACK_DIR:-$ROOT/.stack}"
+KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
+LOG4J_VERSION="${LOG4J_VERSION:-2.25.4}"   # log4j2 version kafka-server 4.3.1 depends on
+ES_VERSION="${ES_VERSION:-8.19.21}"
+DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+ES_USER="${TAILSIFT_ES_USER:-tailsift-es}"
+TOPIC="${KAFKA_TOPIC:-jaeger-spans}"
+TOPIC_PARTITIONS="${KAFKA_TOPIC_PARTITIONS:-6}"
+
+KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
+ES_HOME="$CACHE/elasticsearch-$ES_VERSION"
+
+log() { printf '[stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Ports: `up` records the ports it used so that `env`/`status` of a later shell report
+# the same endpoints even without the variables set.
+load_ports() {
+    local saved_kafka="" saved_ctrl="" saved_es=""
+    if [[ -f "$STACK/ports" ]]; then
+        # shellcheck disable=SC1091
+        saved_kafka="$(sed -n 's/^KAFKA_PORT=//p' "$STACK/ports")"
+        saved_ctrl="$(sed -n 's/^KAFKA_CONTROLLER_PORT=//p' "$STACK/ports")"
+        saved_es="$(sed -n 's/^ES_PORT=//p' "$STACK/ports")"
+    fi
+    KAFKA_PORT="${KAFKA_PORT:-${saved_kafka:-9092}}"
+    KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-${saved_ctrl:-9093}}"
+    ES_PORT="${ES_PORT:-${saved_es:-9200}}"
+}
+
+print_env() {
+    echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+    echo "export ES_URL=http://127.0.0.1:$ES_PORT"
+}
+
+# ---------------------------------------------------------------- prerequisites ----
+java_major() { # $1 = java binary -> prints the feature version (17, 21, ...)
+    "$1" -XshowSettings:properties -version 2>&1 |
+        sed -n 's/^ *java\.specification\.version = //p' | sed 's/^1\.//' | head -n1
+}
+
+find_java() {
+    local candidates=() c
+    [[ -n "${TAILSIFT_JAVA_HOME:-}" ]] && candidates+=("$TAILSIFT_JAVA_HOME")
+    candidates+=(/usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64)
+    [[ -n "${JAVA_HOME:-}" ]] && candidates+=("$JAVA_HOME")
+    if command -v java >/dev/null 2>&1; then
+        candidates+=("$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")")
+    fi
+    for c in "${candidates[@]}"; do
+        if [[ -x "$c/bin/java" ]]; then
+            local v
+            v="$(java_major "$c/bin/java")"
+            if [[ -n "$v" && "$v" -ge 17 ]]; then
+                JAVA_HOME_STACK="$c"
+                JAVA="$c/bin/java"
+                return 0
+            fi
+        fi
+    done
+    die "no Java >= 17 found (Kafka 4 and Elasticsearch 8 need it). Install it with:
+    apt-get install -y openjdk-17-jdk-headless
+or point TAILSIFT_JAVA_HOME at a JDK >= 17."
+}
+
+need_cmd() { # $1 command, $2 Debian package
+    command -v "$1" >/dev/null 2>&1 || die "'$1' is missing. Install it with:
+    apt-get install -y $2"
+}
+
+check_prereqs() {
+    find_java
+    need_cmd curl curl
+    need_cmd setsid util-linux
+}
+
+mvn_cmd() {
+    need_cmd mvn maven
+    local args=(-B -q -Dstyle.color=never)
+    [[ -n "${TAILSIFT_MAVEN_REPO:-}" ]] && args+=("-Dmaven.repo.local=$TAILSIFT_MAVEN_REPO")
+    # (Debian's Maven prints stray ESC[0m resets even in batch mode: strip them)
+    JAVA_HOME="$JAVA_HOME_STACK" mvn "${args[@]}" "$@" 2>&1 | sed -u 's/\x1b\[0m//g' >&2
+}
+
+# ---------------------------------------------------------------- downloads --------
+fetch_kafka() {
+    [[ -f "$KAFKA_HOME/.complete" ]] && return 0
+    log "resolving Apache Kafka $KAFKA_VERSION (kafka_2.13 + kafka-tools + log4j2) from Maven Central into $KAFKA_HOME"
+    rm -rf "$KAFKA_HOME.tmp"
+    mkdir -p "$KAFKA_HOME.tmp"
+    cat >"$KAFKA_HOME.tmp/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>tailsift.local</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <!-- the broker: kafka.Kafka, kafka.tools.StorageTool -->
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <!-- org.apache.kafka.tools.TopicCommand; Kafka Connect is not needed for it -->
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version>
+      <exclusions>
+        <exclusion><groupId>org.apache.kafka</groupId><artifactId>connect-runtime</artifactId></exclusion>
+        <exclusion><groupId>com.fasterxml.jackson.jakarta.rs</groupId><artifactId>jackson-jakarta-rs-json-provider</artifactId></exclusion>
+      </exclusions>
+    </dependency>
+    <!-- logging: Kafka uses slf4j 1.7 -> log4j2 -> file -->
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>$LOG4J_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+</project>
+EOF
+    (cd "$KAFKA_HOME.tmp" && mvn_cmd "$DEP_PLUGIN:copy-dependencies" \
+        -DoutputDirectory=libs -DincludeScope=runtime) ||
+        die "Maven could not resolve Kafka $KAFKA_VERSION (see output above)"
+    ls "$KAFKA_HOME.tmp"/libs/kafka_2.13-*.jar >/dev/null 2>&1 || die "kafka_2.13 jar missing after Maven resolution"
+    touch "$KAFKA_HOME.tmp/.complete"
+    rm -rf "$KAFKA_HOME"
+    mv "$KAFKA_HOME.tmp" "$KAFKA_HOME"
+}
+
+fetch_es() {
+    [[ -f "$ES_HOME/.complete" ]] && return 0
+    need_cmd unzip unzip
+    log "fetching Elasticsearch $ES_VERSION (integ-test-zip) from Maven Central into $ES_HOME"
+    local dl="$CACHE/downloads"
+    mkdir -p "$dl"
+    mvn_cmd "$DEP_PLUGIN:copy" \
+        "-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip" \
+        "-DoutputDirectory=$dl" ||
+        die "Maven could not fetch Elasticsearch $ES_VERSION (see output above)"
+    rm -rf "$ES_HOME.tmp"
+    mkdir -p "$ES_HOME.tmp"
+    unzip -q "$dl/elasticsearch-$ES_VERSION.zip" -d "$ES_HOME.tmp"
+    local inner
+    inner="$(find "$ES_HOME.tmp" -mindepth 1 -maxdepth 1 -type d | head -n1)"
+    [[ -x "$inner/bin/elasticsearch" ]] || die "unexpected layout in elasticsearch-$ES_VERSION.zip"
+    chmod -R a+rX "$inner"
+    touch "$inner/.complete"
+    rm -rf "$ES_HOME"
+    mv "$inner" "$ES_HOME"
+    rm -rf "$ES_HOME.tmp" "$dl/elasticsearch-$ES_VERSION.zip"
+}
+
+# ---------------------------------------------------------------- processes --------
+# Each service runs as the leader of its own session/process group; its pid file holds
+# that leader's PID (== the group id). `down` signals exactly that group, after checking
+# that the leader is still the process we started (its command line carries our marker).
+pid_of() { # $1 service -> prints pid if running and ours
+    local f="$STACK/$1.pid" pid
+    [[ -f "$f" ]] || return 1
+    pid="$(cat "$f")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-Dtailsift.stack=$STACK" || return 1
+    echo "$pid"
+}
+
+group_alive() { # $1 pgid -> any process left in that group?
+    [[ -n "$(ps -e -o pgid= | awk -v g="$1" '$1 == g' | head -n1)" ]]
+}
+
+stop_service() { # $1 service name
+    local name="$1" pid
+    if ! pid="$(pid_of "$name")"; then
+        # leader gone? children in its group may still be alive (e.g. ES server JVM)
+        if [[ -f "$STACK/$name.pid" ]]; then
+            pid="$(cat "$STACK/$name.pid")"
+            if [[ "$pid" =~ ^[0-9]+$ ]] && group_alive "$pid" &&
+                ps -e -o pgid=,args= | awk -v g="$pid" '$1 == g' | grep -qF -- "-Dtailsift.stack=$STACK"; then
+                log "$name: leader $pid gone, stopping its remaining process group"
+                kill -KILL -- "-$pid" 2>/dev/null || true
+            fi
+            rm -f "$STACK/$name.pid"
+        fi
+        log "$name: not running"
+        return 0
+    fi
+    log "$name: stopping process group $pid (TERM)"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 60; i++)); do
+        group_alive "$pid" || break
+        sleep 0.5
+    done
+    if group_alive "$pid"; then
+        log "$name: still alive after 30s, sending KILL"
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        sleep 1
+    fi
+    rm -f "$STACK/$name.pid"
+    log "$name: stopped"
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------- kafka ------------
+kafka_cp() { echo "$KAFKA_HOME/libs/*"; }
+
+kafka_tool() { # runs a Kafka CLI main class with a quiet console-only log4j2 config
+    "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        -Dlog4j2.configurationFile="$STACK/kafka/tools-log4j2.properties" \
+        -cp "$(kafka_cp)" "$@"
+}
+
+write_kafka_config() {
+    mkdir -p "$STACK/kafka/data" "$STACK/kafka/logs"
+    cat >"$STACK/kafka/server.properties" <<EOF
+# generated by deploy/local/stack.sh -- do not edit, rewritten on every 'up'
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$STACK/kafka/data
+num.partitions=6
+auto.create.topics.enable=true
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+EOF
+    cat >"$STACK/kafka/log4j2.properties" <<EOF
+# generated by deploy/local/stack.sh
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $STACK/kafka/logs/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.controller.name = org.apache.kafka.controller
+logger.controller.level = INFO
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+EOF
+    cat >"$STACK/kafka/tools-log4j2.properties" <<'EOF'
+status = error
+appender.err.type = Console
+appender.err.name = STDERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.err.ref = STDERR
+EOF
+}
+
+start_kafka() {
+    if pid="$(pid_of kafka)"; then
+        log "kafka: already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"
+        return 0
+    fi
+    port_busy "$KAFKA_PORT" && die "port $KAFKA_PORT is in use by a process this stack did not start; stop it or set KAFKA_PORT"
+    port_busy "$KAFKA_CONTROLLER_PORT" && die "port $KAFKA_CONTROLLER_PORT is in use by a process this stack did not start; stop it or set KAFKA_CONTROLLER_PORT"
+    write_kafka_config
+    if [[ ! -f "$STACK/kafka/data/meta.properties" ]]; then
+        local cluster_id
+        cluster_id="$(kafka_tool kafka.tools.StorageTool random-uuid | tail -n1)"
+        log "kafka: formatting KRaft storage (cluster id $cluster_id)"
+        kafka_tool kafka.tools.StorageTool format -t "$cluster_id" \
+            -c "$STACK/kafka/server.properties" --ignore-formatted >/dev/null
+    fi
+    log "kafka: starting $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT)"
+    # shellcheck disable=SC2016 # $$ is the inner shell's PID, which execs java
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$STACK/kafka.pid" \
+        "$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true -Dtailsift.stack="$STACK" \
+        -Dkafka.logs.dir="$STACK/kafka/logs" \
+        -Dlog4j2.configurationFile="$STACK/kafka/log4j2.properties" \
+        -cp "$(kafka_cp)" kafka.Kafka "$STACK/kafka/server.properties" \
+        </dev/null >"$STACK/kafka/logs/stdout.log" 2>&1 &
+    local i
+    for ((i = 0; i < 100; i++)); do [[ -s "$STACK/kafka.pid" ]] && break; sleep 0.1; done
+}
+
+wait_kafka() {
+    local i
+    for ((i = 0; i < 240; i++)); do
+        pid_of kafka >/dev/null || {
+            tail -n 40 "$STACK/kafka/logs/stdout.log" "$STACK/kafka/logs/server.log" >&2 2>/dev/null || true
+            die "kafka exited during startup (logs above, full logs in $STACK/kafka/logs)"
+        }
+        port_busy "$KAFKA_PORT" && break
+        sleep 0.5
+    done
+    port_busy "$KAFKA_PORT" || die "kafka did not open 127.0.0.1:$KAFKA_PORT within 120s (see $STACK/kafka/logs)"
+    # A metadata round trip through the real admin API; it also makes the topic.
+    local out
+    for ((i = 0; i < 10; i++)); do
+        if out="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+            --create --if-not-exists --topic "$TOPIC" --partitions "$TOPIC_PARTITIONS" \
+            --replication-factor 1 2>&1)"; then
+            break
+        fi
+        sleep 2
+    done
+    [[ $i -lt 10 ]] || { echo "$out" >&2; die "kafka does not answer admin requests on 127.0.0.1:$KAFKA_PORT"; }
+    local desc
+    desc="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+        --describe --topic "$TOPIC" 2>&1 | head -n1)"
+    log "kafka: ready; $desc"
+}
+
+# ---------------------------------------------------------------- elasticsearch ----
+# Elasticsearch refuses to run as root. As root we run it as a dedicated system user,
+# which must be able to reach the ES home and its state dir. Both normally live under
+# $TAILSIFT_CACHE and $STACK; when one of them is not reachable for that user (e.g. the
+# default cache under root's 0700 home), it is placed under the user's own /var/lib dir
+# instead: a copy of the ES home, and the state dir with a symlink $STACK/es -> there.
+# (Capabilities don't help: ES checks files with access(2), which ignores them.)
+ES_RUN_HOME=""
+ES_STATE=""
+ES_RUNNER=()
+ES_VARLIB="/var/lib/$ES_USER"
+
+as_es_user() { "${ES_RUNNER[@]}" "$@"; }
+
+prepare_es_runtime() {
+    ES_RUN_HOME="$ES_HOME"
+    ES_STATE="$STACK/es"
+    ES_RUNNER=()
+    if [[ $EUID -ne 0 ]]; then
+        mkdir -p "$ES_STATE"
+        return 0
+    fi
+    if ! id -u "$ES_USER" >/dev/null 2>&1; then
+        need_cmd useradd passwd
+        log "creating system user $ES_USER (Elasticsearch refuses to run as root)"
+        useradd --system --no-create-home --home-dir "$ES_VARLIB" --shell /usr/sbin/nologin "$ES_USER"
+    fi
+    ES_RUNNER=(setpriv --reuid="$(id -u "$ES_USER")" --regid="$(id -g "$ES_USER")" --clear-groups)
+    if ! as_es_user test -r "$ES_HOME/bin/elasticsearch" -a -x "$ES_HOME/lib" 2>/dev/null; then
+        ES_RUN_HOME="$ES_VARLIB/elasticsearch-$ES_VERSION"
+        if [[ ! -f "$ES_RUN_HOME/.complete" ]]; then
+            log "elasticsearch: $ES_HOME is not readable by $ES_USER; copying it to $ES_RUN_HOME"
+            mkdir -p "$ES_VARLIB"
+            chmod 755 "$ES_VARLIB"
+            rm -rf "$ES_RUN_HOME"
+            cp -a "$ES_HOME" "$ES_RUN_HOME.tmp"
+            chown -R root:root "$ES_RUN_HOME.tmp"
+            chmod -R a+rX "$ES_RUN_HOME.tmp"
+            mv "$ES_RUN_HOME.tmp" "$ES_RUN_HOME"
+        fi
+    fi
+    mkdir -p "$STACK"
+    if [[ -L "$STACK/es" ]] || ! as_es_user test -x "$STACK" 2>/dev/null; then
+        local key
+        key="$(printf '%s' "$STACK" | md5sum | cut -c1-12)"
+        ES_STATE="$ES_VARLIB/state-$key"
+        mkdir -p "$ES_VARLIB" "$ES_STATE"
+        chmod 755 "$ES_VARLIB"
+        if [[ ! -L "$STACK/es" ]]; then
+            rm -rf "$STACK/es"
+            ln -s "$ES_STATE" "$STACK/es"
+            log "elasticsearch: $STACK is not reachable by $ES_USER; state in $ES_STATE (symlinked as $STACK/es)"
+        fi
+    fi
+    mkdir -p "$ES_STATE"
+}
+
+write_es_config() {
+    mkdir -p "$ES_STATE/data" "$ES_STATE/logs" "$ES_STATE/tmp"
+    rm -rf "$ES_STATE/config"
+    cp -r "$ES_RUN_HOME/config" "$ES_STATE/config"
+    # (jvm.options' relative gc.log/hs_err paths resolve in path.logs: the launcher
+    # starts the server JVM with that as its working directory.)
+    {
+        echo "# generated by deploy/local/stack.sh -- rewritten on every 'up'"
+        echo "cluster.name: tailsift-local"
+        echo "node.name: tailsift-local-1"
+        echo "discovery.type: single-node"
+        echo "network.host: 127.0.0.1"
+        echo "http.port: $ES_PORT"
+        echo "path.data: $ES_STATE/data"
+        echo "path.logs: $ES_STATE/logs"
+        echo "cluster.routing.allocation.disk.threshold_enabled: false"
+        echo "action.destructive_requires_name: false"
+        # the integ-test zip has x-pack-core/-security modules; only set it where they exist
+        if [[ -d "$ES_RUN_HOME/modules/x-pack-security" ]]; then
+            echo "xpack.security.enabled: false"
+        fi
+    } >"$ES_STATE/config/elasticsearch.yml"
+    if [[ $EUID -eq 0 ]]; then
+        chown -R "$ES_USER:" "$ES_STATE"
+    fi
+}
+
+start_es() {
+    if pid="$(pid_of es)"; then
+        log "elasticsearch: already running (pid $pid) on 127.0.0.1:$ES_PORT"
+        return 0
+    fi
+    port_busy "$ES_PORT" && die "port $ES_PORT is in use by a process this stack did not start; stop it or set ES_PORT"
+    prepare_es_runtime
+    write_es_config
+    log "elasticsearch: starting $ES_VERSION on 127.0.0.1:$ES_PORT${ES_RUNNER[0]:+ as $ES_USER}"
+    # The launcher (a small JVM) starts the server JVM as its child, in the same group.
+    rm -f "$STACK/es.pid.tmp"
+    # shellcheck disable=SC2016 # $$ is the inner shell's PID, which execs the launcher
+    setsid env ES_JAVA_HOME="$JAVA_HOME_STACK" ES_PATH_CONF="$ES_STATE/config" \
+        ES_TMPDIR="$ES_STATE/tmp" \
+        ES_JAVA_OPTS="-Xms512m -Xmx512m -Dtailsift.stack=$STACK" \
+        CLI_JAVA_OPTS="-Dtailsift.stack=$STACK" \
+        bash -c 'echo $$ >"$0"; exec "$@"' "$STACK/es.pid.tmp" \
+        "${ES_RUNNER[@]}" "$ES_RUN_HOME/bin/elasticsearch" \
+        </dev/null >"$ES_STATE/logs/stdout.log" 2>&1 &
+    local i
+    for ((i = 0; i < 100; i++)); do [[ -s "$STACK/es.pid.tmp" ]] && break; sleep 0.1; done
+    mv "$STACK/es.pid.tmp" "$STACK/es.pid"
+}
+
+wait_es() {
+    local i health=""
+    for ((i = 0; i < 360; i++)); do
+        pid_of es >/dev/null || {
+            tail -n 40 "$STACK/es/logs/stdout.log" >&2 2>/dev/null || true
+            die "elasticsearch exited during startup (logs above, full logs in $STACK/es/logs)"
+        }
+        health="$(curl -fsS "http://127.0.0.1:$ES_PORT/_cluster/health?wait_for_status=yellow&timeout=1s" 2>/dev/null || true)"
+        if [[ "$health" == *'"status":"green"'* || "$health" == *'"status":"yellow"'* ]]; then
+            local version
+            # (GET / is 405 here: the integ-test zip lacks the rest-root module)
+            version="$(curl -fsS "http://127.0.0.1:$ES_PORT/_nodes/_local?filter_path=nodes.*.version" |
+                sed -n 's/.*"version" *: *"\([^"]*\)".*/\1/p')"
+            log "elasticsearch: ready; version $version, health $(sed 's/.*"status":"\([a-z]*\)".*/\1/' <<<"$health")"
+            return 0
+        fi
+        sleep 0.5
+    done
+    die "elasticsearch not healthy within 180s (see $STACK/es/logs)"
+}
+
+# ---------------------------------------------------------------- commands ---------
+cmd_up() {
+    check_prereqs
+    mkdir -p "$CACHE" "$STACK"
+    # Ports of a running stack win over the environment (can't move a live process).
+    if pid_of kafka >/dev/null || pid_of es >/dev/null; then
+        unset KAFKA_PORT KAFKA_CONTROLLER_PORT ES_PORT
+    fi
+    load_ports
+    local t0=$SECONDS
+    fetch_kafka
+    fetch_es
+    printf 'KAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nES_PORT=%s\n' \
+        "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ES_PORT" >"$STACK/ports"
+    start_kafka
+    start_es
+    wait_kafka
+    wait_es
+    log "stack up in $((SECONDS - t0))s (Kafka $KAFKA_VERSION, Elasticsearch $ES_VERSION); state in $STACK"
+    print_env
+}
+
+cmd_down() {
+    stop_service kafka
+    stop_service es
+}
+
+cmd_status() {
+    load_ports
+    local rc=0 pid
+    if pid="$(pid_of kafka)"; then
+        echo "kafka: running (pid $pid) 127.0.0.1:$KAFKA_PORT"
+    else
+        echo "kafka: stopped"; rc=1
+    fi
+    if pid="$(pid_of es)"; then
+        echo "elasticsearch: running (pid $pid) http://127.0.0.1:$ES_PORT"
+    else
+        echo "elasticsearch: stopped"; rc=1
+    fi
+    return $rc
+}
+
+cmd_logs() {
+    local files=()
+    [[ -f "$STACK/kafka/logs/server.log" ]] && files+=("$STACK/kafka/logs/server.log")
+    [[ -f "$STACK/es/logs/tailsift-local.log" ]] && files+=("$STACK/es/logs/tailsift-local.log")
+    [[ ${#files[@]} -gt 0 ]] || die "no logs yet under $STACK (run: $0 up)"
+    exec tail -n 50 -F "${files[@]}"
+}
+
+case "${1:-}" in
+up) cmd_up ;;
+down) cmd_down ;;
+status) cmd_status ;;
+logs) cmd_logs ;;
+env) load_ports; print_env ;;
+*)
+    echo "usage: $0 up|down|status|logs|env" >&2
+    exit 2
+    ;;
+esac

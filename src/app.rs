@@ -1,0 +1,254 @@
+//! Wiring: config → policies, decoder, sink, dead letters, Kafka source,
+//! HTTP server, reload and signal handling.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, EncodingSetting};
+use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
+use crate::decode::Decoder;
+use crate::policy::PolicyEngine;
+use crate::repartition::Repartitioner;
+use crate::server::{self, Readiness};
+use crate::sink::TraceSink;
+use crate::source::{self, Registry, Rules, Shared, Source};
+use crate::telemetry::LogLimiter;
+use crate::window::{DecisionCache, Occupancy, WindowConfig};
+
+/// How often the config file is checked for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(2);
+
+/// Builds the policies and the decoder that scans for their attributes.
+pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
+    let engine =
+        PolicyEngine::from_config(&cfg.sampling.policies).context("invalid sampling.policies")?;
+    // Repartitioned pieces are protobuf in the input's model (OTLP or
+    // Jaeger), tagged with a content type: let the decoder tell which.
+    let encoding = match cfg.kafka.repartition {
+        Some(_) => EncodingSetting::Auto,
+        None => cfg.kafka.encoding,
+    };
+    let decoder = Decoder::new(
+        encoding,
+        engine.attribute_keys(),
+        cfg.kafka.max_message_bytes.as_u64() as usize,
+    );
+    Ok(Rules {
+        engine: Arc::new(engine),
+        decoder: Arc::new(decoder),
+    })
+}
+
+pub fn window_config(cfg: &Config) -> WindowConfig {
+    WindowConfig {
+        decision_wait: cfg.sampling.decision_wait,
+        root_idle: cfg.sampling.root_idle,
+        max_spans_per_trace: cfg.sampling.max_spans_per_trace,
+        max_bytes_per_trace: cfg.sampling.max_bytes_per_trace.as_u64(),
+        dry_run: cfg.sampling.dry_run,
+    }
+}
+
+pub fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
+    Ok(match &cfg.kafka.dead_letter_topic {
+        Some(topic) => Arc::new(
+            KafkaDeadLetters::new(&source::client_config(&cfg.kafka), topic, &cfg.kafka.topic)
+                .context("cannot create the dead-letter producer")?,
+        ),
+        None => Arc::new(CountOnly),
+    })
+}
+
+/// The pieces a running pipeline is made of, for the service and for tests.
+pub struct Pipeline<S: TraceSink> {
+    pub shared: Arc<Shared<S>>,
+    pub rules: watch::Sender<Arc<Rules>>,
+}
+
+impl<S: TraceSink> Pipeline<S> {
+    pub fn new(
+        cfg: &Config,
+        sink: S,
+        dead_letters: Arc<dyn DeadLetterSink>,
+    ) -> anyhow::Result<Self> {
+        let rules = build_rules(cfg)?;
+        let cache = &cfg.sampling.decision_cache;
+        let shared = Arc::new(Shared {
+            sink,
+            dead_letters,
+            window: window_config(cfg),
+            cache: Arc::new(DecisionCache::new(cache.kept, cache.dropped)),
+            occupancy: Arc::new(Occupancy::default()),
+            memory_limit: cfg.memory.limit.as_u64() as usize,
+            registry: Arc::new(Registry::new(&cfg.kafka.topic)),
+            stop: CancellationToken::new(),
+            on_shutdown: cfg.shutdown.pending,
+            log_limiter: LogLimiter::default(),
+        });
+        let (rules, _) = watch::channel(Arc::new(rules));
+        Ok(Self { shared, rules })
+    }
+
+    /// Consumes until `shared.stop` fires, then shuts down cleanly.
+    pub async fn run(&self, cfg: &Config) -> anyhow::Result<()> {
+        let source = Source::new(
+            &cfg.kafka,
+            cfg.shutdown.timeout,
+            self.shared.clone(),
+            self.rules.subscribe(),
+        )
+        .context("cannot create the Kafka consumer")?;
+        let repartition = match &cfg.kafka.repartition {
+            Some(r) => {
+                let stage = Repartitioner::new(
+                    cfg,
+                    &r.input_topic,
+                    self.shared.dead_letters.clone(),
+                    self.shared.stop.clone(),
+                )
+                .context("cannot start the repartition stage")?;
+                Some(tokio::spawn(stage.run()))
+            }
+            None => None,
+        };
+        let gauges = tokio::spawn(report_gauges(self.shared.clone()));
+        source.run().await;
+        gauges.abort();
+        if let Some(stage) = repartition {
+            let _ = stage.await;
+        }
+        Ok(())
+    }
+}
+
+/// Ready when partitions are assigned and the sink answers.
+struct ServiceReadiness<S: TraceSink> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: TraceSink> Readiness for ServiceReadiness<S> {
+    fn ready(&self) -> Result<(), String> {
+        if self.shared.registry.is_empty() {
+            return Err("no partitions assigned".into());
+        }
+        if !self.shared.sink.is_ready() {
+            return Err("sink not reachable".into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs the service with `sink` until SIGTERM/SIGINT.
+pub async fn serve<S: TraceSink>(cfg: Config, config_path: PathBuf, sink: S) -> anyhow::Result<()> {
+    let metrics =
+        crate::telemetry::install_metrics().context("cannot install the metrics recorder")?;
+    metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
+    let pipeline = Pipeline::new(&cfg, sink, dead_letters(&cfg)?)?;
+    let stop = pipeline.shared.stop.clone();
+    let listen = cfg.metrics.listen.parse().context("metrics.listen")?;
+    let readiness = Arc::new(ServiceReadiness {
+        shared: pipeline.shared.clone(),
+    });
+    let http = tokio::spawn(server::serve(listen, metrics, readiness, stop.clone()));
+    tokio::spawn(watch_signals(stop.clone()));
+    tokio::spawn(watch_reloads(
+        config_path,
+        pipeline.rules.clone(),
+        stop.clone(),
+    ));
+
+    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, "tailsift running");
+    pipeline.run(&cfg).await?;
+    stop.cancel();
+    match http.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server failed"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    tracing::info!("tailsift stopped");
+    Ok(())
+}
+
+async fn watch_signals(stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    stop.cancel();
+}
+
+/// Reloads the policies on SIGHUP and when the config file changes. An
+/// invalid file is logged and the policies in force stay.
+async fn watch_reloads(path: PathBuf, rules: watch::Sender<Arc<Rules>>, stop: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut seen = modified(&path);
+    let mut poll = tokio::time::interval(RELOAD_POLL);
+    loop {
+        let hangup = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hangup => {}
+            _ = poll.tick() => {
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+        }
+        reload(&path, &rules);
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn reload(path: &Path, rules: &watch::Sender<Arc<Rules>>) {
+    match Config::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| build_rules(&c))
+    {
+        Ok(r) => {
+            rules.send_replace(Arc::new(r));
+            metrics::counter!("tailsift_policy_reloads_total", "result" => "ok").increment(1);
+            tracing::info!(path = %path.display(), "policies reloaded");
+        }
+        Err(e) => {
+            metrics::counter!("tailsift_policy_reloads_total", "result" => "error").increment(1);
+            tracing::error!(path = %path.display(), error = format!("{e:#}"), "reload rejected; keeping the policies in force");
+        }
+    }
+}
+
+async fn report_gauges<S: TraceSink>(shared: Arc<Shared<S>>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let o = &shared.occupancy;
+        metrics::gauge!("tailsift_buffered_bytes").set(o.bytes() as f64);
+        metrics::gauge!("tailsift_buffered_spans").set(o.spans.load(Relaxed) as f64);
+        metrics::gauge!("tailsift_buffered_traces").set(o.traces.load(Relaxed) as f64);
+        metrics::gauge!("tailsift_assigned_partitions").set(shared.registry.len() as f64);
+    }
+}

@@ -1,0 +1,256 @@
+//! Decoding Kafka messages into the few span facts sampling needs.
+//!
+//! Every message is first normalized to protobuf: protobuf input is kept
+//! as-is (zero-copy, the `Bytes` are shared), JSON input is parsed and
+//! re-encoded once. A hand-written wire scanner then extracts one
+//! [`ScannedSpan`] per span plus the byte ranges of the span, its scope and
+//! its resource, so buffered spans keep only a refcount on the message.
+//! [`decode_span`] fully decodes a span from those ranges, only for the
+//! traces that are kept.
+//!
+//! Layout: [`wire`] reads the protobuf wire format, [`otlp`] and [`jaeger`]
+//! scan the two layouts (and `jaeger` holds the generated api_v2 types),
+//! [`json`] normalizes JSON, [`full`] decodes kept spans, [`fixtures`]
+//! builds realistic messages for tests, benches and the load generator.
+
+pub mod fixtures;
+mod full;
+mod ids;
+pub mod jaeger;
+mod json;
+mod otlp;
+mod wire;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::EncodingSetting;
+use crate::model::{AttributeKeys, ScanBatch, WireFormat};
+
+pub use full::{DecodedSpan, OtlpSpan, decode_span};
+
+/// A concrete message encoding (what `auto` resolved to, for metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    OtlpProto,
+    OtlpJson,
+    JaegerProto,
+    JaegerJson,
+}
+
+impl Encoding {
+    /// The config spelling, also used as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::OtlpProto => "otlp_proto",
+            Self::OtlpJson => "otlp_json",
+            Self::JaegerProto => "jaeger_proto",
+            Self::JaegerJson => "jaeger_json",
+        }
+    }
+
+    fn wire_format(self) -> WireFormat {
+        match self {
+            Self::OtlpProto | Self::OtlpJson => WireFormat::Otlp,
+            Self::JaegerProto | Self::JaegerJson => WireFormat::Jaeger,
+        }
+    }
+}
+
+/// Why a message could not be used. Every variant is bad input: the caller
+/// counts it by [`DecodeError::reason`] and dead-letters the whole message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty message")]
+    Empty,
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    TooLarge { size: usize, max: usize },
+    #[error("invalid protobuf: {0}")]
+    InvalidProtobuf(&'static str),
+    #[error("truncated protobuf: a field runs past the end of its message")]
+    Truncated,
+    #[error("invalid UTF-8 in a protobuf string field")]
+    InvalidUtf8,
+    #[error("invalid JSON: {0}")]
+    InvalidJson(#[from] serde_json::Error),
+    #[error("span with an all-zero trace ID")]
+    ZeroTraceId,
+    #[error("span with a trace ID of {0} bytes")]
+    InvalidTraceId(usize),
+    #[error("span ID of {0} bytes (want 8)")]
+    InvalidSpanId(usize),
+    #[error("message holds no spans")]
+    NoSpans,
+    #[error("cannot detect the encoding: {0}")]
+    UnknownEncoding(&'static str),
+    #[error("span byte range lies outside its payload")]
+    BadLayout,
+    #[error("full decode failed: {0}")]
+    FullDecode(#[from] prost::DecodeError),
+}
+
+impl DecodeError {
+    /// A short, stable label for the `reason` of the decode-error metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::TooLarge { .. } => "too_large",
+            Self::InvalidProtobuf(_) | Self::FullDecode(_) => "invalid_protobuf",
+            Self::Truncated => "truncated",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::ZeroTraceId => "zero_trace_id",
+            Self::InvalidTraceId(_) | Self::InvalidSpanId(_) => "invalid_id",
+            Self::NoSpans => "no_spans",
+            Self::UnknownEncoding(_) => "unknown_encoding",
+            Self::BadLayout => "invalid_layout",
+        }
+    }
+}
+
+/// A message normalized to protobuf: `bytes` is what the scanned ranges
+/// point into and what a [`crate::model::Payload`] should hold.
+#[derive(Clone, Debug)]
+pub struct Normalized {
+    pub bytes: Bytes,
+    pub format: WireFormat,
+    pub encoding: Encoding,
+}
+
+/// Scans Kafka messages of the configured encoding. Cheap to clone and
+/// share between partition tasks.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    setting: EncodingSetting,
+    keys: Arc<AttributeKeys>,
+    max_message_bytes: usize,
+}
+
+impl Decoder {
+    /// `keys` are the attribute keys the policies read; scans keep only
+    /// those. Messages above `max_message_bytes` (at most 4 GiB, the reach
+    /// of a [`crate::model::ByteRange`]) are rejected.
+    pub fn new(setting: EncodingSetting, keys: AttributeKeys, max_message_bytes: usize) -> Self {
+        Self {
+            setting,
+            keys: Arc::new(keys),
+            max_message_bytes: max_message_bytes.min(u32::MAX as usize),
+        }
+    }
+
+    /// Normalizes one Kafka message to protobuf (JSON input is parsed and
+    /// re-encoded once; protobuf input is kept as-is, zero-copy) and scans
+    /// its spans into `batch` (cleared first). `content_type` is the value of
+    /// a `content-type` header if the message had one (used by `auto`). On
+    /// error `batch` may hold garbage; the caller discards it.
+    pub fn scan(
+        &self,
+        raw: Bytes,
+        content_type: Option<&str>,
+        batch: &mut ScanBatch,
+    ) -> Result<Normalized, DecodeError> {
+        batch.clear();
+        if raw.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        self.check_size(raw.len())?;
+        let encoding = match self.setting {
+            EncodingSetting::OtlpProto => Encoding::OtlpProto,
+            EncodingSetting::OtlpJson => Encoding::OtlpJson,
+            EncodingSetting::JaegerProto => Encoding::JaegerProto,
+            EncodingSetting::JaegerJson => Encoding::JaegerJson,
+            EncodingSetting::Auto => return self.scan_auto(raw, content_type, batch),
+        };
+        self.scan_as(encoding, raw, batch)
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), DecodeError> {
+        if size > self.max_message_bytes {
+            return Err(DecodeError::TooLarge {
+                size,
+                max: self.max_message_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn scan_as(
+        &self,
+        encoding: Encoding,
+        raw: Bytes,
+        batch: &mut ScanBatch,
+    ) -> Result<Normalized, DecodeError> {
+        let bytes = match encoding {
+            Encoding::OtlpProto | Encoding::JaegerProto => raw,
+            Encoding::OtlpJson => json::otlp_to_proto(&raw)?.into(),
+            Encoding::JaegerJson => json::jaeger_to_proto(&raw)?.into(),
+        };
+        // Re-encoded JSON must also fit the ranges a scan stores.
+        self.check_size(bytes.len())?;
+        let format = encoding.wire_format();
+        batch.clear();
+        match format {
+            WireFormat::Otlp => otlp::scan(&bytes, &self.keys, batch)?,
+            WireFormat::Jaeger => jaeger::scan(&bytes, &self.keys, batch)?,
+        }
+        if batch.spans.is_empty() {
+            return Err(DecodeError::NoSpans);
+        }
+        Ok(Normalized {
+            bytes,
+            format,
+            encoding,
+        })
+    }
+
+    /// `auto`: the content-type header if it says, else the bytes: JSON
+    /// starts with `{`; protobuf is tried as OTLP first, then as a Jaeger
+    /// span (the Jaeger collector sets no content type).
+    fn scan_auto(
+        &self,
+        raw: Bytes,
+        content_type: Option<&str>,
+        batch: &mut ScanBatch,
+    ) -> Result<Normalized, DecodeError> {
+        let is_json = match content_type.and_then(media_type) {
+            Some(Media::Json) => true,
+            Some(Media::Protobuf) => false,
+            None => raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'),
+        };
+        if is_json {
+            let encoding = json::sniff(&raw)?;
+            return self.scan_as(encoding, raw, batch);
+        }
+        match self.scan_as(Encoding::OtlpProto, raw.clone(), batch) {
+            Ok(n) => Ok(n),
+            Err(otlp_err) => {
+                let looks_jaeger = jaeger::looks_like_span(&raw);
+                self.scan_as(Encoding::JaegerProto, raw, batch)
+                    .map_err(|jaeger_err| if looks_jaeger { jaeger_err } else { otlp_err })
+            }
+        }
+    }
+}
+
+enum Media {
+    Json,
+    Protobuf,
+}
+
+/// The media types producers set; anything else is sniffed.
+fn media_type(content_type: &str) -> Option<Media> {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Some(Media::Json)
+    } else if essence.eq_ignore_ascii_case("application/x-protobuf")
+        || essence.eq_ignore_ascii_case("application/protobuf")
+    {
+        Some(Media::Protobuf)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,57 @@
+//! The HTTP endpoints operators and orchestrators poll: Prometheus
+//! `/metrics`, liveness `/healthz`, readiness `/readyz`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What readiness depends on; implemented by the running service.
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok` when ready, else the reason it is not.
+    fn ready(&self) -> Result<(), String>;
+}
+
+struct AppState {
+    metrics: PrometheusHandle,
+    readiness: Arc<dyn Readiness>,
+}
+
+/// Serves until `stop` fires.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: PrometheusHandle,
+    readiness: Arc<dyn Readiness>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let state = Arc::new(AppState { metrics, readiness });
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "serving /metrics, /healthz, /readyz");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+async fn render_metrics(State(s): State<Arc<AppState>>) -> String {
+    s.metrics.render()
+}
+
+async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, String) {
+    match s.readiness.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}

@@ -1,0 +1,312 @@
+//! The Kafka source: a consumer-group member that gives each assigned
+//! partition its own task and queue, so a busy partition never stalls the
+//! others, and commits only resolved offsets.
+
+mod context;
+mod partition;
+mod registry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use partition::{Incoming, Rules};
+pub use registry::{PartitionHandle, Registry};
+
+use crate::config::{KafkaConfig, PendingOnShutdown};
+use crate::deadletter::DeadLetterSink;
+use crate::sink::TraceSink;
+use crate::telemetry::LogLimiter;
+use crate::window::{DecisionCache, Occupancy, WindowConfig};
+pub use context::{Assigned, SourceContext};
+use partition::PartitionTask;
+
+/// Messages buffered between a partition's librdkafka queue and its task.
+const PARTITION_CHANNEL: usize = 512;
+/// How long a full partition channel is tolerated before pausing fetching.
+const STUCK: Duration = Duration::from_millis(200);
+
+type Kafka = StreamConsumer<SourceContext>;
+
+/// State every partition task shares.
+pub struct Shared<S: TraceSink> {
+    pub sink: S,
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+    pub window: WindowConfig,
+    pub cache: Arc<DecisionCache>,
+    pub occupancy: Arc<Occupancy>,
+    pub memory_limit: usize,
+    pub registry: Arc<Registry>,
+    /// Fired once when the service stops.
+    pub stop: CancellationToken,
+    pub on_shutdown: PendingOnShutdown,
+    pub log_limiter: LogLimiter,
+}
+
+/// librdkafka settings for the consumer: manual, resolved-only commits and
+/// cooperative rebalances; user properties override.
+pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("statistics.interval.ms", "5000")
+        // Prefetch per partition; beyond it the pump's pause takes over.
+        .set("queued.max.messages.kbytes", "16384");
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Settings shared by the consumer and producers (brokers, security).
+pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in cfg.properties.iter().filter(|(k, _)| is_shared_property(k)) {
+        c.set(k, v);
+    }
+    c
+}
+
+fn is_shared_property(key: &str) -> bool {
+    ["security.", "sasl.", "ssl.", "client."]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
+pub struct Source<S: TraceSink> {
+    consumer: Arc<Kafka>,
+    topic: String,
+    commit_interval: Duration,
+    shutdown_timeout: Duration,
+    shared: Arc<Shared<S>>,
+    rules: watch::Receiver<Arc<Rules>>,
+    assigned: mpsc::UnboundedReceiver<Assigned>,
+}
+
+impl<S: TraceSink> Source<S> {
+    pub fn new(
+        cfg: &KafkaConfig,
+        shutdown_timeout: Duration,
+        shared: Arc<Shared<S>>,
+        rules: watch::Receiver<Arc<Rules>>,
+    ) -> Result<Self, KafkaError> {
+        let (context, assigned) = SourceContext::new(&cfg.topic, shared.registry.clone());
+        let consumer: Kafka = consumer_config(cfg).create_with_context(context)?;
+        consumer.subscribe(&[&cfg.topic])?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            topic: cfg.topic.clone(),
+            commit_interval: cfg.commit_interval,
+            shutdown_timeout,
+            shared,
+            rules,
+            assigned,
+        })
+    }
+
+    /// Consumes until `shared.stop` fires, then lets every partition task
+    /// finish (bounded by the shutdown timeout) and commits a last time.
+    pub async fn run(mut self) {
+        let committer = tokio::spawn(commit_loop(
+            self.consumer.clone(),
+            self.shared.registry.clone(),
+            self.commit_interval,
+            self.shared.stop.clone(),
+        ));
+        let mut tasks = JoinSet::new();
+        let mut inputs: HashMap<i32, (Arc<PartitionHandle>, mpsc::Sender<Incoming>)> =
+            HashMap::new();
+        let stop = self.shared.stop.clone();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                Some(Assigned(parts)) = self.assigned.recv() => {
+                    for p in parts {
+                        let input = self.start_partition(p, &mut tasks);
+                        inputs.insert(p, input);
+                    }
+                    inputs.retain(|_, (h, _)| !h.revoked.is_cancelled());
+                }
+                m = self.consumer.recv() => match m {
+                    Ok(m) => dispatch(&inputs, &m).await,
+                    Err(e) => log_consumer_error(&self.shared.log_limiter, &e),
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        self.finish(tasks, committer).await;
+    }
+
+    fn start_partition(
+        &self,
+        partition: i32,
+        tasks: &mut JoinSet<()>,
+    ) -> (Arc<PartitionHandle>, mpsc::Sender<Incoming>) {
+        let handle = PartitionHandle::new(partition);
+        self.shared.registry.insert(handle.clone());
+        let (tx, rx) = mpsc::channel(PARTITION_CHANNEL);
+        if let Some(queue) = self.consumer.split_partition_queue(&self.topic, partition) {
+            let pause = Pause {
+                consumer: self.consumer.clone(),
+                topic: self.topic.clone(),
+                partition,
+            };
+            let stop = self.shared.stop.clone();
+            tasks.spawn(pump(queue, tx.clone(), handle.clone(), stop, pause));
+        }
+        let task = PartitionTask::new(handle.clone(), self.shared.clone(), self.rules.clone());
+        tasks.spawn(task.run(rx));
+        (handle, tx)
+    }
+
+    async fn finish(self, mut tasks: JoinSet<()>, committer: tokio::task::JoinHandle<()>) {
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timeout reached; unacknowledged spans will be replayed");
+            tasks.abort_all();
+        }
+        let _ = committer.await;
+        let consumer = self.consumer;
+        let registry = self.shared.registry.clone();
+        // Committing and closing block on the network; keep them off the
+        // async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            registry.commit(&*consumer);
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
+    }
+}
+
+/// Pauses and resumes fetching one partition.
+struct Pause {
+    consumer: Arc<Kafka>,
+    topic: String,
+    partition: i32,
+}
+
+impl Pause {
+    fn set(&self, paused: bool) {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        let result = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        let gauge = metrics::gauge!("tailsift_paused_partitions");
+        match result {
+            Ok(()) if paused => gauge.increment(1.0),
+            Ok(()) => gauge.decrement(1.0),
+            Err(e) => {
+                tracing::warn!(partition = self.partition, paused, error = %e, "cannot change pause state")
+            }
+        }
+    }
+}
+
+/// Moves one partition's messages from librdkafka into its task's channel.
+/// When the task falls behind (the sink is full, or memory is short) the
+/// channel fills; the partition is then paused so librdkafka stops fetching
+/// it, and resumed once the task took the waiting message.
+async fn pump(
+    queue: rdkafka::consumer::stream_consumer::StreamPartitionQueue<SourceContext>,
+    tx: mpsc::Sender<Incoming>,
+    handle: Arc<PartitionHandle>,
+    stop: CancellationToken,
+    pause: Pause,
+) {
+    loop {
+        let incoming = tokio::select! {
+            _ = handle.revoked.cancelled() => return,
+            _ = stop.cancelled() => return,
+            m = queue.recv() => match m {
+                Ok(m) => Incoming::from_message(&m),
+                Err(e) => {
+                    tracing::warn!(partition = handle.partition, error = %e, "partition queue error");
+                    continue;
+                }
+            },
+        };
+        // A briefly full channel is ordinary CPU-bound work: only a task that
+        // stays stuck gets its partition paused.
+        let Err(SendTimeoutError::Timeout(waiting)) = tx.send_timeout(incoming, STUCK).await else {
+            continue;
+        };
+        pause.set(true);
+        let drained = tokio::select! {
+            _ = handle.revoked.cancelled() => false,
+            _ = stop.cancelled() => false,
+            r = drain_half(&tx, waiting) => r,
+        };
+        pause.set(false);
+        if !drained {
+            return;
+        }
+    }
+}
+
+/// Sends `m`, then waits until half the channel is free again, so a paused
+/// partition is resumed with room to spare instead of flapping.
+async fn drain_half(tx: &mpsc::Sender<Incoming>, m: Incoming) -> bool {
+    if tx.send(m).await.is_err() {
+        return false;
+    }
+    tx.reserve_many(PARTITION_CHANNEL / 2).await.is_ok()
+}
+
+/// Messages fetched before a partition's queue was split arrive on the main
+/// queue; route them to their partition's task.
+async fn dispatch(
+    inputs: &HashMap<i32, (Arc<PartitionHandle>, mpsc::Sender<Incoming>)>,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) {
+    if let Some((handle, tx)) = inputs.get(&m.partition())
+        && !handle.revoked.is_cancelled()
+    {
+        let _ = tx.send(Incoming::from_message(m)).await;
+    }
+}
+
+fn log_consumer_error(limiter: &LogLimiter, e: &KafkaError) {
+    metrics::counter!("tailsift_kafka_errors_total").increment(1);
+    limiter.warn(
+        "kafka",
+        || tracing::warn!(error = %e, "kafka consumer error"),
+    );
+}
+
+async fn commit_loop(
+    consumer: Arc<Kafka>,
+    registry: Arc<Registry>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (c, r) = (consumer.clone(), registry.clone());
+        let _ = tokio::task::spawn_blocking(move || r.commit(&*c)).await;
+    }
+}

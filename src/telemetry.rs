@@ -1,0 +1,291 @@
+//! Logs and Prometheus metrics: logging setup, rate-limited warnings, and the
+//! catalogue of every metric the service exports.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::config::{LogFormat, LoggingConfig};
+
+/// Every metric tailsift exports: (name, kind, unit, help). Dashboards and
+/// alert rules are checked against this list.
+pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
+    (
+        "tailsift_consumed_messages_total",
+        Kind::Counter,
+        Unit::Count,
+        "Kafka messages consumed, by partition",
+    ),
+    (
+        "tailsift_consumed_spans_total",
+        Kind::Counter,
+        Unit::Count,
+        "Spans scanned from Kafka, by partition",
+    ),
+    (
+        "tailsift_decode_errors_total",
+        Kind::Counter,
+        Unit::Count,
+        "Messages that could not be decoded, by reason",
+    ),
+    (
+        "tailsift_dead_letters_total",
+        Kind::Counter,
+        Unit::Count,
+        "Messages and documents set aside, by reason and outcome",
+    ),
+    (
+        "tailsift_consumer_lag_messages",
+        Kind::Gauge,
+        Unit::Count,
+        "Consumer lag per partition (librdkafka statistics)",
+    ),
+    (
+        "tailsift_committed_offset",
+        Kind::Gauge,
+        Unit::Count,
+        "Last committed offset per partition",
+    ),
+    (
+        "tailsift_commits_total",
+        Kind::Counter,
+        Unit::Count,
+        "Offset commits, by result",
+    ),
+    (
+        "tailsift_rebalances_total",
+        Kind::Counter,
+        Unit::Count,
+        "Rebalance events, by kind (assign, revoke, error)",
+    ),
+    (
+        "tailsift_kafka_errors_total",
+        Kind::Counter,
+        Unit::Count,
+        "Kafka consumer errors",
+    ),
+    (
+        "tailsift_assigned_partitions",
+        Kind::Gauge,
+        Unit::Count,
+        "Partitions assigned to this instance",
+    ),
+    (
+        "tailsift_buffered_traces",
+        Kind::Gauge,
+        Unit::Count,
+        "Traces waiting for a decision",
+    ),
+    (
+        "tailsift_buffered_spans",
+        Kind::Gauge,
+        Unit::Count,
+        "Spans waiting for a decision",
+    ),
+    (
+        "tailsift_buffered_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Bytes held by buffered traces",
+    ),
+    (
+        "tailsift_memory_limit_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Configured memory.limit",
+    ),
+    (
+        "tailsift_decisions_total",
+        Kind::Counter,
+        Unit::Count,
+        "Trace decisions, by policy and outcome (kept, dropped)",
+    ),
+    (
+        "tailsift_decision_reasons_total",
+        Kind::Counter,
+        Unit::Count,
+        "Why traces were decided when they were (timeout, root, limit, memory, shutdown)",
+    ),
+    (
+        "tailsift_decision_latency_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time from a trace's first span to its decision",
+    ),
+    (
+        "tailsift_late_spans_total",
+        Kind::Counter,
+        Unit::Count,
+        "Spans arriving after their trace was decided, by outcome",
+    ),
+    (
+        "tailsift_policy_reloads_total",
+        Kind::Counter,
+        Unit::Count,
+        "Policy reloads, by result",
+    ),
+    (
+        "tailsift_es_bulk_requests_total",
+        Kind::Counter,
+        Unit::Count,
+        "Elasticsearch bulk requests, by result",
+    ),
+    (
+        "tailsift_es_bulk_duration_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Elasticsearch bulk request latency",
+    ),
+    (
+        "tailsift_es_documents_total",
+        Kind::Counter,
+        Unit::Count,
+        "Documents written or rejected by Elasticsearch",
+    ),
+    (
+        "tailsift_es_retries_total",
+        Kind::Counter,
+        Unit::Count,
+        "Elasticsearch retries, by reason",
+    ),
+    (
+        "tailsift_es_errors_total",
+        Kind::Counter,
+        Unit::Count,
+        "Elasticsearch errors, by type",
+    ),
+    (
+        "tailsift_es_service_documents_total",
+        Kind::Counter,
+        Unit::Count,
+        "Service/operation documents written",
+    ),
+    (
+        "tailsift_sink_queue_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Kept span bytes waiting for Elasticsearch",
+    ),
+    (
+        "tailsift_paused_partitions",
+        Kind::Gauge,
+        Unit::Count,
+        "Partitions paused by backpressure",
+    ),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Installs the global Prometheus recorder and describes every metric.
+pub fn install_metrics() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[
+                0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ],
+        )?
+        .install_recorder()?;
+    for &(name, kind, unit, help) in METRICS {
+        match kind {
+            Kind::Counter => describe_counter!(name, unit, help),
+            Kind::Gauge => describe_gauge!(name, unit, help),
+            Kind::Histogram => describe_histogram!(name, unit, help),
+        }
+    }
+    Ok(handle)
+}
+
+/// Sets up `tracing` output; `RUST_LOG` overrides the configured level.
+pub fn init_logging(cfg: &LoggingConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match cfg.format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Logs a warning per key at most once per interval, so a flood of bad
+/// input cannot flood the log; the metrics still count every occurrence.
+pub struct LogLimiter {
+    every: Duration,
+    /// Per key: when it was last logged, and how many were suppressed since.
+    last: Mutex<HashMap<&'static str, (Instant, u64)>>,
+}
+
+impl Default for LogLimiter {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(10))
+    }
+}
+
+impl LogLimiter {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `log` if `key` was not logged within the interval.
+    pub fn warn(&self, key: &'static str, log: impl FnOnce()) {
+        let now = Instant::now();
+        let suppressed = {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            match last.get_mut(key) {
+                Some(entry) if now.duration_since(entry.0) < self.every => {
+                    entry.1 += 1;
+                    return;
+                }
+                Some(entry) => std::mem::replace(entry, (now, 0)).1,
+                None => {
+                    last.insert(key, (now, 0));
+                    0
+                }
+            }
+        };
+        if suppressed > 0 {
+            tracing::warn!(key, suppressed, "similar warnings suppressed");
+        }
+        log();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_suppresses_repeats() {
+        let l = LogLimiter::new(Duration::from_secs(60));
+        let mut n = 0;
+        for _ in 0..5 {
+            l.warn("x", || n += 1);
+        }
+        l.warn("y", || n += 1);
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn metric_names_follow_conventions() {
+        for (name, kind, unit, _) in METRICS {
+            assert!(name.starts_with("tailsift_"), "{name}");
+            if *kind == Kind::Counter {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+            if *unit == Unit::Seconds {
+                assert!(name.ends_with("_seconds"), "{name}");
+            }
+        }
+    }
+}

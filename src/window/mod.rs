@@ -1,0 +1,336 @@
+//! Trace windows: spans buffered per trace until the trace is decided.
+//!
+//! One `TraceWindow` per assigned partition, owned by that partition's task.
+//! Producers key messages by trace ID, so Kafka's partitioner already shards
+//! traces by ID hash; owning the shard per partition means no lock at all on
+//! the hot path, and a revoked partition's undecided traces are forgotten by
+//! dropping its window (the next owner replays them from the watermark).
+
+mod cache;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use cache::{DecisionCache, Remembered};
+
+use crate::model::{
+    Decision, DecisionReason, ScannedSpan, SpanRef, SpanView, TraceId, TraceSummary,
+};
+use crate::offsets::Resolved;
+use crate::policy::{PolicyEngine, TraceState};
+
+/// Bookkeeping bytes per buffered span beyond its wire bytes: the `SpanRef`
+/// and its share of the entry's vectors.
+const SPAN_OVERHEAD: usize = std::mem::size_of::<SpanRef>() + 16;
+/// Bookkeeping bytes per buffered trace: entry, map slot and deadline.
+const TRACE_OVERHEAD: usize = std::mem::size_of::<TraceEntry>() + 64;
+
+#[derive(Clone, Debug)]
+pub struct WindowConfig {
+    pub decision_wait: Duration,
+    pub root_idle: Duration,
+    pub max_spans_per_trace: u32,
+    pub max_bytes_per_trace: u64,
+    /// Keep everything, but mark what the policies would drop.
+    pub dry_run: bool,
+}
+
+/// Buffered bytes and counts across all windows of this instance, checked
+/// against `memory.limit`.
+#[derive(Debug, Default)]
+pub struct Occupancy {
+    pub bytes: AtomicUsize,
+    pub spans: AtomicI64,
+    pub traces: AtomicI64,
+}
+
+impl Occupancy {
+    fn add(&self, bytes: usize, spans: i64, traces: i64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.spans.fetch_add(spans, Ordering::Relaxed);
+        self.traces.fetch_add(traces, Ordering::Relaxed);
+    }
+
+    fn sub(&self, bytes: usize, spans: i64, traces: i64) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.spans.fetch_sub(spans, Ordering::Relaxed);
+        self.traces.fetch_sub(traces, Ordering::Relaxed);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// A trace that has been decided, handed back to the partition task.
+#[derive(Debug)]
+pub struct Decided {
+    pub trace_id: TraceId,
+    pub decision: Decision,
+    /// Dry run: the policies would have dropped it; it is written anyway.
+    pub would_drop: bool,
+    pub reason: DecisionReason,
+    pub spans: Vec<SpanRef>,
+    pub resolved: Resolved,
+}
+
+impl Decided {
+    /// Whether the spans go to the sink.
+    pub fn write(&self) -> bool {
+        self.decision.keep || self.would_drop
+    }
+}
+
+/// What happened to one inserted span.
+#[derive(Debug)]
+pub enum Inserted {
+    /// Buffered with its trace.
+    Buffered,
+    /// Its trace was decided before; the span follows that decision.
+    Late(Remembered),
+    /// Buffering it made the trace hit a size limit, so it was decided.
+    Decided(Decided),
+}
+
+struct TraceEntry {
+    summary: TraceSummary,
+    state: TraceState,
+    /// The policies in force when the trace started; a reload applies to
+    /// traces that start after it.
+    engine: Arc<PolicyEngine>,
+    spans: Vec<SpanRef>,
+    resolved: Resolved,
+    first_seen: Instant,
+    last_seen: Instant,
+    /// Memory charged to the occupancy for this trace.
+    charged: usize,
+}
+
+impl TraceEntry {
+    fn deadline(&self, cfg: &WindowConfig) -> Instant {
+        let wait = self.first_seen + cfg.decision_wait;
+        if self.summary.root_seen {
+            wait.min(self.last_seen + cfg.root_idle)
+        } else {
+            wait
+        }
+    }
+}
+
+/// Trace IDs are random already; fold them instead of SipHashing them.
+#[derive(Default)]
+struct TraceIdHasher(u64);
+
+impl Hasher for TraceIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+type TraceMap = HashMap<TraceId, TraceEntry, BuildHasherDefault<TraceIdHasher>>;
+
+/// The buffered traces of one partition.
+pub struct TraceWindow {
+    cfg: WindowConfig,
+    engine: Arc<PolicyEngine>,
+    traces: TraceMap,
+    /// Candidate deadlines; stale entries are re-checked when popped.
+    deadlines: BinaryHeap<Reverse<(Instant, TraceId)>>,
+    cache: Arc<DecisionCache>,
+    occupancy: Arc<Occupancy>,
+}
+
+impl TraceWindow {
+    pub fn new(
+        cfg: WindowConfig,
+        engine: Arc<PolicyEngine>,
+        cache: Arc<DecisionCache>,
+        occupancy: Arc<Occupancy>,
+    ) -> Self {
+        Self {
+            cfg,
+            engine,
+            traces: TraceMap::default(),
+            deadlines: BinaryHeap::new(),
+            cache,
+            occupancy,
+        }
+    }
+
+    /// Policies for traces that start from now on.
+    pub fn set_engine(&mut self, engine: Arc<PolicyEngine>) {
+        self.engine = engine;
+    }
+
+    pub fn trace_count(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Buffers one scanned span. `view` gives the policies its attributes.
+    pub fn insert(
+        &mut self,
+        span: &ScannedSpan,
+        view: &SpanView<'_>,
+        span_ref: SpanRef,
+        now: Instant,
+    ) -> Inserted {
+        let id = span.trace_id;
+        if !self.traces.contains_key(&id) {
+            if let Some(r) = self.cache.lookup(&id) {
+                return Inserted::Late(r);
+            }
+            self.start_trace(id, now);
+        }
+        let Some(entry) = self.traces.get_mut(&id) else {
+            return Inserted::Buffered;
+        };
+        let wire = span_ref.layout.span.len();
+        let root_before = entry.summary.root_seen;
+        entry.summary.observe(span, wire);
+        entry.engine.observe(&mut entry.state, view);
+        entry.resolved.add(span_ref.payload.offset, 1);
+        entry.spans.push(span_ref);
+        entry.last_seen = now;
+        entry.charged += wire + SPAN_OVERHEAD;
+        self.occupancy.add(wire + SPAN_OVERHEAD, 1, 0);
+        let over_limit = entry.summary.span_count >= self.cfg.max_spans_per_trace
+            || entry.summary.bytes >= self.cfg.max_bytes_per_trace;
+        if !root_before && entry.summary.root_seen {
+            let at = now + self.cfg.root_idle;
+            self.deadlines.push(Reverse((at, id)));
+        }
+        if over_limit && let Some(d) = self.decide(&id, DecisionReason::Limit, now) {
+            return Inserted::Decided(d);
+        }
+        Inserted::Buffered
+    }
+
+    fn start_trace(&mut self, id: TraceId, now: Instant) {
+        let entry = TraceEntry {
+            summary: TraceSummary::new(id),
+            state: self.engine.new_state(),
+            engine: self.engine.clone(),
+            spans: Vec::new(),
+            resolved: Resolved::default(),
+            first_seen: now,
+            last_seen: now,
+            charged: TRACE_OVERHEAD,
+        };
+        self.occupancy.add(TRACE_OVERHEAD, 0, 1);
+        self.deadlines
+            .push(Reverse((now + self.cfg.decision_wait, id)));
+        self.traces.insert(id, entry);
+    }
+
+    /// Decides every trace whose deadline has passed.
+    pub fn expire(&mut self, now: Instant) -> Vec<Decided> {
+        let mut out = Vec::new();
+        while let Some(Reverse((at, id))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(entry) = self.traces.get(&id) else {
+                continue; // decided earlier (limit) — a stale candidate
+            };
+            let due = entry.deadline(&self.cfg);
+            if due > now {
+                // The root arrived but spans kept coming: check again later.
+                self.deadlines.push(Reverse((due, id)));
+                continue;
+            }
+            let reason = if entry.first_seen + self.cfg.decision_wait <= now {
+                DecisionReason::Timeout
+            } else {
+                DecisionReason::Root
+            };
+            out.extend(self.decide(&id, reason, now));
+        }
+        out
+    }
+
+    /// Decides the oldest traces early until this window's buffered bytes
+    /// dropped by at least `bytes` (memory pressure).
+    pub fn shed(&mut self, mut bytes: usize, now: Instant) -> Vec<Decided> {
+        let mut out = Vec::new();
+        while bytes > 0 {
+            let Some(Reverse((_, id))) = self.deadlines.pop() else {
+                break;
+            };
+            let Some(entry) = self.traces.get(&id) else {
+                continue;
+            };
+            bytes = bytes.saturating_sub(entry.charged);
+            out.extend(self.decide(&id, DecisionReason::Memory, now));
+        }
+        out
+    }
+
+    /// Decides everything still buffered (shutdown).
+    pub fn drain(&mut self, now: Instant) -> Vec<Decided> {
+        let ids: Vec<TraceId> = self.traces.keys().copied().collect();
+        self.deadlines.clear();
+        ids.iter()
+            .filter_map(|id| self.decide(id, DecisionReason::Shutdown, now))
+            .collect()
+    }
+
+    /// The earliest pending deadline, to know when to wake up.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn decide(&mut self, id: &TraceId, reason: DecisionReason, now: Instant) -> Option<Decided> {
+        let entry = self.traces.remove(id)?;
+        self.occupancy
+            .sub(entry.charged, i64::from(entry.summary.span_count), 1);
+        let decision = entry.engine.decide(&entry.summary, &entry.state, now);
+        self.cache.remember(id, &decision);
+        record_decision(&decision, reason, entry.first_seen, now);
+        Some(Decided {
+            trace_id: *id,
+            would_drop: self.cfg.dry_run && !decision.keep,
+            decision,
+            reason,
+            spans: entry.spans,
+            resolved: entry.resolved,
+        })
+    }
+}
+
+impl Drop for TraceWindow {
+    /// A forgotten window (revoked partition) gives its memory back.
+    fn drop(&mut self) {
+        for entry in self.traces.values() {
+            self.occupancy
+                .sub(entry.charged, i64::from(entry.summary.span_count), 1);
+        }
+    }
+}
+
+fn record_decision(decision: &Decision, reason: DecisionReason, first_seen: Instant, now: Instant) {
+    let outcome = if decision.keep { "kept" } else { "dropped" };
+    metrics::counter!(
+        "tailsift_decisions_total",
+        "policy" => decision.policy.to_string(),
+        "outcome" => outcome
+    )
+    .increment(1);
+    metrics::counter!("tailsift_decision_reasons_total", "reason" => reason.as_str()).increment(1);
+    metrics::histogram!("tailsift_decision_latency_seconds")
+        .record(now.saturating_duration_since(first_seen).as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::model::{ByteRange, Payload, ScanBatch, SpanId, SpanLayout, SpanStatus, WireFormat};
+
+fn engine(policies: serde_json::Value) -> Arc<PolicyEngine> {
+    let list = policies.as_array().cloned().unwrap_or_default();
+    Arc::new(PolicyEngine::from_config(&list).expect("valid policies"))
+}
+
+fn errors_only() -> Arc<PolicyEngine> {
+    engine(serde_json::json!([
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
+    ]))
+}
+
+fn cfg() -> WindowConfig {
+    WindowConfig {
+        decision_wait: Duration::from_secs(10),
+        root_idle: Duration::from_secs(2),
+        max_spans_per_trace: 5,
+        max_bytes_per_trace: 1 << 20,
+        dry_run: false,
+    }
+}
+
+struct Fixture {
+    window: TraceWindow,
+    occupancy: Arc<Occupancy>,
+    payload: Arc<Payload>,
+}
+
+fn fixture(cfg: WindowConfig, engine: Arc<PolicyEngine>) -> Fixture {
+    let occupancy = Arc::new(Occupancy::default());
+    let cache = Arc::new(DecisionCache::new(64, 64));
+    Fixture {
+        window: TraceWindow::new(cfg, engine, cache, occupancy.clone()),
+        occupancy,
+        payload: Arc::new(Payload {
+            bytes: Bytes::from_static(&[0u8; 100]),
+            format: WireFormat::Otlp,
+            partition: 0,
+            offset: 7,
+        }),
+    }
+}
+
+fn span(trace: u8, id: u8, parent: u8, status: SpanStatus) -> ScannedSpan {
+    ScannedSpan {
+        trace_id: TraceId([trace; 16]),
+        span_id: SpanId([id; 8]),
+        parent_span_id: SpanId([parent; 8]),
+        start_unix_nano: 1_000,
+        end_unix_nano: 2_000,
+        status,
+        layout: SpanLayout {
+            span: ByteRange::new(0, 40),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+impl Fixture {
+    fn insert(&mut self, s: ScannedSpan, now: Instant) -> Inserted {
+        let mut batch = ScanBatch::default();
+        batch.spans.push(s);
+        let view = batch.view(0, &self.payload.bytes);
+        let span_ref = SpanRef {
+            payload: self.payload.clone(),
+            layout: batch.spans[0].layout,
+        };
+        self.window.insert(&batch.spans[0], &view, span_ref, now)
+    }
+}
+
+#[test]
+fn decides_after_decision_wait() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    assert!(matches!(
+        f.insert(span(1, 1, 9, SpanStatus::Error), t0),
+        Inserted::Buffered
+    ));
+    assert!(matches!(
+        f.insert(span(1, 2, 1, SpanStatus::Ok), t0),
+        Inserted::Buffered
+    ));
+    assert!(f.window.expire(t0 + Duration::from_secs(9)).is_empty());
+    let d = f.window.expire(t0 + Duration::from_secs(10));
+    assert_eq!(d.len(), 1);
+    assert!(d[0].decision.keep);
+    assert_eq!(d[0].reason, DecisionReason::Timeout);
+    assert_eq!(d[0].spans.len(), 2);
+    assert_eq!(d[0].resolved.offsets, vec![(7, 2)]);
+    assert_eq!(f.occupancy.bytes(), 0);
+    assert_eq!(f.window.trace_count(), 0);
+}
+
+#[test]
+fn root_idle_decides_early_and_waits_for_stragglers() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    f.insert(span(2, 1, 0, SpanStatus::Ok), t0);
+    f.insert(span(2, 2, 1, SpanStatus::Ok), t0 + Duration::from_secs(1));
+    // The root arrived at t0, but a child came at t0+1s: idle until t0+3s.
+    assert!(f.window.expire(t0 + Duration::from_millis(2500)).is_empty());
+    let d = f.window.expire(t0 + Duration::from_secs(3));
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].reason, DecisionReason::Root);
+    assert!(!d[0].decision.keep);
+}
+
+#[test]
+fn span_limit_decides_immediately() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    for i in 1..5 {
+        assert!(matches!(
+            f.insert(span(3, i, 9, SpanStatus::Ok), t0),
+            Inserted::Buffered
+        ));
+    }
+    match f.insert(span(3, 5, 9, SpanStatus::Ok), t0) {
+        Inserted::Decided(d) => {
+            assert_eq!(d.reason, DecisionReason::Limit);
+            assert_eq!(d.spans.len(), 5);
+        }
+        other => panic!("expected a limit decision, got {other:?}"),
+    }
+}
+
+#[test]
+fn late_spans_follow_the_cached_decision() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    f.insert(span(4, 1, 0, SpanStatus::Error), t0);
+    f.insert(span(5, 1, 0, SpanStatus::Ok), t0);
+    assert_eq!(f.window.expire(t0 + Duration::from_secs(10)).len(), 2);
+    let later = t0 + Duration::from_secs(11);
+    match f.insert(span(4, 2, 1, SpanStatus::Ok), later) {
+        Inserted::Late(Remembered::Kept(d)) => assert_eq!(&*d.policy, "errors"),
+        other => panic!("expected late kept, got {other:?}"),
+    }
+    assert!(matches!(
+        f.insert(span(5, 2, 1, SpanStatus::Ok), later),
+        Inserted::Late(Remembered::Dropped)
+    ));
+}
+
+#[test]
+fn shed_decides_oldest_for_memory() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    f.insert(span(6, 1, 9, SpanStatus::Ok), t0);
+    f.insert(span(7, 1, 9, SpanStatus::Ok), t0 + Duration::from_secs(1));
+    let d = f.window.shed(1, t0 + Duration::from_secs(2));
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].trace_id, TraceId([6; 16]));
+    assert_eq!(d[0].reason, DecisionReason::Memory);
+    assert_eq!(f.window.trace_count(), 1);
+}
+
+#[test]
+fn dry_run_marks_would_drop() {
+    let mut c = cfg();
+    c.dry_run = true;
+    let mut f = fixture(c, errors_only());
+    let t0 = Instant::now();
+    f.insert(span(8, 1, 0, SpanStatus::Ok), t0);
+    let d = f.window.drain(t0);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].would_drop && d[0].write());
+    assert_eq!(d[0].reason, DecisionReason::Shutdown);
+}
+
+#[test]
+fn dropping_a_window_releases_its_memory() {
+    let mut f = fixture(cfg(), errors_only());
+    f.insert(span(9, 1, 9, SpanStatus::Ok), Instant::now());
+    assert!(f.occupancy.bytes() > 0);
+    drop(f.window);
+    assert_eq!(f.occupancy.bytes(), 0);
+    assert_eq!(
+        f.occupancy
+            .traces
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}

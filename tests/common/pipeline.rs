@@ -1,0 +1,85 @@
+//! Running tailsift pipelines in-process for tests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use tokio::task::JoinHandle;
+
+use tailsift::app::Pipeline;
+use tailsift::config::Config;
+use tailsift::deadletter::CountOnly;
+use tailsift::decode::{DecodedSpan, decode_span};
+use tailsift::sink::TraceSink;
+use tailsift::sink::null::Collected;
+
+/// A config for `topic` and `group` with short windows, for tests.
+pub fn config(brokers: &str, topic: &str, group: &str, policies: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = brokers.to_string();
+    cfg.kafka.topic = topic.to_string();
+    cfg.kafka.group_id = group.to_string();
+    cfg.kafka.properties = [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    cfg.sampling.decision_wait = Duration::from_secs(3);
+    cfg.sampling.root_idle = Duration::from_millis(500);
+    cfg.shutdown.timeout = Duration::from_secs(20);
+    cfg.sampling.policies = serde_json::from_str(policies).expect("test policies are JSON");
+    cfg
+}
+
+pub struct Running<S: TraceSink> {
+    pub pipeline: Arc<Pipeline<S>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl<S: TraceSink> Running<S> {
+    pub fn start(cfg: &Config, sink: S) -> Result<Self> {
+        let pipeline = Arc::new(Pipeline::new(cfg, sink, Arc::new(CountOnly))?);
+        let (p, cfg) = (pipeline.clone(), cfg.clone());
+        let task = tokio::spawn(async move { p.run(&cfg).await });
+        Ok(Self { pipeline, task })
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.pipeline.shared.registry.len()
+    }
+
+    pub async fn stop(self) -> Result<()> {
+        self.pipeline.shared.stop.cancel();
+        self.task.await.context("pipeline task")?
+    }
+}
+
+/// Waits until the members together own `partitions`, each at least one.
+pub async fn wait_assigned<S: TraceSink>(members: &[&Running<S>], partitions: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let owned: Vec<usize> = members.iter().map(|m| m.partitions()).collect();
+        if owned.iter().sum::<usize>() == partitions && owned.iter().all(|n| *n > 0) {
+            println!("assignment settled: {owned:?}");
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "group never settled: {owned:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The span IDs of a collected trace.
+pub fn span_ids(c: &Collected) -> Vec<[u8; 8]> {
+    c.spans
+        .iter()
+        .map(|r| {
+            let id = match decode_span(r).expect("kept span decodes") {
+                DecodedSpan::Otlp(o) => o.span.span_id,
+                DecodedSpan::Jaeger(j) => j.span_id,
+            };
+            id.try_into().expect("8-byte span id")
+        })
+        .collect()
+}
