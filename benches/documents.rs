@@ -1,8 +1,12 @@
 //! Jaeger documents serialized per second: an OTLP span with 10 attributes
 //! and an event, and a Jaeger span with tags, a log and references. The
-//! output buffer is reused across iterations, as the sink does per trace.
+//! output buffer is reused across iterations, as the sink does per trace;
+//! before measuring, a counting allocator checks that writing a document
+//! into a warm buffer allocates nothing.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::common::v1::{
@@ -14,6 +18,41 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use tailsift::decode::{OtlpSpan, jaeger};
 use tailsift::sink::document::{DocOptions, Sampling, jaeger_document, otlp_document};
+
+/// Counts allocations so the bench can prove documents need none.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `write` once to warm the buffer, then asserts a second run does
+/// not allocate.
+fn assert_allocation_free(name: &str, mut write: impl FnMut()) {
+    write();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    write();
+    let n = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(n, 0, "{name}: {n} allocations per document");
+}
 
 fn attr(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -159,13 +198,21 @@ fn documents(c: &mut Criterion) {
     let mut buf = Vec::with_capacity(4096);
 
     let otlp = otlp_span();
+    let jaeger = jaeger_span();
+    assert_allocation_free("otlp", || {
+        buf.clear();
+        black_box(otlp_document(&otlp, &opts, &sampling, &mut buf).is_ok());
+    });
+    assert_allocation_free("jaeger", || {
+        buf.clear();
+        black_box(jaeger_document(&jaeger, &opts, &sampling, &mut buf).is_ok());
+    });
     group.bench_function("otlp_10_attrs_1_event", |b| {
         b.iter(|| {
             buf.clear();
             black_box(otlp_document(black_box(&otlp), &opts, &sampling, &mut buf).is_ok());
         })
     });
-    let jaeger = jaeger_span();
     group.bench_function("jaeger_5_tags_1_log", |b| {
         b.iter(|| {
             buf.clear();
