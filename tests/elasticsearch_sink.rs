@@ -590,19 +590,36 @@ async fn the_same_trace_twice_leaves_one_copy_of_each_span() {
     let spans: Vec<Span> = (1..=3)
         .map(|i| simple_span(trace, i, "op", "2024-02-03T04:05:06Z"))
         .collect();
-    // A second sink instance stands for a restart that replays the input.
-    for _ in 0..2 {
+    // A second sink instance stands for a restart that replays the input;
+    // the replay may be sampled differently (reloaded policy, adaptive rate).
+    for restart in 0..2 {
         let (sink, _) = start(&config(), &p).await;
         for _ in 0..2 {
             let (ack, mut acks) = ack_channel(1, 3);
             let refs = otlp_refs(resource("dup"), scope(), spans.clone());
-            sink.submit(kept(TraceId(trace), refs, ack)).await;
+            let mut trace = kept(TraceId(trace), refs, ack);
+            if restart == 1 {
+                trace.decision = Decision::keep("baseline".into(), 10.0);
+            }
+            sink.submit(trace).await;
             sink.flush().await;
             assert!(acks.try_recv().is_ok());
         }
     }
     let es = Es::new();
     assert_eq!(es.count(&format!("{p}jaeger-span-*")).await, 3);
+    let hits = es
+        .docs(&format!("{p}jaeger-span-*"), json!({"match_all": {}}))
+        .await;
+    let rate = |h: &Value| {
+        let tags = h["_source"]["tags"].as_array().unwrap().clone();
+        tags.into_iter()
+            .find(|t| t["key"] == "sampling.rate")
+            .unwrap()["value"]
+            .clone()
+    };
+    let rates: Vec<Value> = hits.iter().map(rate).collect();
+    assert_eq!(rates, vec![json!("10"); 3], "the replay's tags win");
     assert_eq!(es.count(&format!("{p}jaeger-service-*")).await, 1);
     Es::new().cleanup(&p).await;
 }
@@ -752,6 +769,31 @@ async fn service_documents_once_per_day_service_and_operation() {
     want.sort();
     assert_eq!(got, want, "one document each, written once (version 1)");
     assert_eq!(hits[0]["_source"]["serviceName"], "shop");
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
+async fn gzip_compressed_bulk_requests() {
+    let p = prefix("gzip");
+    let cfg = ElasticsearchConfig {
+        gzip: true,
+        ..config()
+    };
+    let (sink, _) = start(&cfg, &p).await;
+    let trace = [0xde; 16];
+    let refs = otlp_refs(
+        resource("gz"),
+        scope(),
+        vec![simple_span(trace, 1, "op", "2024-10-01T00:00:00Z")],
+    );
+    let (ack, mut acks) = ack_channel(1, 1);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    sink.flush().await;
+    assert!(acks.try_recv().is_ok());
+    assert_eq!(
+        Es::new().count(&format!("{p}jaeger-span-2024-10-01")).await,
+        1
+    );
     Es::new().cleanup(&p).await;
 }
 

@@ -108,7 +108,11 @@ impl Encoder {
         span: &SpanRef,
     ) {
         let day = Day::from_micros(meta.start_micros);
-        let hash = Fnv1a::default().write(body).finish();
+        let sampling = &meta.sampling_tags;
+        let hash = Fnv1a::default()
+            .write(&body[..sampling.start])
+            .write(&body[sampling.end..])
+            .finish();
         let start = out.len();
         action(out, targets.get(&self.names, Kind::Span, day), |o| {
             id_part(o, meta.trace_id);
@@ -318,10 +322,18 @@ mod tests {
         assert_eq!(e.ndjson[d.body.start], b'{');
         assert_eq!((d.partition, d.offset), (3, 42));
 
-        // Same input again: the same IDs, no new service docs.
+        // Same input again, even sampled differently: the same IDs, no new
+        // service docs.
+        let mut trace = trace;
+        trace.decision = Decision::keep("other".into(), 4.0);
         let again = enc.encode(&trace);
         assert_eq!(again.docs.len(), 3);
         assert_eq!(lines(&again)[0], l[0]);
+        assert_ne!(
+            lines(&again)[1],
+            l[1],
+            "the document itself has the new tags"
+        );
     }
 
     #[test]
