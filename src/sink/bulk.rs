@@ -92,8 +92,9 @@ impl ElasticsearchSink {
         })
     }
 
-    /// Sends what is batched and waits until everything submitted so far is
-    /// resolved (written, or set aside as a dead letter).
+    /// Sends what is batched and waits until no submitted document is
+    /// pending (each written, or set aside as a dead letter). Meant for
+    /// shutdown and tests: under continuous submits it waits for a lull.
     pub async fn flush(&self) {
         let _ = self.tx.send(Msg::Flush);
         self.backlog.wait_idle().await;

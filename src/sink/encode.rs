@@ -73,23 +73,21 @@ impl Encoder {
         let mut targets = Targets::default();
         let key = Bytes::from(trace.trace_id.to_hex());
         for span in &trace.spans {
+            let decoded = match decode_span(span) {
+                Ok(d) => d,
+                Err(e) => {
+                    rejects.push(reject(span, &key, "undecodable_span", e.to_string()));
+                    continue;
+                }
+            };
             body.clear();
-            let converted = decode_span(span)
-                .map_err(|e| reject(span, &key, "undecodable_span", e.to_string()))
-                .and_then(|decoded| {
-                    let meta = match &decoded {
-                        DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
-                        DecodedSpan::Jaeger(s) => {
-                            jaeger_document(s, &self.opts, &sampling, &mut body)
-                        }
-                    };
-                    let meta =
-                        meta.map_err(|e| reject(span, &key, "invalid_span", e.to_string()))?;
-                    self.push_span(&mut out, &mut docs, &mut targets, &meta, &body, span);
-                    Ok(())
-                });
-            if let Err(letter) = converted {
-                rejects.push(letter);
+            let meta = match &decoded {
+                DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
+                DecodedSpan::Jaeger(s) => jaeger_document(s, &self.opts, &sampling, &mut body),
+            };
+            match meta {
+                Ok(meta) => self.push_span(&mut out, &mut docs, &mut targets, &meta, &body, span),
+                Err(e) => rejects.push(reject(span, &key, "invalid_span", e.to_string())),
             }
         }
         EncodedTrace {
@@ -110,7 +108,11 @@ impl Encoder {
         span: &SpanRef,
     ) {
         let day = Day::from_micros(meta.start_micros);
-        let hash = Fnv1a::default().write(body).finish();
+        let sampling = &meta.sampling_tags;
+        let hash = Fnv1a::default()
+            .write(&body[..sampling.start])
+            .write(&body[sampling.end..])
+            .finish();
         let start = out.len();
         action(out, targets.get(&self.names, Kind::Span, day), |o| {
             id_part(o, meta.trace_id);
@@ -170,7 +172,10 @@ fn id_part(out: &mut Vec<u8>, id: HexId) {
     out.extend_from_slice(id.as_str().as_bytes());
 }
 
+/// Spans the scan accepted but full decoding refuses: should not happen,
+/// so each one is logged.
 fn reject(span: &SpanRef, key: &Bytes, reason: &'static str, error: String) -> DeadLetter {
+    tracing::warn!(reason, %error, partition = span.payload.partition, offset = span.payload.offset, "span cannot be written; sent to dead letters");
     metrics::counter!("tailsift_sink_invalid_spans_total", "reason" => reason).increment(1);
     DeadLetter {
         payload: span
@@ -317,10 +322,18 @@ mod tests {
         assert_eq!(e.ndjson[d.body.start], b'{');
         assert_eq!((d.partition, d.offset), (3, 42));
 
-        // Same input again: the same IDs, no new service docs.
+        // Same input again, even sampled differently: the same IDs, no new
+        // service docs.
+        let mut trace = trace;
+        trace.decision = Decision::keep("other".into(), 4.0);
         let again = enc.encode(&trace);
         assert_eq!(again.docs.len(), 3);
         assert_eq!(lines(&again)[0], l[0]);
+        assert_ne!(
+            lines(&again)[1],
+            l[1],
+            "the document itself has the new tags"
+        );
     }
 
     #[test]
