@@ -158,6 +158,37 @@ pub struct ElasticsearchConfig {
     pub bulk: BulkConfig,
     /// Bytes of kept spans waiting for Elasticsearch before Kafka is paused.
     pub queue_bytes: ByteSize,
+    /// Attributes deleted or hashed before documents are written.
+    pub redaction: RedactionConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Mixed into hashes, so hashed values cannot be looked up in a table
+    /// of hashes of likely values.
+    pub salt: String,
+    pub rules: Vec<RedactionRule>,
+}
+
+/// Matches attribute keys (span and resource attributes, event fields,
+/// Jaeger tags and log fields) exactly or by regex.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionRule {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    pub key_pattern: Option<String>,
+    pub action: RedactionAction,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactionAction {
+    /// Remove the attribute.
+    Delete,
+    /// Replace the value with `sha256:<hex>` of salt + value.
+    Hash,
 }
 
 impl Default for ElasticsearchConfig {
@@ -177,6 +208,7 @@ impl Default for ElasticsearchConfig {
             replicas: 0,
             bulk: BulkConfig::default(),
             queue_bytes: ByteSize::mib(64),
+            redaction: RedactionConfig::default(),
         }
     }
 }
@@ -291,6 +323,20 @@ impl Default for ShutdownConfig {
     }
 }
 
+impl RedactionRule {
+    fn validate(&self) -> Result<(), String> {
+        if self.keys.is_empty() && self.key_pattern.is_none() {
+            return Err("needs `keys` or `key_pattern`".into());
+        }
+        match &self.key_pattern {
+            Some(p) => regex::Regex::new(p)
+                .map(|_| ())
+                .map_err(|e| format!("key_pattern: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Config {
     /// Loads a YAML file, then applies `TAILSIFT_SECTION__KEY=value`
     /// environment overrides (e.g. `TAILSIFT_KAFKA__BROKERS`).
@@ -348,6 +394,11 @@ impl Config {
                     "elasticsearch.urls: '{u}' is not a URL"
                 )));
             }
+        }
+        for (i, rule) in self.elasticsearch.redaction.rules.iter().enumerate() {
+            rule.validate().map_err(|m| {
+                ConfigError::Invalid(format!("elasticsearch.redaction.rules[{i}]: {m}"))
+            })?;
         }
         if self.elasticsearch.bulk.concurrency == 0 {
             return invalid("elasticsearch.bulk.concurrency must be at least 1");
@@ -445,6 +496,15 @@ mod tests {
         let f = write("sampling:\n  decision_wait: soon\n");
         let err = Config::load(&f.0).unwrap_err().to_string();
         assert!(err.contains("decision_wait"), "{err}");
+    }
+
+    #[test]
+    fn bad_redaction_rule_is_named() {
+        let f = write(
+            "elasticsearch:\n  redaction:\n    rules:\n      - key_pattern: '(unclosed'\n        action: hash\n",
+        );
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("redaction.rules[0]"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::document::DocOptions;
 use super::elasticsearch::{BulkReply, EsClient};
 use super::encode::Encoder;
 use super::index::IndexNames;
+use super::redact::Redactor;
 use super::templates::{self, IndexSettings};
 use super::{KeptTrace, SinkError, TraceSink};
 use crate::config::{BulkConfig, ElasticsearchConfig};
@@ -83,9 +84,11 @@ impl ElasticsearchSink {
         let opts = DocOptions {
             short_trace_ids: cfg.short_trace_ids,
         };
+        let redactor = Redactor::new(&cfg.redaction)
+            .map_err(|e| SinkError::Config(format!("elasticsearch.redaction: {e}")))?;
         Ok(Self {
             client,
-            encoder: Encoder::new(names, opts),
+            encoder: Encoder::new(names, opts, redactor),
             backlog,
             dead_letters,
             tx,

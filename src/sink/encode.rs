@@ -15,6 +15,7 @@ use super::document::{
     service_document,
 };
 use super::index::{Day, IndexNames, Kind};
+use super::redact::Redactor;
 use crate::deadletter::DeadLetter;
 use crate::decode::{DecodedSpan, decode_span};
 use crate::model::SpanRef;
@@ -48,14 +49,16 @@ pub(crate) struct EncodedTrace {
 pub(crate) struct Encoder {
     names: IndexNames,
     opts: DocOptions,
+    redactor: Redactor,
     services: Mutex<ServiceCache>,
 }
 
 impl Encoder {
-    pub fn new(names: IndexNames, opts: DocOptions) -> Self {
+    pub fn new(names: IndexNames, opts: DocOptions, redactor: Redactor) -> Self {
         Self {
             names,
             opts,
+            redactor,
             services: Mutex::new(ServiceCache::default()),
         }
     }
@@ -73,13 +76,14 @@ impl Encoder {
         let mut targets = Targets::default();
         let key = Bytes::from(trace.trace_id.to_hex());
         for span in &trace.spans {
-            let decoded = match decode_span(span) {
+            let mut decoded = match decode_span(span) {
                 Ok(d) => d,
                 Err(e) => {
                     rejects.push(reject(span, &key, "undecodable_span", e.to_string()));
                     continue;
                 }
             };
+            self.redactor.apply(&mut decoded);
             body.clear();
             let meta = match &decoded {
                 DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
@@ -287,7 +291,11 @@ mod tests {
 
     #[test]
     fn spans_and_first_service_sightings_become_bulk_lines() {
-        let enc = Encoder::new(IndexNames::new("x-", false), DocOptions::default());
+        let enc = Encoder::new(
+            IndexNames::new("x-", false),
+            DocOptions::default(),
+            Redactor::default(),
+        );
         // 2023-11-14T22:13:20Z and the next day.
         let day1 = 1_700_000_000;
         let trace = kept(vec![
@@ -338,7 +346,11 @@ mod tests {
 
     #[test]
     fn undecodable_spans_become_dead_letters() {
-        let enc = Encoder::new(IndexNames::new("", false), DocOptions::default());
+        let enc = Encoder::new(
+            IndexNames::new("", false),
+            DocOptions::default(),
+            Redactor::default(),
+        );
         let mut bad = jaeger_ref(1, 1, "a");
         bad.payload = Arc::new(Payload {
             bytes: Bytes::from_static(&[0xff, 0xff, 0xff]),
