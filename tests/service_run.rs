@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -145,7 +145,7 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
         Command::new(env!("CARGO_BIN_EXE_tailsift"))
             .args(["run", "--config"])
             .arg(&cfg)
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("spawn tailsift")?,

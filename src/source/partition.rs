@@ -148,18 +148,25 @@ impl<S: TraceSink> PartitionTask<S> {
         self.shutdown().await;
     }
 
-    async fn on_tick(&mut self) {
+    /// Picks up reloaded policies; checked per message (an atomic load) so
+    /// every message consumed after a reload is seen by the new policies.
+    fn refresh_rules(&mut self) {
         if self.rules.has_changed().unwrap_or(false) {
             let rules = self.rules.borrow_and_update().clone();
             self.window.set_engine(rules.engine.clone());
             self.decoder = rules.decoder.clone();
         }
+    }
+
+    async fn on_tick(&mut self) {
+        self.refresh_rules();
         let decided = self.window.expire(Instant::now());
         self.handle_decided(decided).await;
         self.handle.publish(self.offsets.committable());
     }
 
     async fn on_message(&mut self, m: Incoming) {
+        self.refresh_rules();
         self.metrics.messages.increment(1);
         match self.decoder.scan(
             m.payload.clone(),
