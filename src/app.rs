@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -143,35 +144,43 @@ impl<S: TraceSink> Readiness for ServiceReadiness<S> {
     }
 }
 
-/// Runs the service with `sink` until SIGTERM/SIGINT.
-pub async fn serve<S: TraceSink>(cfg: Config, config_path: PathBuf, sink: S) -> anyhow::Result<()> {
-    let metrics =
-        crate::telemetry::install_metrics().context("cannot install the metrics recorder")?;
-    metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
-    let pipeline = Pipeline::new(&cfg, sink, dead_letters(&cfg)?)?;
-    let stop = pipeline.shared.stop.clone();
-    let listen = cfg.metrics.listen.parse().context("metrics.listen")?;
-    let readiness = Arc::new(ServiceReadiness {
-        shared: pipeline.shared.clone(),
-    });
-    let http = tokio::spawn(server::serve(listen, metrics, readiness, stop.clone()));
-    tokio::spawn(watch_signals(stop.clone()));
-    tokio::spawn(watch_reloads(
-        config_path,
-        pipeline.rules.clone(),
-        stop.clone(),
-    ));
+/// What the running service is made of besides its sink.
+pub struct Service {
+    pub cfg: Config,
+    pub config_path: PathBuf,
+    pub metrics: PrometheusHandle,
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+}
 
-    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, "tailsift running");
-    pipeline.run(&cfg).await?;
-    stop.cancel();
-    match http.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server failed"),
-        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
-        Ok(Ok(())) => {}
+impl Service {
+    /// Runs with `sink` until SIGTERM/SIGINT.
+    pub async fn serve<S: TraceSink>(self, sink: S) -> anyhow::Result<()> {
+        let cfg = self.cfg;
+        metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
+        let pipeline = Pipeline::new(&cfg, sink, self.dead_letters)?;
+        let stop = pipeline.shared.stop.clone();
+        let listen = cfg.metrics.listen.parse().context("metrics.listen")?;
+        let readiness = Arc::new(ServiceReadiness {
+            shared: pipeline.shared.clone(),
+        });
+        let http = tokio::spawn(server::serve(listen, self.metrics, readiness, stop.clone()));
+        tokio::spawn(watch_signals(stop.clone()));
+        tokio::spawn(watch_reloads(
+            self.config_path,
+            pipeline.rules.clone(),
+            stop.clone(),
+        ));
+        tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, "tailsift running");
+        pipeline.run(&cfg).await?;
+        stop.cancel();
+        match http.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server failed"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+        tracing::info!("tailsift stopped");
+        Ok(())
     }
-    tracing::info!("tailsift stopped");
-    Ok(())
 }
 
 async fn watch_signals(stop: CancellationToken) {

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use tailsift::app::Service;
 use tailsift::config::Config;
 use tailsift::decode::Encoding;
 use tailsift::loadgen::{LoadOptions, generator::Profile};
 use tailsift::sink::ElasticsearchSink;
 use tailsift::sink::health::Monitored;
+use tailsift::sink::null::NullSink;
 
 #[derive(Parser)]
 #[command(
@@ -189,22 +191,31 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
     let cfg = Config::load(&path)?;
     tailsift::telemetry::init_logging(&cfg.logging);
+    // Before anything registers a metric, or it would go to a no-op recorder.
+    let metrics =
+        tailsift::telemetry::install_metrics().context("cannot install the metrics recorder")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let service = Service {
+            dead_letters: tailsift::app::dead_letters(&cfg)?,
+            cfg,
+            config_path: path,
+            metrics,
+        };
         match sink {
-            SinkKind::Null => {
-                tailsift::app::serve(cfg, path, tailsift::sink::null::NullSink::default()).await
-            }
+            SinkKind::Null => service.serve(NullSink::default()).await,
             SinkKind::Elasticsearch => {
-                let dead_letters = tailsift::app::dead_letters(&cfg)?;
-                let sink =
-                    ElasticsearchSink::start(&cfg.elasticsearch, &cfg.index_prefix(), dead_letters)
-                        .await
-                        .context("cannot start the Elasticsearch sink")?;
-                tailsift::app::serve(cfg, path, Monitored::new(sink).await).await
+                let sink = ElasticsearchSink::start(
+                    &service.cfg.elasticsearch,
+                    &service.cfg.index_prefix(),
+                    service.dead_letters.clone(),
+                )
+                .await
+                .context("cannot start the Elasticsearch sink")?;
+                service.serve(Monitored::new(sink).await).await
             }
         }
     })
