@@ -2,7 +2,7 @@
 //! steady (or bursting) load with ground truth, memory sampling, stack
 //! control, and the checks against Elasticsearch and the dead-letter topic.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -16,7 +16,13 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use elasticsearch::http::transport::Transport;
 use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::{Elasticsearch, SearchParts};
+use futures::FutureExt as _;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -24,7 +30,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tailsift::decode::Encoding;
-use tailsift::loadgen::{self, LoadOptions, TraceTruth, generator::Profile};
+use tailsift::loadgen::generator::{GenSpan, Profile, TraceGenerator};
+use tailsift::loadgen::{self, TraceTruth, encode};
 use tailsift::model::TraceId;
 use tailsift::policy::probabilistic_hash;
 
@@ -41,6 +48,12 @@ const POLICIES: &str = r#"
       type: probabilistic
       probabilistic: {sampling_percentage: 10}
 "#;
+
+/// Share of generated traces with an error span. High on purpose: a trace
+/// with an error that the probabilistic policy does not pick is exactly the
+/// one a partial view of the trace (a decision from half its spans) gets
+/// wrong, so it must be common for the suite to catch such mistakes.
+pub const ERROR_RATE: f64 = 0.25;
 
 /// Serializes scenarios: they share two cores and must not disturb each
 /// other's timing (libtest runs tests of one binary in parallel).
@@ -654,8 +667,14 @@ pub struct Produced {
     pub failed: u64,
 }
 
-/// A steady load at a rate that can change, made of short loadgen runs
-/// (distinct seeds, so distinct trace IDs) until stopped.
+/// A steady load at a rate that can change, until stopped. Like real
+/// instrumented services (and the Jaeger collector / OpenTelemetry exporter
+/// behind them), every span is sent when it ENDS, so the spans of many
+/// traces interleave within a partition and a trace spreads over several
+/// messages and up to half a second: a watermark, a crash or a rebalance can
+/// fall in the middle of a trace. Traces are fast (no slow tail) so that no
+/// span comes after its trace's decision (late spans after a crash have no
+/// decision cache to follow; see the module docs).
 pub struct Load {
     stop: Arc<AtomicBool>,
     rate: Arc<AtomicU64>,
@@ -666,44 +685,14 @@ impl Load {
     pub fn start(s: &Scenario, rate: f64, garbage_rate: f64, seed: u64) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let rate_bits = Arc::new(AtomicU64::new(rate.to_bits()));
-        let template = LoadOptions {
+        let driver = Driver {
             brokers: s.env.brokers.clone(),
             topic: s.topic.clone(),
             encoding: s.encoding,
-            keyed: true,
-            rate,
-            duration: Some(Duration::from_secs(2)),
-            max_traces: None,
-            profile: Profile {
-                error_rate: 0.05,
-                ..Default::default()
-            },
-            seed,
-            late_rate: 0.0,
             garbage_rate,
-            keep_truth: true,
-            ..Default::default()
+            seed,
         };
-        let (st, r) = (stop.clone(), rate_bits.clone());
-        let task = tokio::spawn(async move {
-            let mut out = Produced::default();
-            let mut chunk = 0u64;
-            while !st.load(Ordering::Relaxed) {
-                let opts = LoadOptions {
-                    rate: f64::from_bits(r.load(Ordering::Relaxed)),
-                    seed: template.seed.wrapping_mul(1_000_003).wrapping_add(chunk),
-                    ..template.clone()
-                };
-                chunk += 1;
-                let summary = loadgen::run(&opts).await.context("loadgen")?;
-                out.spans += summary.spans;
-                out.messages += summary.messages;
-                out.garbage += summary.garbage_messages;
-                out.failed += summary.failed_messages;
-                out.truth.extend(summary.truth);
-            }
-            Ok(out)
-        });
+        let task = tokio::spawn(driver.run(stop.clone(), rate_bits.clone()));
         Self {
             stop,
             rate: rate_bits,
@@ -715,8 +704,9 @@ impl Load {
         self.rate.store(rate.to_bits(), Ordering::Relaxed);
     }
 
-    /// Stops after the current chunk and returns what was produced; fails if
-    /// any message could not be produced (the ground truth would be wrong).
+    /// Stops starting traces, sends the rest of the started ones, and
+    /// returns what was produced; fails if any message could not be
+    /// produced (the ground truth would be wrong).
     pub async fn stop(self) -> Result<Produced> {
         self.stop.store(true, Ordering::Relaxed);
         let p = self.task.await??;
@@ -732,6 +722,163 @@ impl Load {
         ));
         Ok(p)
     }
+}
+
+struct Driver {
+    brokers: String,
+    topic: String,
+    encoding: Encoding,
+    garbage_rate: f64,
+    seed: u64,
+}
+
+/// A span waiting for its end time.
+struct Due {
+    at: Instant,
+    trace: usize,
+    span: GenSpan,
+}
+
+impl Driver {
+    const TICK: Duration = Duration::from_millis(10);
+
+    async fn run(self, stop: Arc<AtomicBool>, rate: Arc<AtomicU64>) -> Result<Produced> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()?;
+        let mut generator = TraceGenerator::new(
+            Profile {
+                error_rate: ERROR_RATE,
+                slow_rate: 0.0,
+                ..Profile::default()
+            },
+            self.seed,
+        );
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x9a7b);
+        let mut out = Produced::default();
+        let mut ids: Vec<TraceId> = Vec::new();
+        let mut due: Vec<Due> = Vec::new();
+        let mut inflight: VecDeque<DeliveryFuture> = VecDeque::new();
+        // Spans owed at the current rate, carried between ticks.
+        let mut credit = 0.0f64;
+        let mut last = Instant::now();
+        let mut tick = tokio::time::interval(Self::TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let stopping = stop.load(Ordering::Relaxed);
+            if !stopping {
+                credit += f64::from_bits(rate.load(Ordering::Relaxed)) * (now - last).as_secs_f64();
+                while credit > 0.0 {
+                    let trace = generator.trace(unix_nanos());
+                    let start = trace.spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
+                    credit -= trace.spans.len() as f64;
+                    out.spans += trace.spans.len() as u64;
+                    out.truth.push(TraceTruth {
+                        trace_id: trace.trace_id.to_hex(),
+                        spans: trace.spans.len(),
+                        error: trace.error,
+                        slow: trace.slow,
+                        late_spans: 0,
+                    });
+                    ids.push(trace.trace_id);
+                    let n = ids.len() - 1;
+                    for span in trace.spans {
+                        let after = Duration::from_nanos(span.end_unix_nano.saturating_sub(start));
+                        due.push(Due { at: now + after, trace: n, span });
+                    }
+                }
+            }
+            last = now;
+            // Send what ended by now, one message per span (Jaeger) or per
+            // trace and tick (an OpenTelemetry batch split by trace ID).
+            let (ready, waiting): (Vec<Due>, Vec<Due>) = due.into_iter().partition(|d| d.at <= now);
+            due = waiting;
+            let mut by_trace: BTreeMap<usize, Vec<GenSpan>> = BTreeMap::new();
+            for d in ready {
+                by_trace.entry(d.trace).or_default().push(d.span);
+            }
+            for (trace, spans) in by_trace {
+                let id = ids[trace];
+                let refs: Vec<(TraceId, &GenSpan)> = spans.iter().map(|s| (id, s)).collect();
+                let key = id.to_hex();
+                for payload in encode::encode(self.encoding, &refs) {
+                    if self.garbage_rate > 0.0 && rng.random_bool(self.garbage_rate) {
+                        let bad = loadgen::garbage(&mut rng, &payload);
+                        out.garbage += 1;
+                        send(&producer, &self.topic, &key, &bad, &mut inflight, &mut out).await;
+                    }
+                    send(&producer, &self.topic, &key, &payload, &mut inflight, &mut out).await;
+                }
+            }
+            if stopping && due.is_empty() {
+                break;
+            }
+        }
+        while let Some(d) = inflight.pop_front() {
+            if !matches!(d.await, Ok(Ok(_))) {
+                out.failed += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    inflight: &mut VecDeque<DeliveryFuture>,
+    out: &mut Produced,
+) {
+    loop {
+        match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+            Ok(d) => {
+                inflight.push_back(d);
+                out.messages += 1;
+                break;
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                if let Some(d) = inflight.pop_front()
+                    && !matches!(d.await, Ok(Ok(_)))
+                {
+                    out.failed += 1;
+                }
+            }
+            Err((e, _)) => {
+                log(format!("produce failed: {e}"));
+                out.failed += 1;
+                break;
+            }
+        }
+    }
+    // Reap what was delivered, keeping the queue of futures short.
+    while inflight.len() > 100_000 {
+        if let Some(d) = inflight.pop_front()
+            && !matches!(d.await, Ok(Ok(_)))
+        {
+            out.failed += 1;
+        }
+    }
+    while let Some(d) = inflight.front_mut() {
+        let Some(r) = d.now_or_never() else { break };
+        inflight.pop_front();
+        if !matches!(r, Ok(Ok(_))) {
+            out.failed += 1;
+        }
+    }
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 // ------------------------------------------------------------------ checks ---------
