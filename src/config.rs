@@ -268,6 +268,8 @@ impl Default for LoggingConfig {
 #[serde(rename_all = "snake_case")]
 pub enum PendingOnShutdown {
     /// Decide buffered traces with the policies and flush the kept ones.
+    /// Their messages are not committed: they may be incomplete, so the
+    /// next owner replays and decides them whole (overwriting, same `_id`).
     #[default]
     Decide,
     /// Forget them; they are replayed from Kafka by the next owner.

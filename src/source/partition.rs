@@ -298,9 +298,22 @@ impl<S: TraceSink> PartitionTask<S> {
     /// Service stop: decide (or forget) what is buffered, wait for the sink
     /// to acknowledge what it was given, publish the final watermark. The
     /// caller bounds the whole shutdown with `shutdown.timeout`.
+    ///
+    /// Traces decided here are decided from the spans consumed so far; the
+    /// rest of them is still in Kafka, past this point. Committing past
+    /// their messages would leave that rest to the next owner, which would
+    /// decide it alone, without the evidence in the first part (an error
+    /// span), and lose it. So their messages stay uncommitted: the next owner
+    /// replays them and decides each trace whole; what is written now is
+    /// overwritten there (same `_id`s), not duplicated.
     async fn shutdown(mut self) {
         if self.shared.on_shutdown == PendingOnShutdown::Decide {
             let decided = self.window.drain(Instant::now());
+            for d in &decided {
+                if let Some(first) = d.resolved.offsets.iter().map(|(o, _)| *o).min() {
+                    self.offsets.hold(first);
+                }
+            }
             self.handle_decided(decided).await;
         }
         while self.inflight > 0 {
