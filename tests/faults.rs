@@ -48,12 +48,17 @@ fn seed() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::rng().next_u64() % 1_000_000);
-    log(format!("seed {seed} (FAULTS_SEED={seed} repeats the random choices)"));
+    log(format!(
+        "seed {seed} (FAULTS_SEED={seed} repeats the random choices)"
+    ));
     seed
 }
 
 fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn sleep(d: Duration) {
@@ -66,7 +71,10 @@ async fn stop_all(s: &mut Scenario, instances: Vec<Instance>) -> Result<()> {
         s.account(&i).await;
         let name = i.name();
         let (status, _) = i.terminate(EXIT).await?;
-        ensure!(status.success(), "{name} exited with {status} after SIGTERM");
+        ensure!(
+            status.success(),
+            "{name} exited with {status} after SIGTERM"
+        );
     }
     Ok(())
 }
@@ -89,9 +97,16 @@ async fn fast_sigkill() -> Result<()> {
     for cycle in 1..=cycles {
         let up = Duration::from_millis(rng.random_range(500..5000));
         sleep(up).await;
-        ensure!(inst.alive(), "{} died on its own{}", inst.name(), inst.log_tail(30));
+        ensure!(
+            inst.alive(),
+            "{} died on its own{}",
+            inst.name(),
+            inst.log_tail(30)
+        );
         s.account(&inst).await;
-        log(format!("cycle {cycle}/{cycles}: SIGKILL after {up:?} of ownership"));
+        log(format!(
+            "cycle {cycle}/{cycles}: SIGKILL after {up:?} of ownership"
+        ));
         inst.kill()?;
         inst = s.spawn()?;
         s.wait_assigned(&[&inst], 1, SETTLE).await?;
@@ -106,7 +121,10 @@ async fn fast_sigkill() -> Result<()> {
     row.note = format!("at least {replayed:.0} messages replayed");
     s.record(&row)?;
     verdict.ensure()?;
-    ensure!(replayed > 0.0, "no message was consumed twice: the kills never hit unresolved work");
+    ensure!(
+        replayed > 0.0,
+        "no message was consumed twice: the kills never hit unresolved work"
+    );
     Ok(())
 }
 
@@ -131,25 +149,54 @@ fn bad_messages(round: u32, rng: &mut StdRng) -> Vec<Bad> {
 
     // Valid protobuf, but larger than kafka.max_message_bytes (64 KiB).
     let mut big = trace.spans[0].clone();
-    big.attributes.push(("blob".into(), GenValue::Str("x".repeat(100 * 1024))));
+    big.attributes
+        .push(("blob".into(), GenValue::Str("x".repeat(100 * 1024))));
     let oversized = encode::otlp(&[(trace.trace_id, &big)], false);
     assert!(oversized.len() > 100 * 1024);
 
-    let zero: Vec<(TraceId, &GenSpan)> = trace.spans.iter().map(|s| (TraceId::default(), s)).collect();
+    let zero: Vec<(TraceId, &GenSpan)> = trace
+        .spans
+        .iter()
+        .map(|s| (TraceId::default(), s))
+        .collect();
 
     let k = |kind: &str| format!("bad-{kind}-{round}");
     vec![
-        Bad { key: k("random"), payload: random, reason: None },
-        Bad { key: k("truncated"), payload: good[..good.len() / 2].to_vec(), reason: None },
-        Bad { key: k("wrong-encoding-json"), payload: encode::otlp(&spans, true), reason: None },
+        Bad {
+            key: k("random"),
+            payload: random,
+            reason: None,
+        },
+        Bad {
+            key: k("truncated"),
+            payload: good[..good.len() / 2].to_vec(),
+            reason: None,
+        },
+        Bad {
+            key: k("wrong-encoding-json"),
+            payload: encode::otlp(&spans, true),
+            reason: None,
+        },
         Bad {
             key: k("wrong-encoding-jaeger"),
             payload: encode::jaeger(trace.trace_id, &trace.spans[0], false),
             reason: None,
         },
-        Bad { key: k("empty"), payload: Vec::new(), reason: Some("empty") },
-        Bad { key: k("oversized"), payload: oversized, reason: Some("too_large") },
-        Bad { key: k("zero-trace-id"), payload: encode::otlp(&zero, false), reason: Some("zero_trace_id") },
+        Bad {
+            key: k("empty"),
+            payload: Vec::new(),
+            reason: Some("empty"),
+        },
+        Bad {
+            key: k("oversized"),
+            payload: oversized,
+            reason: Some("too_large"),
+        },
+        Bad {
+            key: k("zero-trace-id"),
+            payload: encode::otlp(&zero, false),
+            reason: Some("zero_trace_id"),
+        },
     ]
 }
 
@@ -185,7 +232,9 @@ async fn fast_garbage() -> Result<()> {
         for bad in bad_messages(round, &mut rng) {
             producer
                 .send(
-                    FutureRecord::to(&s.topic).key(&bad.key).payload(&bad.payload),
+                    FutureRecord::to(&s.topic)
+                        .key(&bad.key)
+                        .payload(&bad.payload),
                     Duration::from_secs(30),
                 )
                 .await
@@ -197,7 +246,11 @@ async fn fast_garbage() -> Result<()> {
     sleep(Duration::from_secs(2)).await;
     let produced = load.stop().await?;
     s.wait_drained(&[&inst], DRAIN).await?;
-    ensure!(inst.alive(), "tailsift died on bad input{}", inst.log_tail(30));
+    ensure!(
+        inst.alive(),
+        "tailsift died on bad input{}",
+        inst.log_tail(30)
+    );
     let verdict = s.verify(&produced.truth).await?;
 
     // Every bad message is in the dead-letter topic, once, with its headers.
@@ -207,26 +260,49 @@ async fn fast_garbage() -> Result<()> {
     let mut reasons: HashMap<String, u64> = HashMap::new();
     for l in &letters {
         let reason = l.header("tailsift.error.reason");
-        ensure!(!reason.is_empty(), "dead letter without tailsift.error.reason: {l:?}");
-        ensure!(!l.header("tailsift.error").is_empty(), "dead letter without tailsift.error: {l:?}");
+        ensure!(
+            !reason.is_empty(),
+            "dead letter without tailsift.error.reason: {l:?}"
+        );
+        ensure!(
+            !l.header("tailsift.error").is_empty(),
+            "dead letter without tailsift.error: {l:?}"
+        );
         ensure!(
             l.header("tailsift.source.topic") == s.topic,
             "dead letter from topic {:?}, expected {}",
             l.header("tailsift.source.topic"),
             s.topic
         );
-        let partition: i32 = l.header("tailsift.source.partition").parse().context("source partition header")?;
-        let offset: i64 = l.header("tailsift.source.offset").parse().context("source offset header")?;
-        ensure!((0..harness::PARTITIONS).contains(&partition), "bad source partition {partition}");
-        ensure!(sources.insert((partition, offset)), "message {partition}/{offset} dead-lettered twice");
+        let partition: i32 = l
+            .header("tailsift.source.partition")
+            .parse()
+            .context("source partition header")?;
+        let offset: i64 = l
+            .header("tailsift.source.offset")
+            .parse()
+            .context("source offset header")?;
+        ensure!(
+            (0..harness::PARTITIONS).contains(&partition),
+            "bad source partition {partition}"
+        );
+        ensure!(
+            sources.insert((partition, offset)),
+            "message {partition}/{offset} dead-lettered twice"
+        );
         *reasons.entry(reason.to_string()).or_default() += 1;
     }
-    log(format!("dead letters: {} by reason {reasons:?}", letters.len()));
+    log(format!(
+        "dead letters: {} by reason {reasons:?}",
+        letters.len()
+    ));
     for (key, reason) in &handmade {
         let l = letters
             .iter()
             .find(|l| l.key.as_deref() == Some(key.as_str()))
-            .with_context(|| format!("hand-made bad message {key} is not in the dead-letter topic"))?;
+            .with_context(|| {
+                format!("hand-made bad message {key} is not in the dead-letter topic")
+            })?;
         if let Some(r) = reason {
             ensure!(
                 l.header("tailsift.error.reason") == *r,
@@ -235,7 +311,11 @@ async fn fast_garbage() -> Result<()> {
             );
         }
         if key.starts_with("bad-oversized") {
-            ensure!(l.len > 100 * 1024, "{key}: the dead letter lost its payload ({} bytes)", l.len);
+            ensure!(
+                l.len > 100 * 1024,
+                "{key}: the dead letter lost its payload ({} bytes)",
+                l.len
+            );
         }
     }
     ensure!(
@@ -246,7 +326,10 @@ async fn fast_garbage() -> Result<()> {
         handmade.len()
     );
     let decode_errors = inst.metric("tailsift_decode_errors_total", &[]).await?;
-    ensure!(decode_errors as u64 == expected, "tailsift_decode_errors_total {decode_errors}, expected {expected}");
+    ensure!(
+        decode_errors as u64 == expected,
+        "tailsift_decode_errors_total {decode_errors}, expected {expected}"
+    );
 
     stop_all(&mut s, vec![inst]).await?;
     let mut row = Row::new(&s, 0, &verdict);
@@ -284,8 +367,14 @@ async fn long_scale() -> Result<()> {
         s.account(&leaver).await;
         let name = leaver.name();
         let (status, took) = leaver.terminate(EXIT).await?;
-        ensure!(status.success(), "{name} exited with {status} after SIGTERM");
-        log(format!("{name} left the group in {:.1}s", took.as_secs_f64()));
+        ensure!(
+            status.success(),
+            "{name} exited with {status} after SIGTERM"
+        );
+        log(format!(
+            "{name} left the group in {:.1}s",
+            took.as_secs_f64()
+        ));
     }
     s.wait_assigned(&[&a], 6, SETTLE).await?;
     log("scaled in to 1: it owns all 6 partitions");
@@ -363,10 +452,16 @@ async fn long_es_outage() -> Result<()> {
     let back = Instant::now();
     loop {
         if a.ready().await?.0 {
-            log(format!("/readyz ready again {:.1}s after Elasticsearch", back.elapsed().as_secs_f64()));
+            log(format!(
+                "/readyz ready again {:.1}s after Elasticsearch",
+                back.elapsed().as_secs_f64()
+            ));
             break;
         }
-        ensure!(back.elapsed() < SETTLE, "/readyz still not ready a minute after Elasticsearch came back");
+        ensure!(
+            back.elapsed() < SETTLE,
+            "/readyz still not ready a minute after Elasticsearch came back"
+        );
         sleep(Duration::from_millis(250)).await;
     }
     sleep(Duration::from_secs(5)).await;
@@ -385,9 +480,17 @@ async fn long_es_outage() -> Result<()> {
     s.record(&row)?;
     log(describe_peaks(&s.monitor));
     verdict.ensure()?;
-    let why = watch.not_ready.context("/readyz never reported not ready during the outage")?;
-    ensure!(why.contains("sink"), "/readyz not ready for another reason: {why}");
-    ensure!(watch.paused_max > 0.0, "no partition was paused while Elasticsearch was down");
+    let why = watch
+        .not_ready
+        .context("/readyz never reported not ready during the outage")?;
+    ensure!(
+        why.contains("sink"),
+        "/readyz not ready for another reason: {why}"
+    );
+    ensure!(
+        watch.paused_max > 0.0,
+        "no partition was paused while Elasticsearch was down"
+    );
     ensure!(
         peak_kib < limit_kib,
         "VmRSS reached {:.1} MiB during the outage, above memory.limit {} MiB",
@@ -414,15 +517,27 @@ struct OutageWatch {
 
 impl OutageWatch {
     async fn sample(&mut self, a: &mut Instance, since: Instant) -> Result<()> {
-        ensure!(a.alive(), "{} died during the outage{}", a.name(), a.log_tail(30));
+        ensure!(
+            a.alive(),
+            "{} died during the outage{}",
+            a.name(),
+            a.log_tail(30)
+        );
         let (ready, why) = a.ready().await?;
         if !ready && self.not_ready.is_none() {
-            log(format!("/readyz after {:.1}s: {why}", since.elapsed().as_secs_f64()));
+            log(format!(
+                "/readyz after {:.1}s: {why}",
+                since.elapsed().as_secs_f64()
+            ));
             self.not_ready = Some(why);
         }
         let m = a.metrics().await?;
-        self.paused_max = self.paused_max.max(harness::metric_sum(&m, "tailsift_paused_partitions", &[]));
-        self.queue_max = self.queue_max.max(harness::metric_sum(&m, "tailsift_sink_queue_bytes", &[]));
+        self.paused_max =
+            self.paused_max
+                .max(harness::metric_sum(&m, "tailsift_paused_partitions", &[]));
+        self.queue_max =
+            self.queue_max
+                .max(harness::metric_sum(&m, "tailsift_sink_queue_bytes", &[]));
         Ok(())
     }
 }
@@ -445,13 +560,21 @@ async fn long_kafka_restart() -> Result<()> {
 
     let outage = Instant::now();
     s.env.stack("stop", "kafka").await?;
-    log(format!("Kafka stopped in {:.1}s", outage.elapsed().as_secs_f64()));
+    log(format!(
+        "Kafka stopped in {:.1}s",
+        outage.elapsed().as_secs_f64()
+    ));
     sleep(Duration::from_secs(5)).await;
     s.env.stack("start", "kafka").await?;
     let down = outage.elapsed();
     log(format!("Kafka back after {:.0}s", down.as_secs_f64()));
     for i in [&mut a, &mut b] {
-        ensure!(i.alive(), "{} died while Kafka was down{}", i.name(), i.log_tail(30));
+        ensure!(
+            i.alive(),
+            "{} died while Kafka was down{}",
+            i.name(),
+            i.log_tail(30)
+        );
     }
     s.wait_assigned(&[&a, &b], 1, SETTLE).await?;
     sleep(Duration::from_secs(8)).await;
@@ -502,11 +625,17 @@ async fn long_burst() -> Result<()> {
 
     let mut row = Row::new(&s, 1, &verdict);
     row.early_decisions = early as u64;
-    row.note = format!("{RATE} -> {} -> {RATE} spans/s, decision_wait 30s", RATE * 10.0);
+    row.note = format!(
+        "{RATE} -> {} -> {RATE} spans/s, decision_wait 30s",
+        RATE * 10.0
+    );
     s.record(&row)?;
     log(describe_peaks(&s.monitor));
     verdict.ensure()?;
-    ensure!(early > 0.0, "no early (memory) decision: the burst never reached memory.limit");
+    ensure!(
+        early > 0.0,
+        "no early (memory) decision: the burst never reached memory.limit"
+    );
     let peak = s.monitor.peak_kib();
     ensure!(
         peak < limit_kib,

@@ -20,11 +20,11 @@ use futures::FutureExt as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,7 +69,12 @@ fn clock() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("{:02}:{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 // ------------------------------------------------------------------ environment ----
@@ -308,7 +313,11 @@ impl Scenario {
     /// Remembers an instance's counters before it goes away.
     pub async fn account(&mut self, i: &Instance) {
         if let Ok(m) = i.metrics().await {
-            self.memory_decisions_gone += metric_sum(&m, "tailsift_decision_reasons_total", &[("reason", "memory")]);
+            self.memory_decisions_gone += metric_sum(
+                &m,
+                "tailsift_decision_reasons_total",
+                &[("reason", "memory")],
+            );
             self.consumed_gone += metric_sum(&m, "tailsift_consumed_messages_total", &[]);
         }
     }
@@ -319,7 +328,10 @@ impl Scenario {
     pub async fn consumed(&self, live: &[&Instance]) -> f64 {
         let mut n = self.consumed_gone;
         for i in live {
-            n += i.metric("tailsift_consumed_messages_total", &[]).await.unwrap_or(0.0);
+            n += i
+                .metric("tailsift_consumed_messages_total", &[])
+                .await
+                .unwrap_or(0.0);
         }
         n
     }
@@ -329,7 +341,11 @@ impl Scenario {
         let mut n = self.memory_decisions_gone;
         for i in live {
             if let Ok(m) = i.metrics().await {
-                n += metric_sum(&m, "tailsift_decision_reasons_total", &[("reason", "memory")]);
+                n += metric_sum(
+                    &m,
+                    "tailsift_decision_reasons_total",
+                    &[("reason", "memory")],
+                );
             }
         }
         n
@@ -337,18 +353,26 @@ impl Scenario {
 
     /// Waits until the live instances own every partition between them, and
     /// each of them owns `min_each` at least.
-    pub async fn wait_assigned(&self, live: &[&Instance], min_each: usize, within: Duration) -> Result<Vec<usize>> {
+    pub async fn wait_assigned(
+        &self,
+        live: &[&Instance],
+        min_each: usize,
+        within: Duration,
+    ) -> Result<Vec<usize>> {
         let deadline = Instant::now() + within;
         loop {
             let mut owned = Vec::new();
             for i in live {
                 owned.push(i.assigned().await.unwrap_or(0));
             }
-            if owned.iter().sum::<usize>() == PARTITIONS as usize && owned.iter().all(|n| *n >= min_each) {
+            if owned.iter().sum::<usize>() == PARTITIONS as usize
+                && owned.iter().all(|n| *n >= min_each)
+            {
                 return Ok(owned);
             }
             if Instant::now() > deadline {
-                let mut msg = format!("partitions never settled within {within:?}: owned {owned:?}");
+                let mut msg =
+                    format!("partitions never settled within {within:?}: owned {owned:?}");
                 for i in live {
                     msg.push_str(&i.log_tail(15));
                 }
@@ -365,13 +389,20 @@ impl Scenario {
         let started = Instant::now();
         let mut last = Vec::new();
         while started.elapsed() < within {
-            let (b, t, g) = (self.env.brokers.clone(), self.topic.clone(), self.group.clone());
+            let (b, t, g) = (
+                self.env.brokers.clone(),
+                self.topic.clone(),
+                self.group.clone(),
+            );
             let offsets = tokio::task::spawn_blocking(move || {
                 common::kafka::committed_vs_end(&b, &t, &g, PARTITIONS)
             })
             .await??;
             if offsets.len() == PARTITIONS as usize && offsets.iter().all(|(c, e)| c == e) {
-                log(format!("lag drained in {:.1}s", started.elapsed().as_secs_f64()));
+                log(format!(
+                    "lag drained in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ));
                 return Ok(started.elapsed());
             }
             last = offsets;
@@ -400,7 +431,10 @@ impl Scenario {
     pub fn record(&self, row: &Row) -> Result<()> {
         log(format!("RESULT {}", serde_json::to_string(row)?));
         if let Some(path) = &self.env.results {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             writeln!(f, "{}", row.tsv())?;
         }
         Ok(())
@@ -432,7 +466,10 @@ impl Instance {
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         let fut = async {
             let mut s = tokio::net::TcpStream::connect(self.metrics).await?;
-            let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.metrics);
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                self.metrics
+            );
             s.write_all(req.as_bytes()).await?;
             let mut buf = Vec::new();
             s.read_to_end(&mut buf).await?;
@@ -448,7 +485,10 @@ impl Instance {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| anyhow!("{}: bad HTTP response to {path}: {head}", self.name()))?;
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(body)
         } else {
             body.to_string()
@@ -491,7 +531,10 @@ impl Instance {
     /// SIGTERM and wait for the exit, at most `within`.
     pub async fn terminate(mut self, within: Duration) -> Result<(ExitStatus, Duration)> {
         let started = Instant::now();
-        let status = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status()?;
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()?;
         ensure!(status.success(), "kill -TERM {} failed", self.pid);
         loop {
             if let Some(s) = self.child.try_wait()? {
@@ -507,7 +550,10 @@ impl Instance {
                 let tail = self.log_tail(30);
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!("{} did not exit within {within:?} of SIGTERM{tail}", self.name());
+                bail!(
+                    "{} did not exit within {within:?} of SIGTERM{tail}",
+                    self.name()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -518,7 +564,12 @@ impl Instance {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(n);
-        format!("\n--- {} ({}) last {n} lines:\n{}", self.name(), self.log.display(), lines[from..].join("\n"))
+        format!(
+            "\n--- {} ({}) last {n} lines:\n{}",
+            self.name(),
+            self.log.display(),
+            lines[from..].join("\n")
+        )
     }
 }
 
@@ -535,7 +586,9 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || tail.len() < n {
             break;
         }
@@ -593,9 +646,12 @@ impl RssMonitor {
             while !st.load(Ordering::Relaxed) {
                 {
                     let mut g = s.lock().unwrap_or_else(|p| p.into_inner());
-                    let watched: Vec<(u32, String)> = g.watched.iter().map(|(p, n)| (*p, n.clone())).collect();
+                    let watched: Vec<(u32, String)> =
+                        g.watched.iter().map(|(p, n)| (*p, n.clone())).collect();
                     for (pid, name) in watched {
-                        let Some((rss, hwm)) = vm_rss_hwm(pid) else { continue };
+                        let Some((rss, hwm)) = vm_rss_hwm(pid) else {
+                            continue;
+                        };
                         g.window_peak = g.window_peak.max(rss);
                         let e = g.peaks.entry(name).or_default();
                         e.0 = e.0.max(rss);
@@ -628,7 +684,12 @@ impl RssMonitor {
 
     /// Highest of VmRSS sampled and VmHWM over every watched process, KiB.
     pub fn peak_kib(&self) -> u64 {
-        self.lock().peaks.values().map(|(r, h)| (*r).max(*h)).max().unwrap_or(0)
+        self.lock()
+            .peaks
+            .values()
+            .map(|(r, h)| (*r).max(*h))
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn peaks(&self) -> BTreeMap<String, (u64, u64)> {
@@ -775,7 +836,12 @@ impl Driver {
                 credit += f64::from_bits(rate.load(Ordering::Relaxed)) * (now - last).as_secs_f64();
                 while credit > 0.0 {
                     let trace = generator.trace(unix_nanos());
-                    let start = trace.spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
+                    let start = trace
+                        .spans
+                        .iter()
+                        .map(|s| s.start_unix_nano)
+                        .min()
+                        .unwrap_or(0);
                     credit -= trace.spans.len() as f64;
                     out.spans += trace.spans.len() as u64;
                     out.truth.push(TraceTruth {
@@ -789,7 +855,11 @@ impl Driver {
                     let n = ids.len() - 1;
                     for span in trace.spans {
                         let after = Duration::from_nanos(span.end_unix_nano.saturating_sub(start));
-                        due.push(Due { at: now + after, trace: n, span });
+                        due.push(Due {
+                            at: now + after,
+                            trace: n,
+                            span,
+                        });
                     }
                 }
             }
@@ -812,7 +882,15 @@ impl Driver {
                         out.garbage += 1;
                         send(&producer, &self.topic, &key, &bad, &mut inflight, &mut out).await;
                     }
-                    send(&producer, &self.topic, &key, &payload, &mut inflight, &mut out).await;
+                    send(
+                        &producer,
+                        &self.topic,
+                        &key,
+                        &payload,
+                        &mut inflight,
+                        &mut out,
+                    )
+                    .await;
                 }
             }
             if stopping && due.is_empty() {
@@ -911,11 +989,17 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn ok(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.unexpected_traces == 0 && self.extra_spans == 0
+        self.lost == 0
+            && self.duplicated == 0
+            && self.unexpected_traces == 0
+            && self.extra_spans == 0
     }
 
     pub fn ensure(&self) -> Result<()> {
-        ensure!(self.must_keep > 0, "no trace to check: the load produced nothing the policies keep");
+        ensure!(
+            self.must_keep > 0,
+            "no trace to check: the load produced nothing the policies keep"
+        );
         ensure!(
             self.ok(),
             "{} lost spans, {} duplicated documents, {} unexpected traces, {} extra spans \
@@ -939,11 +1023,22 @@ pub fn es_client(url: &str) -> Result<Elasticsearch> {
 
 /// Every (traceID, spanID) with its document count, exactly (composite
 /// aggregation, paged), from `<prefix>-jaeger-span-*`.
-pub async fn span_doc_counts(es_url: &str, prefix: &str) -> Result<HashMap<String, HashMap<String, u64>>> {
+pub async fn span_doc_counts(
+    es_url: &str,
+    prefix: &str,
+) -> Result<HashMap<String, HashMap<String, u64>>> {
     let es = es_client(es_url)?;
     let pattern = format!("{prefix}-jaeger-span-*");
-    let r = es.indices().refresh(IndicesRefreshParts::Index(&[&pattern])).send().await?;
-    ensure!(r.status_code().is_success(), "refresh {pattern}: {}", r.status_code());
+    let r = es
+        .indices()
+        .refresh(IndicesRefreshParts::Index(&[&pattern]))
+        .send()
+        .await?;
+    ensure!(
+        r.status_code().is_success(),
+        "refresh {pattern}: {}",
+        r.status_code()
+    );
     let mut out: HashMap<String, HashMap<String, u64>> = HashMap::new();
     let mut after: Option<Value> = None;
     loop {
@@ -957,8 +1052,13 @@ pub async fn span_doc_counts(es_url: &str, prefix: &str) -> Result<HashMap<Strin
         if let Some(a) = &after {
             composite["after"] = a.clone();
         }
-        let body = json!({"size": 0, "track_total_hits": true, "aggs": {"ids": {"composite": composite}}});
-        let resp = es.search(SearchParts::Index(&[&pattern])).body(body).send().await?;
+        let body =
+            json!({"size": 0, "track_total_hits": true, "aggs": {"ids": {"composite": composite}}});
+        let resp = es
+            .search(SearchParts::Index(&[&pattern]))
+            .body(body)
+            .send()
+            .await?;
         let status = resp.status_code();
         let v: Value = resp.json().await?;
         ensure!(status.is_success(), "search {pattern}: {status}: {v}");
@@ -1007,7 +1107,10 @@ pub async fn verify(es_url: &str, prefix: &str, truth: &[TraceTruth]) -> Result<
         } else if distinct > 0 {
             v.unexpected_traces += 1;
             if v.examples.len() < 10 {
-                v.examples.push(format!("trace {} kept but no policy selects it", t.trace_id));
+                v.examples.push(format!(
+                    "trace {} kept but no policy selects it",
+                    t.trace_id
+                ));
             }
         }
     }
@@ -1017,21 +1120,31 @@ pub async fn verify(es_url: &str, prefix: &str, truth: &[TraceTruth]) -> Result<
             if *n > 1 {
                 v.duplicated += n - 1;
                 if v.examples.len() < 10 {
-                    v.examples.push(format!("trace {trace} span {span}: {n} documents"));
+                    v.examples
+                        .push(format!("trace {trace} span {span}: {n} documents"));
                 }
             }
         }
         if !known.contains(trace.as_str()) {
             v.unexpected_traces += 1;
             if v.examples.len() < 10 {
-                v.examples.push(format!("trace {trace} in Elasticsearch was never generated"));
+                v.examples.push(format!(
+                    "trace {trace} in Elasticsearch was never generated"
+                ));
             }
         }
     }
     log(format!(
         "verified: {} traces generated, {} must be kept ({} spans); {} docs; lost {}, duplicated {}, \
          unexpected traces {}, extra spans {}",
-        v.traces, v.must_keep, v.spans_checked, v.docs, v.lost, v.duplicated, v.unexpected_traces, v.extra_spans
+        v.traces,
+        v.must_keep,
+        v.spans_checked,
+        v.docs,
+        v.lost,
+        v.duplicated,
+        v.unexpected_traces,
+        v.extra_spans
     ));
     Ok(v)
 }
@@ -1076,8 +1189,13 @@ pub fn read_topic(brokers: &str, topic: &str) -> Result<Vec<DeadLetterMsg>> {
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while remaining > 0 {
-        ensure!(Instant::now() < deadline, "reading {topic}: {remaining} messages never arrived");
-        let Some(m) = c.poll(Duration::from_millis(500)) else { continue };
+        ensure!(
+            Instant::now() < deadline,
+            "reading {topic}: {remaining} messages never arrived"
+        );
+        let Some(m) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let m = m?;
         if m.offset() >= ends[&m.partition()] {
             continue;
@@ -1159,7 +1277,12 @@ impl Row {
 pub fn describe_peaks(m: &RssMonitor) -> String {
     let mut out = String::new();
     for (name, (rss, hwm)) in m.peaks() {
-        let _ = write!(out, "{name}: max VmRSS {:.1} MiB, VmHWM {:.1} MiB; ", rss as f64 / 1024.0, hwm as f64 / 1024.0);
+        let _ = write!(
+            out,
+            "{name}: max VmRSS {:.1} MiB, VmHWM {:.1} MiB; ",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
     }
     out
 }
