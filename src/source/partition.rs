@@ -73,6 +73,9 @@ pub struct PartitionTask<S: TraceSink> {
     acks_rx: mpsc::UnboundedReceiver<Resolved>,
     /// Acknowledgements handed out and not yet received.
     inflight: usize,
+    /// Time spent handing kept traces to the sink, mostly waiting for room
+    /// in it (backpressure); see `clock`.
+    stalled: Duration,
     batch: ScanBatch,
     metrics: PartitionMetrics,
 }
@@ -121,6 +124,7 @@ impl<S: TraceSink> PartitionTask<S> {
             acks_tx,
             acks_rx,
             inflight: 0,
+            stalled: Duration::ZERO,
             batch: ScanBatch::default(),
         }
     }
@@ -154,7 +158,7 @@ impl<S: TraceSink> PartitionTask<S> {
             self.window.set_engine(rules.engine.clone());
             self.decoder = rules.decoder.clone();
         }
-        let decided = self.window.expire(Instant::now());
+        let decided = self.window.expire(self.clock());
         self.handle_decided(decided).await;
         self.handle.publish(self.offsets.committable());
     }
@@ -184,7 +188,7 @@ impl<S: TraceSink> PartitionTask<S> {
         let n = self.batch.spans.len();
         self.offsets.track(payload.offset, n as u32);
         self.metrics.spans.increment(n as u64);
-        let now = Instant::now();
+        let now = self.clock();
         let mut late: HashMap<TraceId, (crate::model::Decision, Vec<SpanRef>)> = HashMap::new();
         let mut decided = Vec::new();
         for i in 0..n {
@@ -245,7 +249,22 @@ impl<S: TraceSink> PartitionTask<S> {
             spans,
             ack: self.ack_handle(resolved),
         };
+        let started = Instant::now();
         self.shared.sink.submit(trace).await;
+        self.stalled += started.elapsed();
+    }
+
+    /// The trace window's clock: wall time that stands still while this
+    /// task waits for the sink. Waiting, the task consumes nothing, and soon
+    /// the partition is paused, so the rest of a buffered trace stays in
+    /// Kafka however long Elasticsearch is away. Deadlines on the wall clock
+    /// would expire meanwhile and decide such traces from their first spans
+    /// alone (an error span still in Kafka: the trace dropped, and its rest
+    /// following that decision). On this clock a trace gets its
+    /// `decision_wait` of consuming time.
+    fn clock(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_sub(self.stalled).unwrap_or(now)
     }
 
     fn ack_handle(&mut self, resolved: Resolved) -> AckHandle {
@@ -291,7 +310,7 @@ impl<S: TraceSink> PartitionTask<S> {
             return;
         }
         let share = (used - self.shared.memory_limit) / self.shared.registry.len().max(1);
-        let decided = self.window.shed(share.max(1), Instant::now());
+        let decided = self.window.shed(share.max(1), self.clock());
         self.handle_decided(decided).await;
     }
 
@@ -308,7 +327,7 @@ impl<S: TraceSink> PartitionTask<S> {
     /// overwritten there (same `_id`s), not duplicated.
     async fn shutdown(mut self) {
         if self.shared.on_shutdown == PendingOnShutdown::Decide {
-            let decided = self.window.drain(Instant::now());
+            let decided = self.window.drain(self.clock());
             for d in &decided {
                 if let Some(first) = d.resolved.offsets.iter().map(|(o, _)| *o).min() {
                     self.offsets.hold(first);
