@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EncodingSetting};
+use crate::config::{Config, EncodingSetting, MemoryPlan};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decode::Decoder;
 use crate::policy::PolicyEngine;
@@ -84,7 +84,7 @@ impl<S: TraceSink> Pipeline<S> {
             window: window_config(cfg),
             cache: Arc::new(DecisionCache::new(cache.kept, cache.dropped)),
             occupancy: Arc::new(Occupancy::default()),
-            memory_limit: cfg.memory.limit.as_u64() as usize,
+            trace_budget: MemoryPlan::new(cfg).traces as usize,
             registry: Arc::new(Registry::new(&cfg.kafka.topic)),
             stop: CancellationToken::new(),
             on_shutdown: cfg.shutdown.pending,
@@ -148,6 +148,14 @@ pub async fn serve<S: TraceSink>(cfg: Config, config_path: PathBuf, sink: S) -> 
     let metrics =
         crate::telemetry::install_metrics().context("cannot install the metrics recorder")?;
     metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
+    let plan = MemoryPlan::new(&cfg);
+    tracing::info!(
+        limit = %cfg.memory.limit,
+        traces = %bytesize::ByteSize::b(plan.traces),
+        sink_queue = %bytesize::ByteSize::b(plan.sink_queue),
+        prefetch_per_partition = %bytesize::ByteSize::b(plan.prefetch_per_partition),
+        "memory plan"
+    );
     let pipeline = Pipeline::new(&cfg, sink, dead_letters(&cfg)?)?;
     let stop = pipeline.shared.stop.clone();
     let listen = cfg.metrics.listen.parse().context("metrics.listen")?;

@@ -44,7 +44,9 @@ pub struct Shared<S: TraceSink> {
     pub window: WindowConfig,
     pub cache: Arc<DecisionCache>,
     pub occupancy: Arc<Occupancy>,
-    pub memory_limit: usize,
+    /// Buffered trace bytes allowed before traces are decided early:
+    /// `memory.limit`'s share for them (`MemoryPlan::traces`).
+    pub trace_budget: usize,
     pub registry: Arc<Registry>,
     /// Fired once when the service stops.
     pub stop: CancellationToken,
@@ -62,7 +64,9 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000")
-        // Prefetch per partition; beyond it the pump's pause takes over.
+        // Prefetch per partition (separate partition queues); beyond it the
+        // pump's pause takes over. A loaded config sets it from
+        // memory.limit through kafka.properties (see `MemoryPlan`).
         .set("queued.max.messages.kbytes", "16384");
     for (k, v) in &cfg.properties {
         c.set(k, v);

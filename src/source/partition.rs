@@ -27,6 +27,9 @@ use crate::window::{Decided, Inserted, Remembered, TraceWindow};
 
 /// How often deadlines are checked and the watermark is published.
 const TICK: Duration = Duration::from_millis(100);
+/// A message's allocations besides its bytes: the `Payload` and its `Arc`,
+/// the `Bytes` header, allocator rounding.
+const MESSAGE_OVERHEAD: usize = 96;
 
 /// The policies and the decoder built from them, swapped on reload.
 pub struct Rules {
@@ -214,6 +217,7 @@ impl<S: TraceSink> PartitionTask<S> {
                 }
             }
         }
+        self.charge_message(&payload);
         for (trace_id, (decision, spans)) in late {
             let mut resolved = Resolved::default();
             resolved.add(payload.offset, spans.len() as u32);
@@ -221,6 +225,24 @@ impl<S: TraceSink> PartitionTask<S> {
                 .await;
         }
         self.handle_decided(decided).await;
+    }
+
+    /// A buffered span keeps its whole message alive, not only its own
+    /// bytes: OTLP framing, resource and scope (as much as the spans again
+    /// for small messages) and the allocation around it. Charge that to the
+    /// traces still buffering spans of the message, shared per span, so the
+    /// trace budget measures memory, not just span bytes.
+    fn charge_message(&mut self, payload: &Payload) {
+        let n = self.batch.spans.len();
+        let spans: usize = self.batch.spans.iter().map(|s| s.layout.span.len()).sum();
+        let extra = (payload.bytes.len() + MESSAGE_OVERHEAD).saturating_sub(spans);
+        if n == 0 || extra == 0 {
+            return;
+        }
+        let share = extra / n;
+        for span in &self.batch.spans {
+            self.window.charge(&span.trace_id, share);
+        }
     }
 
     async fn handle_decided(&mut self, decided: Vec<Decided>) {
@@ -302,14 +324,15 @@ impl<S: TraceSink> PartitionTask<S> {
         self.shared.dead_letters.send(letter, ack);
     }
 
-    /// Over `memory.limit`, decide this partition's oldest traces early
-    /// (reason `memory`) — its share of the excess.
+    /// Over the trace budget (`memory.limit`'s share), decide this
+    /// partition's oldest traces early (reason `memory`) — its share of the
+    /// excess.
     async fn relieve_memory(&mut self) {
         let used = self.shared.occupancy.bytes();
-        if used <= self.shared.memory_limit {
+        if used <= self.shared.trace_budget {
             return;
         }
-        let share = (used - self.shared.memory_limit) / self.shared.registry.len().max(1);
+        let share = (used - self.shared.trace_budget) / self.shared.registry.len().max(1);
         let decided = self.window.shed(share.max(1), self.clock());
         self.handle_decided(decided).await;
     }

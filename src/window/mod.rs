@@ -216,6 +216,16 @@ impl TraceWindow {
         Inserted::Buffered
     }
 
+    /// Charges `bytes` more to a buffered trace (no-op once it is
+    /// decided): what its spans keep alive beyond their own wire bytes, such
+    /// as the rest of the message they came in.
+    pub fn charge(&mut self, id: &TraceId, bytes: usize) {
+        if let Some(entry) = self.traces.get_mut(id) {
+            entry.charged += bytes;
+            self.occupancy.add(bytes, 0, 0);
+        }
+    }
+
     fn start_trace(&mut self, id: TraceId, now: Instant) {
         let entry = TraceEntry {
             summary: TraceSummary::new(id),

@@ -191,3 +191,19 @@ fn dropping_a_window_releases_its_memory() {
         0
     );
 }
+
+#[test]
+fn extra_charges_count_until_the_trace_is_decided() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    f.insert(span(1, 1, 0, SpanStatus::Unset), t0);
+    let base = f.occupancy.bytes();
+    f.window.charge(&TraceId([1; 16]), 500);
+    assert_eq!(f.occupancy.bytes(), base + 500);
+    // Unknown (or already decided) traces are not charged.
+    f.window.charge(&TraceId([9; 16]), 500);
+    assert_eq!(f.occupancy.bytes(), base + 500);
+    let decided = f.window.expire(t0 + Duration::from_secs(11));
+    assert_eq!(decided.len(), 1);
+    assert_eq!(f.occupancy.bytes(), 0);
+}
