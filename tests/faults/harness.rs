@@ -559,6 +559,42 @@ impl Instance {
         }
     }
 
+    /// One line on the instance's memory and buffers, for the log.
+    pub async fn snapshot(&self) -> String {
+        let rss = vm_rss_hwm(self.pid).map_or(0, |(rss, _)| rss);
+        let Ok(m) = self.metrics().await else {
+            return format!("{}: VmRSS {:.1} MiB", self.name(), rss as f64 / 1024.0);
+        };
+        let mib = |name| metric_sum(&m, name, &[]) / 1048576.0;
+        format!(
+            "{}: VmRSS {:.1} MiB, buffered {:.1} MiB ({} traces), sink queue {:.1} MiB, {} paused, \
+             lag {}, memory decisions {}",
+            self.name(),
+            rss as f64 / 1024.0,
+            mib("tailsift_buffered_bytes"),
+            metric_sum(&m, "tailsift_buffered_traces", &[]),
+            mib("tailsift_sink_queue_bytes"),
+            metric_sum(&m, "tailsift_paused_partitions", &[]).abs(),
+            metric_sum(&m, "tailsift_consumer_lag_messages", &[]),
+            metric_sum(
+                &m,
+                "tailsift_decision_reasons_total",
+                &[("reason", "memory")]
+            ),
+        )
+    }
+
+    /// Waits `d`, logging a snapshot every 5 s and failing if it died.
+    pub async fn watch(&mut self, d: Duration) -> Result<()> {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            ensure!(self.alive(), "{} died{}", self.name(), self.log_tail(30));
+            log(format!("  {}", self.snapshot().await));
+            tokio::time::sleep((until - Instant::now()).min(Duration::from_secs(5))).await;
+        }
+        Ok(())
+    }
+
     /// The last `n` lines of the instance's log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
