@@ -86,6 +86,7 @@ impl<S: TraceSink> Pipeline<S> {
             occupancy: Arc::new(Occupancy::default()),
             trace_budget: MemoryPlan::new(cfg).traces as usize,
             registry: Arc::new(Registry::new(&cfg.kafka.topic)),
+            outage: Arc::default(),
             stop: CancellationToken::new(),
             on_shutdown: cfg.shutdown.pending,
             log_limiter: LogLimiter::default(),

@@ -277,16 +277,19 @@ impl<S: TraceSink> PartitionTask<S> {
     }
 
     /// The trace window's clock: wall time that stands still while this
-    /// task waits for the sink. Waiting, the task consumes nothing, and soon
-    /// the partition is paused, so the rest of a buffered trace stays in
-    /// Kafka however long Elasticsearch is away. Deadlines on the wall clock
-    /// would expire meanwhile and decide such traces from their first spans
-    /// alone (an error span still in Kafka: the trace dropped, and its rest
-    /// following that decision). On this clock a trace gets its
-    /// `decision_wait` of consuming time.
+    /// task waits for the sink, and while no Kafka broker is reachable.
+    /// Waiting for the sink, the task consumes nothing and soon the
+    /// partition is paused, so the rest of a buffered trace stays in Kafka
+    /// however long Elasticsearch is away; with the brokers down, the rest
+    /// waits in the producers. Deadlines on the wall clock would expire
+    /// meanwhile and decide such traces from their first spans alone (an
+    /// error span still to come: the trace dropped, and its rest following
+    /// that decision). On this clock a trace gets its `decision_wait` of
+    /// time in which its spans can arrive.
     fn clock(&self) -> Instant {
         let now = Instant::now();
-        now.checked_sub(self.stalled).unwrap_or(now)
+        now.checked_sub(self.stalled + self.shared.outage.total())
+            .unwrap_or(now)
     }
 
     fn ack_handle(&mut self, resolved: Resolved) -> AckHandle {
