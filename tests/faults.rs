@@ -24,7 +24,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use harness::{Instance, Load, ONE_AT_A_TIME, Row, Scenario, Tuning, describe_peaks, log};
+use harness::{Counter, Instance, Load, ONE_AT_A_TIME, Row, Scenario, Tuning, describe_peaks, log};
 use tailsift::decode::Encoding;
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{GenSpan, GenValue, Profile, TraceGenerator};
@@ -63,6 +63,19 @@ fn env_u32(name: &str, default: u32) -> u32 {
 
 async fn sleep(d: Duration) {
     tokio::time::sleep(d).await;
+}
+
+/// Every span of the load arrives within half a second of its trace's
+/// first, well inside `decision_wait`: a span that comes after its trace was
+/// decided means a trace was decided before its spans could arrive, from
+/// part of it — what loses error traces whose error span is in the rest.
+fn ensure_no_late_spans(late: f64) -> Result<()> {
+    ensure!(
+        late == 0.0,
+        "{late} spans arrived after their trace was decided: traces were decided from part of \
+         their spans"
+    );
+    Ok(())
 }
 
 /// Stops the instances gracefully and checks they exit 0.
@@ -115,12 +128,14 @@ async fn fast_sigkill() -> Result<()> {
     let produced = load.stop().await?;
     s.wait_drained(&[&inst], DRAIN).await?;
     let verdict = s.verify(&produced.truth).await?;
-    let replayed = s.consumed(&[&inst]).await - produced.messages as f64;
+    let replayed = s.total(Counter::Consumed, &[&inst]).await - produced.messages as f64;
     stop_all(&mut s, vec![inst]).await?;
+    let late = s.total(Counter::LateSpans, &[]).await;
     let mut row = Row::new(&s, cycles, &verdict);
-    row.note = format!("at least {replayed:.0} messages replayed");
+    row.note = format!("at least {replayed:.0} messages replayed; {late} late spans");
     s.record(&row)?;
     verdict.ensure()?;
+    ensure_no_late_spans(late)?;
     ensure!(
         replayed > 0.0,
         "no message was consumed twice: the kills never hit unresolved work"
@@ -332,6 +347,7 @@ async fn fast_garbage() -> Result<()> {
     );
 
     stop_all(&mut s, vec![inst]).await?;
+    ensure_no_late_spans(s.total(Counter::LateSpans, &[]).await)?;
     let mut row = Row::new(&s, 0, &verdict);
     row.dlq = letters.len() as u64;
     row.note = format!("{} bad messages ({} hand-made)", expected, handmade.len());
@@ -383,12 +399,14 @@ async fn long_scale() -> Result<()> {
     let produced = load.stop().await?;
     s.wait_drained(&[&a], DRAIN).await?;
     let verdict = s.verify(&produced.truth).await?;
-    let replayed = s.consumed(&[&a]).await - produced.messages as f64;
+    let replayed = s.total(Counter::Consumed, &[&a]).await - produced.messages as f64;
     stop_all(&mut s, vec![a]).await?;
+    let late = s.total(Counter::LateSpans, &[]).await;
     let mut row = Row::new(&s, 3, &verdict);
-    row.note = format!("2 -> 3 -> 1 instances; {replayed:.0} messages replayed");
+    row.note = format!("2 -> 3 -> 1 instances; {replayed:.0} messages replayed; {late} late spans");
     s.record(&row)?;
-    verdict.ensure()
+    verdict.ensure()?;
+    ensure_no_late_spans(late)
 }
 
 // ------------------------------------------------------------------ outages --------
@@ -469,17 +487,19 @@ async fn long_es_outage() -> Result<()> {
     s.wait_drained(&[&a], DRAIN).await?;
     let verdict = s.verify(&produced.truth).await?;
     stop_all(&mut s, vec![a]).await?;
+    let late = s.total(Counter::LateSpans, &[]).await;
 
     let mut row = Row::new(&s, 1, &verdict);
     row.note = format!(
-        "ES down {:.0}s; during it peak RSS {:.1} MiB, {} partitions paused",
+        "ES down {:.0}s; during it peak RSS {:.1} MiB, {} partitions paused; {late} late spans",
         down.as_secs_f64(),
         peak_kib as f64 / 1024.0,
-        watch.paused_max
+        watch.paused_max.abs()
     );
     s.record(&row)?;
     log(describe_peaks(&s.monitor));
     verdict.ensure()?;
+    ensure_no_late_spans(late)?;
     let why = watch
         .not_ready
         .context("/readyz never reported not ready during the outage")?;
@@ -559,17 +579,26 @@ impl OutageWatch {
 
 /// The Kafka broker stopped and started again under load (a restart of the
 /// only broker: group coordinator, partition leaders and the dead-letter
-/// producer all go away): consumers reconnect, commits that failed are
-/// retried, and nothing is lost or doubled.
+/// producer all go away, and the producers hold back what they send
+/// meanwhile). Two members: one with librdkafka's default 45 s session,
+/// which keeps its partitions through the outage (traces begun before it
+/// must wait for their rest, not be decided from their first spans), and
+/// one with a 6 s session, which loses them and replays (it must decide
+/// the replay afresh, not follow decisions taken before). Nothing lost or
+/// doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long fault scenario (restarts Kafka): run with scripts/faults.sh"]
 async fn long_kafka_restart() -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let seed = seed();
     let mut s = Scenario::new("kafka_restart", Encoding::JaegerProto, Tuning::default()).await?;
-    let mut a = s.spawn()?;
-    let mut b = s.spawn()?;
-    s.wait_assigned(&[&a, &b], 1, SETTLE).await?;
+    let keeps = Tuning {
+        session_timeout_ms: 45_000,
+        ..Tuning::default()
+    };
+    let mut live = vec![s.spawn_with(&keeps)?, s.spawn()?];
+    let refs: Vec<&Instance> = live.iter().collect();
+    s.wait_assigned(&refs, 1, SETTLE).await?;
     let load = Load::start(&s, RATE, 0.0, seed);
     sleep(Duration::from_secs(8)).await;
 
@@ -583,7 +612,7 @@ async fn long_kafka_restart() -> Result<()> {
     s.env.stack("start", "kafka").await?;
     let down = outage.elapsed();
     log(format!("Kafka back after {:.0}s", down.as_secs_f64()));
-    for i in [&mut a, &mut b] {
+    for i in &mut live {
         ensure!(
             i.alive(),
             "{} died while Kafka was down{}",
@@ -591,17 +620,23 @@ async fn long_kafka_restart() -> Result<()> {
             i.log_tail(30)
         );
     }
-    s.wait_assigned(&[&a, &b], 1, SETTLE).await?;
+    let refs: Vec<&Instance> = live.iter().collect();
+    s.wait_assigned(&refs, 1, SETTLE).await?;
     sleep(Duration::from_secs(8)).await;
 
     let produced = load.stop().await?;
-    s.wait_drained(&[&a, &b], DRAIN).await?;
+    s.wait_drained(&refs, DRAIN).await?;
     let verdict = s.verify(&produced.truth).await?;
-    stop_all(&mut s, vec![a, b]).await?;
+    stop_all(&mut s, live).await?;
+    let late = s.total(Counter::LateSpans, &[]).await;
     let mut row = Row::new(&s, 1, &verdict);
-    row.note = format!("broker down {:.0}s, 2 instances", down.as_secs_f64());
+    row.note = format!(
+        "broker down {:.0}s; members with 45 s and 6 s sessions; {late} late spans",
+        down.as_secs_f64()
+    );
     s.record(&row)?;
-    verdict.ensure()
+    verdict.ensure()?;
+    ensure_no_late_spans(late)
 }
 
 // ------------------------------------------------------------------ memory ---------
@@ -643,7 +678,7 @@ async fn long_burst() -> Result<()> {
     let produced = load.stop().await?;
     s.wait_drained(&[&a], DRAIN).await?;
     let verdict = s.verify(&produced.truth).await?;
-    let early = s.memory_decisions(&[&a]).await;
+    let early = s.total(Counter::MemoryDecisions, &[&a]).await;
     stop_all(&mut s, vec![a]).await?;
 
     let mut row = Row::new(&s, 1, &verdict);

@@ -154,6 +154,9 @@ pub struct Tuning {
     pub queue_bytes: Option<&'static str>,
     pub max_message_bytes: &'static str,
     pub shutdown_timeout: &'static str,
+    /// Consumer group session timeout; short, so that a SIGKILLed member
+    /// is replaced within seconds.
+    pub session_timeout_ms: u32,
 }
 
 impl Default for Tuning {
@@ -165,6 +168,7 @@ impl Default for Tuning {
             queue_bytes: None,
             max_message_bytes: "64KiB",
             shutdown_timeout: "30s",
+            session_timeout_ms: 6000,
         }
     }
 }
@@ -183,10 +187,39 @@ pub struct Scenario {
     pub monitor: RssMonitor,
     started: Instant,
     spawned: u32,
-    /// Early (memory) decisions of instances that are gone.
-    memory_decisions_gone: f64,
-    /// Messages consumed by instances that are gone.
-    consumed_gone: f64,
+    /// Counters of instances that are gone.
+    gone: HashMap<Counter, f64>,
+}
+
+/// Counters the scenarios report, summed over instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Messages consumed (more than produced: the rest was replayed).
+    Consumed,
+    /// Traces decided early for memory.
+    MemoryDecisions,
+    /// Spans that arrived after their trace was decided and followed it.
+    LateSpans,
+}
+
+const COUNTERS: [Counter; 3] = [
+    Counter::Consumed,
+    Counter::MemoryDecisions,
+    Counter::LateSpans,
+];
+
+impl Counter {
+    fn read(self, m: &str) -> f64 {
+        match self {
+            Self::Consumed => metric_sum(m, "tailsift_consumed_messages_total", &[]),
+            Self::MemoryDecisions => metric_sum(
+                m,
+                "tailsift_decision_reasons_total",
+                &[("reason", "memory")],
+            ),
+            Self::LateSpans => metric_sum(m, "tailsift_late_spans_total", &[]),
+        }
+    }
 }
 
 impl Scenario {
@@ -207,8 +240,7 @@ impl Scenario {
             monitor: RssMonitor::start(),
             started: Instant::now(),
             spawned: 0,
-            memory_decisions_gone: 0.0,
-            consumed_gone: 0.0,
+            gone: HashMap::new(),
             env,
         };
         common::kafka::create_topic(&s.env.brokers, &s.topic, PARTITIONS).await?;
@@ -233,8 +265,7 @@ impl Scenario {
         self.started.elapsed()
     }
 
-    fn config_yaml(&self, metrics: SocketAddr) -> String {
-        let t = &self.tuning;
+    fn config_yaml(&self, t: &Tuning, metrics: SocketAddr) -> String {
         let encoding = match self.encoding {
             Encoding::OtlpProto => "otlp_proto",
             Encoding::OtlpJson => "otlp_json",
@@ -248,7 +279,7 @@ impl Scenario {
         format!(
             "kafka:\n  brokers: {brokers}\n  topic: {topic}\n  group_id: {group}\n  encoding: {encoding}\n  \
              dead_letter_topic: {dlq}\n  max_message_bytes: {max_msg}\n  properties:\n    \
-             session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n\
+             session.timeout.ms: \"{session}\"\n    heartbeat.interval.ms: \"500\"\n\
              sampling:\n  decision_wait: {wait}\n  root_idle: {idle}\n  policies:{POLICIES}\
              elasticsearch:\n  urls: [\"{es}\"]\n  index_prefix: {prefix}\n{queue}  bulk:\n    max_backoff: 5s\n\
              memory:\n  limit: {limit}MiB\n\
@@ -266,16 +297,23 @@ impl Scenario {
             prefix = self.prefix,
             limit = t.memory_limit_mib,
             shutdown = t.shutdown_timeout,
+            session = t.session_timeout_ms,
         )
     }
 
     /// Starts one more `tailsift run` in the group.
     pub fn spawn(&mut self) -> Result<Instance> {
+        let t = self.tuning.clone();
+        self.spawn_with(&t)
+    }
+
+    /// Starts one more `tailsift run` in the group, tuned differently.
+    pub fn spawn_with(&mut self, t: &Tuning) -> Result<Instance> {
         self.spawned += 1;
         let id = self.spawned;
         let metrics = free_port()?;
         let config = self.dir.join(format!("tailsift-{id}.yaml"));
-        std::fs::write(&config, self.config_yaml(metrics))?;
+        std::fs::write(&config, self.config_yaml(t, metrics))?;
         let log_path = self.dir.join(format!("tailsift-{id}.log"));
         let log_file = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(&self.env.bin);
@@ -313,39 +351,19 @@ impl Scenario {
     /// Remembers an instance's counters before it goes away.
     pub async fn account(&mut self, i: &Instance) {
         if let Ok(m) = i.metrics().await {
-            self.memory_decisions_gone += metric_sum(
-                &m,
-                "tailsift_decision_reasons_total",
-                &[("reason", "memory")],
-            );
-            self.consumed_gone += metric_sum(&m, "tailsift_consumed_messages_total", &[]);
+            for c in COUNTERS {
+                *self.gone.entry(c).or_default() += c.read(&m);
+            }
         }
     }
 
-    /// Messages consumed by every instance, live or gone (more than were
-    /// produced: the difference was replayed). Counted up to each
-    /// instance's last scrape before it went away.
-    pub async fn consumed(&self, live: &[&Instance]) -> f64 {
-        let mut n = self.consumed_gone;
-        for i in live {
-            n += i
-                .metric("tailsift_consumed_messages_total", &[])
-                .await
-                .unwrap_or(0.0);
-        }
-        n
-    }
-
-    /// Early decisions (reason memory) of every instance, live or gone.
-    pub async fn memory_decisions(&self, live: &[&Instance]) -> f64 {
-        let mut n = self.memory_decisions_gone;
+    /// A counter summed over every instance, live or gone (gone ones up to
+    /// their last scrape before they went away).
+    pub async fn total(&self, c: Counter, live: &[&Instance]) -> f64 {
+        let mut n = self.gone.get(&c).copied().unwrap_or(0.0);
         for i in live {
             if let Ok(m) = i.metrics().await {
-                n += metric_sum(
-                    &m,
-                    "tailsift_decision_reasons_total",
-                    &[("reason", "memory")],
-                );
+                n += c.read(&m);
             }
         }
         n
