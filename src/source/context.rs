@@ -1,7 +1,7 @@
 //! librdkafka callbacks: rebalances and statistics.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -13,70 +13,107 @@ use tokio::sync::mpsc;
 
 use super::registry::Registry;
 
-/// How long the consumer has had no broker to fetch from, in total. While
+/// How long trace deadlines stood still for Kafka outages, in total. While
 /// all brokers are down nothing arrives, and producers hold back the rest of
 /// the traces already being buffered; the trace windows' clocks stand still
 /// meanwhile, so those traces are not decided from their first spans.
 /// Down on librdkafka's `AllBrokersDown`; up again on the next message, a
-/// successful commit, or statistics showing a broker up.
+/// successful commit, or statistics showing a broker up — plus a grace
+/// period, as producers reconnect with a backoff (librdkafka's grows to
+/// 10 s, +50 % jitter) before they deliver what they held back.
 #[derive(Debug)]
 pub struct Outage {
-    base: Instant,
-    /// Nanoseconds after `base` the current outage began; 0 when up.
-    since: AtomicU64,
-    /// Nanoseconds of outages that are over.
-    past: AtomicU64,
+    grace: Duration,
+    /// No outage going on (or in its grace period): the hot path (every
+    /// message, every clock reading) then only reads these two atomics.
+    quiet: AtomicBool,
+    past_nanos: AtomicU64,
+    state: Mutex<OutageState>,
+}
+
+#[derive(Debug, Default)]
+struct OutageState {
+    /// When the current outage began.
+    since: Option<Instant>,
+    /// When it ends (up plus grace); None while still down.
+    until: Option<Instant>,
+    /// Outages that are over.
+    past: Duration,
 }
 
 impl Default for Outage {
     fn default() -> Self {
-        Self {
-            base: Instant::now(),
-            since: AtomicU64::new(0),
-            past: AtomicU64::new(0),
-        }
+        Self::new(Duration::from_secs(15))
     }
 }
 
 impl Outage {
-    fn now(&self) -> u64 {
-        (self.base.elapsed().as_nanos() as u64).max(1)
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            quiet: AtomicBool::new(true),
+            past_nanos: AtomicU64::new(0),
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutageState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn down(&self) {
-        if self
-            .since
-            .compare_exchange(0, self.now(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            tracing::warn!("all Kafka brokers down: trace deadlines stand still");
+        let mut s = self.lock();
+        let now = Instant::now();
+        match (s.since, s.until) {
+            (None, _) => {
+                s.since = Some(now);
+                self.quiet.store(false, Ordering::Release);
+                tracing::warn!("all Kafka brokers down: trace deadlines stand still");
+            }
+            // Down again within the grace period: the same outage goes on.
+            (Some(_), Some(_)) => s.until = None,
+            (Some(_), None) => {}
         }
     }
 
     pub fn up(&self) {
-        if self.since.load(Ordering::Acquire) == 0 {
+        if self.quiet.load(Ordering::Acquire) {
             return;
         }
-        let since = self.since.swap(0, Ordering::AcqRel);
-        if since != 0 {
-            let lasted = self.now().saturating_sub(since);
-            self.past.fetch_add(lasted, Ordering::AcqRel);
+        let mut s = self.lock();
+        if let (Some(since), None) = (s.since, s.until) {
+            let now = Instant::now();
+            s.until = Some(now + self.grace);
             tracing::info!(
-                outage = ?Duration::from_nanos(lasted),
-                "Kafka reachable again: trace deadlines run again"
+                outage = ?now.duration_since(since),
+                grace = ?self.grace,
+                "Kafka reachable again: trace deadlines run again after the grace period"
             );
         }
     }
 
-    /// Time spent down so far, including an outage going on.
+    /// Time deadlines stood still so far, including an outage going on.
     pub fn total(&self) -> Duration {
-        let since = self.since.load(Ordering::Acquire);
-        let current = if since == 0 {
-            0
-        } else {
-            self.now().saturating_sub(since)
+        if self.quiet.load(Ordering::Acquire) {
+            return Duration::from_nanos(self.past_nanos.load(Ordering::Acquire));
+        }
+        let mut s = self.lock();
+        let Some(since) = s.since else {
+            return s.past;
         };
-        Duration::from_nanos(self.past.load(Ordering::Acquire) + current)
+        let now = Instant::now();
+        match s.until {
+            Some(until) if until <= now => {
+                s.past += until.duration_since(since);
+                s.since = None;
+                s.until = None;
+                self.past_nanos
+                    .store(s.past.as_nanos() as u64, Ordering::Release);
+                self.quiet.store(true, Ordering::Release);
+                s.past
+            }
+            _ => s.past + now.duration_since(since),
+        }
     }
 }
 
@@ -168,4 +205,29 @@ fn partitions(topic: &str, tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
         .filter(|e| e.topic() == topic)
         .map(|e| e.partition())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outage_stands_still_until_the_grace_period_is_over() {
+        let o = Outage::new(Duration::from_millis(50));
+        assert_eq!(o.total(), Duration::ZERO);
+        o.up(); // not down: nothing happens
+        assert_eq!(o.total(), Duration::ZERO);
+        o.down();
+        std::thread::sleep(Duration::from_millis(20));
+        let during = o.total();
+        assert!(during >= Duration::from_millis(20), "{during:?}");
+        o.up();
+        std::thread::sleep(Duration::from_millis(80));
+        let after = o.total();
+        // The outage plus the grace period, then it stops growing.
+        assert!(after >= Duration::from_millis(70), "{after:?}");
+        assert!(after < Duration::from_millis(75) + during, "{after:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(o.total(), after);
+    }
 }
