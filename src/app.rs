@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EncodingSetting};
+use crate::config::{Config, EncodingSetting, MemoryPlan};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decode::Decoder;
 use crate::policy::PolicyEngine;
@@ -85,8 +85,9 @@ impl<S: TraceSink> Pipeline<S> {
             window: window_config(cfg),
             cache: Arc::new(DecisionCache::new(cache.kept, cache.dropped)),
             occupancy: Arc::new(Occupancy::default()),
-            memory_limit: cfg.memory.limit.as_u64() as usize,
+            trace_budget: MemoryPlan::new(cfg).traces as usize,
             registry: Arc::new(Registry::new(&cfg.kafka.topic)),
+            outage: Arc::default(),
             stop: CancellationToken::new(),
             on_shutdown: cfg.shutdown.pending,
             log_limiter: LogLimiter::default(),
@@ -157,6 +158,14 @@ impl Service {
     pub async fn serve<S: TraceSink>(self, sink: S) -> anyhow::Result<()> {
         let cfg = self.cfg;
         metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
+        let plan = MemoryPlan::new(&cfg);
+        tracing::info!(
+            limit = %cfg.memory.limit,
+            traces = %bytesize::ByteSize::b(plan.traces),
+            sink_queue = %bytesize::ByteSize::b(plan.sink_queue),
+            prefetch_per_partition = %bytesize::ByteSize::b(plan.prefetch_per_partition),
+            "memory plan"
+        );
         let pipeline = Pipeline::new(&cfg, sink, self.dead_letters)?;
         let stop = pipeline.shared.stop.clone();
         let listen = cfg.metrics.listen.parse().context("metrics.listen")?;

@@ -153,6 +153,7 @@ enum SinkKind {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config, sink } => run(config, sink),
@@ -165,6 +166,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc gives every thread that allocates concurrently an arena of its
+/// own, up to 8 per core, and keeps freed memory in them. Messages are
+/// allocated on one thread and freed on another, so under load each arena
+/// holds its own high-water mark: catching up a backlog with a 128 MiB
+/// `memory.limit` peaked ~25 MiB higher than with two arenas. Two keep
+/// allocation contention low on a multi-threaded runtime (as
+/// `MALLOC_ARENA_MAX=2`, which still wins when set).
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only adjusts allocator tuning; called before any
+        // thread is started.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

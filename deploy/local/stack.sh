@@ -8,6 +8,11 @@
 #   deploy/local/stack.sh status   # is each service running? (exit 0 only if both are)
 #   deploy/local/stack.sh logs     # tail -F both service logs
 #   deploy/local/stack.sh env      # `eval "$(deploy/local/stack.sh env)"`
+#   deploy/local/stack.sh stop es|kafka    # stop ONE service of a stack that is up (data kept)
+#   deploy/local/stack.sh start es|kafka   # start it again on the same ports, wait until ready
+#
+# Several stacks can run side by side: give each its own TAILSIFT_STACK_DIR and ports,
+# e.g. TAILSIFT_STACK_DIR=/tmp/s2 KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 ES_PORT=19200.
 #
 # Environment (all optional):
 #   TAILSIFT_CACHE         download/unpack cache      (default $HOME/.cache/tailsift)
@@ -518,6 +523,37 @@ cmd_status() {
     return $rc
 }
 
+# One service of a stack that was brought `up` before (fault-injection tests): same
+# state dir, same ports (taken from $STACK/ports, not the environment), data kept.
+cmd_service() { # $1 start|stop, $2 es|kafka
+    local action="$1" svc="${2:-}"
+    case "$svc" in
+    es | elasticsearch) svc=es ;;
+    kafka) ;;
+    *) die "usage: $0 $action es|kafka" ;;
+    esac
+    [[ -f "$STACK/ports" ]] || die "no stack under $STACK (run: $0 up)"
+    unset KAFKA_PORT KAFKA_CONTROLLER_PORT ES_PORT
+    load_ports
+    if [[ "$action" == stop ]]; then
+        stop_service "$svc"
+        return 0
+    fi
+    check_prereqs
+    if [[ "$svc" == kafka ]]; then
+        [[ -f "$KAFKA_HOME/.complete" ]] || die "Kafka $KAFKA_VERSION is not downloaded (run: $0 up)"
+        start_kafka
+        wait_kafka
+    else
+        [[ -f "$ES_HOME/.complete" ]] || die "Elasticsearch $ES_VERSION is not downloaded (run: $0 up)"
+        start_es
+        # (the leader execs the launcher JVM that carries our marker a moment later)
+        local i
+        for ((i = 0; i < 100; i++)); do pid_of es >/dev/null && break; sleep 0.1; done
+        wait_es
+    fi
+}
+
 cmd_logs() {
     local files=()
     [[ -f "$STACK/kafka/logs/server.log" ]] && files+=("$STACK/kafka/logs/server.log")
@@ -532,8 +568,9 @@ down) cmd_down ;;
 status) cmd_status ;;
 logs) cmd_logs ;;
 env) load_ports; print_env ;;
+start | stop) cmd_service "$1" "${2:-}" ;;
 *)
-    echo "usage: $0 up|down|status|logs|env" >&2
+    echo "usage: $0 up|down|status|logs|env|start es|kafka|stop es|kafka" >&2
     exit 2
     ;;
 esac

@@ -2,6 +2,16 @@
 //! deterministic `_id` plus the Jaeger document, and a service document the
 //! first time a (day, service, operation) shows up. One buffer per trace;
 //! each document is a zero-copy slice of it.
+//!
+//! The span `_id` is `traceID_spanID_<FNV-1a 64 of the span's wire bytes>`
+//! (resource, scope and span as they came from Kafka). It must not depend
+//! on how the span was sampled: after a crash or a rebalance the replay can
+//! see only part of a trace that was written before, and decide that part
+//! under another policy (say `baseline` instead of `errors`, whose error
+//! span came before the committed offset). Hashing the document, whose
+//! `sampling.policy` tag then differs, gave such a span a second document;
+//! hashing the source bytes makes the replay overwrite the first one, while
+//! distinct spans that share IDs (Zipkin-style shared spans) stay apart.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -112,11 +122,7 @@ impl Encoder {
         span: &SpanRef,
     ) {
         let day = Day::from_micros(meta.start_micros);
-        let sampling = &meta.sampling_tags;
-        let hash = Fnv1a::default()
-            .write(&body[..sampling.start])
-            .write(&body[sampling.end..])
-            .finish();
+        let hash = source_hash(span);
         let start = out.len();
         action(out, targets.get(&self.names, Kind::Span, day), |o| {
             id_part(o, meta.trace_id);
@@ -146,6 +152,24 @@ impl Encoder {
         let mut cache = self.services.lock().unwrap_or_else(|p| p.into_inner());
         cache.insert(day, id)
     }
+}
+
+/// FNV-1a 64 over the bytes the span came in: resource, scope (both empty
+/// for Jaeger) and the span itself. The same Kafka message always gives the
+/// same hash, whatever the decision and the document format.
+fn source_hash(span: &SpanRef) -> u64 {
+    let bytes = &span.payload.bytes;
+    let range = |r: crate::model::ByteRange| {
+        bytes
+            .get(r.start as usize..r.end as usize)
+            .unwrap_or_default()
+    };
+    let l = &span.layout;
+    let mut h = Fnv1a::default();
+    for part in [range(l.resource), range(l.scope), range(l.span)] {
+        h.write(&(part.len() as u32).to_le_bytes()).write(part);
+    }
+    h.finish()
 }
 
 /// Appends `body` and its newline after the action line started at `start`.
@@ -342,6 +366,31 @@ mod tests {
             l[1],
             "the document itself has the new tags"
         );
+    }
+
+    #[test]
+    fn span_ids_do_not_depend_on_the_decision() {
+        let enc = Encoder::new(
+            IndexNames::new("", false),
+            DocOptions::default(),
+            Redactor::default(),
+        );
+        let by_errors = kept(vec![jaeger_ref(1, 1, "a"), jaeger_ref(2, 1, "a")]);
+        let mut by_baseline = kept(vec![jaeger_ref(2, 1, "a")]);
+        by_baseline.decision = Decision::keep("baseline".into(), 10.0);
+        by_baseline.would_drop = true;
+        let first = lines(&enc.encode(&by_errors));
+        let replay = lines(&enc.encode(&by_baseline));
+        // Lines: span 1 action + doc, its service action + doc, span 2
+        // action + doc; the replay has no service document any more.
+        assert_eq!(first.len(), 6);
+        // Span 2: same `_id` although its document (sampling tags) differs.
+        assert_eq!(replay[0]["index"]["_id"], first[4]["index"]["_id"]);
+        assert_ne!(replay[1], first[5]);
+        // Different spans, different IDs.
+        assert_ne!(first[0]["index"]["_id"], first[4]["index"]["_id"]);
+        let other = lines(&enc.encode(&kept(vec![jaeger_ref(2, 1, "b")])));
+        assert_ne!(other[0]["index"]["_id"], first[4]["index"]["_id"]);
     }
 
     #[test]

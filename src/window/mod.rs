@@ -148,6 +148,8 @@ pub struct TraceWindow {
     /// Candidate deadlines; stale entries are re-checked when popped.
     deadlines: BinaryHeap<Reverse<(Instant, TraceId)>>,
     cache: Arc<DecisionCache>,
+    /// This window's scope in the shared decision cache (see `new`).
+    cache_scope: u64,
     occupancy: Arc<Occupancy>,
 }
 
@@ -164,6 +166,15 @@ impl TraceWindow {
             traces: TraceMap::default(),
             deadlines: BinaryHeap::new(),
             cache,
+            // A window lives for one assignment of its partition. Assigned
+            // again (a rebalance, a group session lost in a broker outage),
+            // the partition replays from its watermark and must decide what
+            // it replays from what it replays, as another process would:
+            // decisions of the earlier assignment may have been taken on
+            // part of a trace (its rest arriving late, after the outage),
+            // and following them would drop the rest of an error trace.
+            // So each window remembers its decisions in a scope of its own.
+            cache_scope: rand::random(),
             occupancy,
         }
     }
@@ -187,7 +198,7 @@ impl TraceWindow {
     ) -> Inserted {
         let id = span.trace_id;
         if !self.traces.contains_key(&id) {
-            if let Some(r) = self.cache.lookup(&id) {
+            if let Some(r) = self.cache.lookup_in(self.cache_scope, &id) {
                 return Inserted::Late(r);
             }
             self.start_trace(id, now);
@@ -214,6 +225,16 @@ impl TraceWindow {
             return Inserted::Decided(d);
         }
         Inserted::Buffered
+    }
+
+    /// Charges `bytes` more to a buffered trace (no-op once it is
+    /// decided): what its spans keep alive beyond their own wire bytes, such
+    /// as the rest of the message they came in.
+    pub fn charge(&mut self, id: &TraceId, bytes: usize) {
+        if let Some(entry) = self.traces.get_mut(id) {
+            entry.charged += bytes;
+            self.occupancy.add(bytes, 0, 0);
+        }
     }
 
     fn start_trace(&mut self, id: TraceId, now: Instant) {
@@ -296,7 +317,7 @@ impl TraceWindow {
         self.occupancy
             .sub(entry.charged, i64::from(entry.summary.span_count), 1);
         let decision = entry.engine.decide(&entry.summary, &entry.state, now);
-        self.cache.remember(id, &decision);
+        self.cache.remember_in(self.cache_scope, id, &decision);
         record_decision(&decision, reason, entry.first_seen, now);
         Some(Decided {
             trace_id: *id,
