@@ -84,7 +84,8 @@ fn insert_and_decide(c: &mut Criterion) {
                         payload: payload.clone(),
                         layout: span.layout,
                     };
-                    black_box(w.insert(span, &batch.view(i, &payload.bytes), r, now));
+                    let view = batch.view(i, &payload.bytes);
+                    black_box(w.insert(span, &view, r, now, batch.spans.len()));
                 }
             }
             black_box(w.expire(now + Duration::from_secs(11)).len())

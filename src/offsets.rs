@@ -75,10 +75,15 @@ impl PartitionOffsets {
     /// no spans (bad input, sent to the dead-letter topic) pass 0.
     pub fn track(&mut self, offset: i64, spans: u32) {
         if spans > 0 {
-            // Almost always appended; a message the consumer's main queue
-            // delivered late may belong a little further back.
-            let at = self.pending.partition_point(|(o, _)| *o < offset);
-            self.pending.insert(at, (offset, spans));
+            // Almost always appended (no search); a message the consumer's
+            // main queue delivered late may belong a little further back.
+            match self.pending.back() {
+                Some((last, _)) if *last >= offset => {
+                    let at = self.pending.partition_point(|(o, _)| *o < offset);
+                    self.pending.insert(at, (offset, spans));
+                }
+                _ => self.pending.push_back((offset, spans)),
+            }
         }
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }

@@ -12,6 +12,9 @@
 //! `sampling.policy` tag then differs, gave such a span a second document;
 //! hashing the source bytes makes the replay overwrite the first one, while
 //! distinct spans that share IDs (Zipkin-style shared spans) stay apart.
+//!
+//! Public so the end-to-end benchmark's bare bulk loader indexes exactly the
+//! documents the sink writes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -37,7 +40,7 @@ const SERVICES_PER_DAY: usize = 100_000;
 
 /// One bulk item: where its line lies in the trace's buffer.
 #[derive(Debug)]
-pub(crate) struct DocSpan {
+pub struct DocSpan {
     /// Action line, document and the trailing newline.
     pub line: Range<usize>,
     /// The document alone.
@@ -48,7 +51,7 @@ pub(crate) struct DocSpan {
 
 /// A trace ready for the bulk writer.
 #[derive(Debug, Default)]
-pub(crate) struct EncodedTrace {
+pub struct EncodedTrace {
     pub ndjson: Bytes,
     pub docs: Vec<DocSpan>,
     /// Spans that could not be turned into documents.
@@ -56,7 +59,7 @@ pub(crate) struct EncodedTrace {
     pub key: Bytes,
 }
 
-pub(crate) struct Encoder {
+pub struct Encoder {
     names: IndexNames,
     opts: DocOptions,
     redactor: Redactor,

@@ -12,7 +12,7 @@ mod ack;
 pub mod bulk;
 pub mod document;
 pub mod elasticsearch;
-mod encode;
+pub mod encode;
 pub mod health;
 pub mod index;
 pub mod null;

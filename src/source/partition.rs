@@ -65,6 +65,17 @@ impl Incoming {
     }
 }
 
+/// Spans per trace in a scanned message, to size new traces' span lists:
+/// all of them when the message holds one trace (producers keying by trace
+/// ID write it so); otherwise unknown, and lists grow as usual.
+fn spans_per_trace(batch: &ScanBatch) -> usize {
+    let spans = &batch.spans;
+    match spans.first() {
+        Some(first) if spans.iter().all(|s| s.trace_id == first.trace_id) => spans.len(),
+        _ => 0,
+    }
+}
+
 pub struct PartitionTask<S: TraceSink> {
     pub handle: Arc<PartitionHandle>,
     pub shared: Arc<Shared<S>>,
@@ -199,6 +210,7 @@ impl<S: TraceSink> PartitionTask<S> {
         self.offsets.track(payload.offset, n as u32);
         self.metrics.spans.increment(n as u64);
         let now = self.clock();
+        let expected = spans_per_trace(&self.batch);
         let mut late: HashMap<TraceId, (crate::model::Decision, Vec<SpanRef>)> = HashMap::new();
         let mut decided = Vec::new();
         for i in 0..n {
@@ -208,7 +220,10 @@ impl<S: TraceSink> PartitionTask<S> {
                 payload: payload.clone(),
                 layout: span.layout,
             };
-            match self.window.insert(span, &view, span_ref.clone(), now) {
+            match self
+                .window
+                .insert(span, &view, span_ref.clone(), now, expected)
+            {
                 Inserted::Buffered => {}
                 Inserted::Decided(d) => decided.push(d),
                 Inserted::Late(Remembered::Dropped) => {

@@ -8,8 +8,8 @@
 
 mod cache;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -111,6 +111,19 @@ struct TraceEntry {
 }
 
 impl TraceEntry {
+    fn new(id: TraceId, engine: &Arc<PolicyEngine>, now: Instant, expected: usize) -> Self {
+        Self {
+            summary: TraceSummary::new(id),
+            state: engine.new_state(),
+            engine: engine.clone(),
+            spans: Vec::with_capacity(expected),
+            resolved: Resolved::default(),
+            first_seen: now,
+            last_seen: now,
+            charged: TRACE_OVERHEAD,
+        }
+    }
+
     fn deadline(&self, cfg: &WindowConfig) -> Instant {
         let wait = self.first_seen + cfg.decision_wait;
         if self.summary.root_seen {
@@ -140,17 +153,75 @@ impl Hasher for TraceIdHasher {
 
 type TraceMap = HashMap<TraceId, TraceEntry, BuildHasherDefault<TraceIdHasher>>;
 
+/// Candidate deadlines, earliest first: one per trace at first span +
+/// `decision_wait`, one more at root + `root_idle` once the root arrived.
+/// Both delays are fixed and spans arrive in time order, so each kind is
+/// appended in order: two deques do what a heap did, without its log n
+/// comparisons per trace. Entries can be stale (trace decided since, or
+/// still receiving spans); `expire` re-checks each one that comes up.
+#[derive(Default)]
+struct Deadlines {
+    wait: VecDeque<(Instant, TraceId)>,
+    idle: VecDeque<(Instant, TraceId)>,
+}
+
+impl Deadlines {
+    fn push_wait(&mut self, at: Instant, id: TraceId) {
+        push_sorted(&mut self.wait, at, id);
+    }
+
+    fn push_idle(&mut self, at: Instant, id: TraceId) {
+        push_sorted(&mut self.idle, at, id);
+    }
+
+    /// The earliest entry, removed if it is due by `now` (or whatever the
+    /// time, when `now` is `None`).
+    fn pop(&mut self, now: Option<Instant>) -> Option<(Instant, TraceId)> {
+        let queue = match (self.wait.front(), self.idle.front()) {
+            (Some(w), Some(i)) if i.0 < w.0 => &mut self.idle,
+            (Some(_), _) => &mut self.wait,
+            (None, _) => &mut self.idle,
+        };
+        match queue.front() {
+            Some((at, _)) if now.is_none_or(|now| *at <= now) => queue.pop_front(),
+            _ => None,
+        }
+    }
+
+    fn next(&self) -> Option<Instant> {
+        let fronts = [self.wait.front(), self.idle.front()];
+        fronts.into_iter().flatten().map(|(at, _)| *at).min()
+    }
+
+    fn clear(&mut self) {
+        self.wait.clear();
+        self.idle.clear();
+    }
+}
+
+/// Appends, or inserts in order for the rare entry earlier than the last
+/// (a re-checked idle deadline; callers passing an earlier `now`).
+fn push_sorted(queue: &mut VecDeque<(Instant, TraceId)>, at: Instant, id: TraceId) {
+    match queue.back() {
+        Some((last, _)) if *last > at => {
+            let i = queue.partition_point(|(t, _)| *t <= at);
+            queue.insert(i, (at, id));
+        }
+        _ => queue.push_back((at, id)),
+    }
+}
+
 /// The buffered traces of one partition.
 pub struct TraceWindow {
     cfg: WindowConfig,
     engine: Arc<PolicyEngine>,
     traces: TraceMap,
-    /// Candidate deadlines; stale entries are re-checked when popped.
-    deadlines: BinaryHeap<Reverse<(Instant, TraceId)>>,
+    deadlines: Deadlines,
     cache: Arc<DecisionCache>,
     /// This window's scope in the shared decision cache (see `new`).
     cache_scope: u64,
     occupancy: Arc<Occupancy>,
+    metrics: DecisionMetrics,
 }
 
 impl TraceWindow {
@@ -164,7 +235,7 @@ impl TraceWindow {
             cfg,
             engine,
             traces: TraceMap::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             cache,
             // A window lives for one assignment of its partition. Assigned
             // again (a rebalance, a group session lost in a broker outage),
@@ -176,6 +247,7 @@ impl TraceWindow {
             // So each window remembers its decisions in a scope of its own.
             cache_scope: rand::random(),
             occupancy,
+            metrics: DecisionMetrics::default(),
         }
     }
 
@@ -188,23 +260,29 @@ impl TraceWindow {
         self.traces.len()
     }
 
-    /// Buffers one scanned span. `view` gives the policies its attributes.
+    /// Buffers one scanned span. `view` gives the policies its attributes;
+    /// a trace seen for the first time makes room for `expected` spans
+    /// (how many of its spans the current message holds), so its span list
+    /// is allocated once instead of grown.
     pub fn insert(
         &mut self,
         span: &ScannedSpan,
         view: &SpanView<'_>,
         span_ref: SpanRef,
         now: Instant,
+        expected: usize,
     ) -> Inserted {
         let id = span.trace_id;
-        if !self.traces.contains_key(&id) {
-            if let Some(r) = self.cache.lookup_in(self.cache_scope, &id) {
-                return Inserted::Late(r);
+        let entry = match self.traces.entry(id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(slot) => {
+                if let Some(r) = self.cache.lookup_in(self.cache_scope, &id) {
+                    return Inserted::Late(r);
+                }
+                self.occupancy.add(TRACE_OVERHEAD, 0, 1);
+                self.deadlines.push_wait(now + self.cfg.decision_wait, id);
+                slot.insert(TraceEntry::new(id, &self.engine, now, expected))
             }
-            self.start_trace(id, now);
-        }
-        let Some(entry) = self.traces.get_mut(&id) else {
-            return Inserted::Buffered;
         };
         let wire = span_ref.layout.span.len();
         let root_before = entry.summary.root_seen;
@@ -218,8 +296,7 @@ impl TraceWindow {
         let over_limit = entry.summary.span_count >= self.cfg.max_spans_per_trace
             || entry.summary.bytes >= self.cfg.max_bytes_per_trace;
         if !root_before && entry.summary.root_seen {
-            let at = now + self.cfg.root_idle;
-            self.deadlines.push(Reverse((at, id)));
+            self.deadlines.push_idle(now + self.cfg.root_idle, id);
         }
         if over_limit && let Some(d) = self.decide(&id, DecisionReason::Limit, now) {
             return Inserted::Decided(d);
@@ -237,38 +314,17 @@ impl TraceWindow {
         }
     }
 
-    fn start_trace(&mut self, id: TraceId, now: Instant) {
-        let entry = TraceEntry {
-            summary: TraceSummary::new(id),
-            state: self.engine.new_state(),
-            engine: self.engine.clone(),
-            spans: Vec::new(),
-            resolved: Resolved::default(),
-            first_seen: now,
-            last_seen: now,
-            charged: TRACE_OVERHEAD,
-        };
-        self.occupancy.add(TRACE_OVERHEAD, 0, 1);
-        self.deadlines
-            .push(Reverse((now + self.cfg.decision_wait, id)));
-        self.traces.insert(id, entry);
-    }
-
     /// Decides every trace whose deadline has passed.
     pub fn expire(&mut self, now: Instant) -> Vec<Decided> {
         let mut out = Vec::new();
-        while let Some(Reverse((at, id))) = self.deadlines.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop();
+        while let Some((_, id)) = self.deadlines.pop(Some(now)) {
             let Some(entry) = self.traces.get(&id) else {
-                continue; // decided earlier (limit) — a stale candidate
+                continue; // decided earlier — a stale candidate
             };
             let due = entry.deadline(&self.cfg);
             if due > now {
                 // The root arrived but spans kept coming: check again later.
-                self.deadlines.push(Reverse((due, id)));
+                self.deadlines.push_idle(due, id);
                 continue;
             }
             let reason = if entry.first_seen + self.cfg.decision_wait <= now {
@@ -286,7 +342,7 @@ impl TraceWindow {
     pub fn shed(&mut self, mut bytes: usize, now: Instant) -> Vec<Decided> {
         let mut out = Vec::new();
         while bytes > 0 {
-            let Some(Reverse((_, id))) = self.deadlines.pop() else {
+            let Some((_, id)) = self.deadlines.pop(None) else {
                 break;
             };
             let Some(entry) = self.traces.get(&id) else {
@@ -309,7 +365,7 @@ impl TraceWindow {
 
     /// The earliest pending deadline, to know when to wake up.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _))| *at)
+        self.deadlines.next()
     }
 
     fn decide(&mut self, id: &TraceId, reason: DecisionReason, now: Instant) -> Option<Decided> {
@@ -318,7 +374,8 @@ impl TraceWindow {
             .sub(entry.charged, i64::from(entry.summary.span_count), 1);
         let decision = entry.engine.decide(&entry.summary, &entry.state, now);
         self.cache.remember_in(self.cache_scope, id, &decision);
-        record_decision(&decision, reason, entry.first_seen, now);
+        self.metrics
+            .record(&decision, reason, entry.first_seen, now);
         Some(Decided {
             trace_id: *id,
             would_drop: self.cfg.dry_run && !decision.keep,
@@ -340,17 +397,55 @@ impl Drop for TraceWindow {
     }
 }
 
-fn record_decision(decision: &Decision, reason: DecisionReason, first_seen: Instant, now: Instant) {
-    let outcome = if decision.keep { "kept" } else { "dropped" };
-    metrics::counter!(
-        "tailsift_decisions_total",
-        "policy" => decision.policy.to_string(),
-        "outcome" => outcome
-    )
-    .increment(1);
-    metrics::counter!("tailsift_decision_reasons_total", "reason" => reason.as_str()).increment(1);
-    metrics::histogram!("tailsift_decision_latency_seconds")
-        .record(now.saturating_duration_since(first_seen).as_secs_f64());
+/// Decision metrics with their handles cached: registering a labelled
+/// counter hashes its name and labels (and the policy label allocated a
+/// string) for every decided trace.
+#[derive(Default)]
+struct DecisionMetrics {
+    /// By policy and outcome; policies are few, so a list beats a map.
+    decisions: Vec<(Arc<str>, bool, metrics::Counter)>,
+    reasons: HashMap<DecisionReason, metrics::Counter>,
+    latency: Option<metrics::Histogram>,
+}
+
+impl DecisionMetrics {
+    fn record(
+        &mut self,
+        decision: &Decision,
+        reason: DecisionReason,
+        first_seen: Instant,
+        now: Instant,
+    ) {
+        self.decision_counter(decision).increment(1);
+        self.reasons
+            .entry(reason)
+            .or_insert_with(|| {
+                metrics::counter!("tailsift_decision_reasons_total", "reason" => reason.as_str())
+            })
+            .increment(1);
+        self.latency
+            .get_or_insert_with(|| metrics::histogram!("tailsift_decision_latency_seconds"))
+            .record(now.saturating_duration_since(first_seen).as_secs_f64());
+    }
+
+    fn decision_counter(&mut self, decision: &Decision) -> &metrics::Counter {
+        let (policy, keep) = (&decision.policy, decision.keep);
+        let found = self
+            .decisions
+            .iter()
+            .position(|(p, k, _)| *k == keep && (Arc::ptr_eq(p, policy) || **p == **policy));
+        let i = found.unwrap_or_else(|| {
+            let outcome = if keep { "kept" } else { "dropped" };
+            let counter = metrics::counter!(
+                "tailsift_decisions_total",
+                "policy" => policy.to_string(),
+                "outcome" => outcome
+            );
+            self.decisions.push((policy.clone(), keep, counter));
+            self.decisions.len() - 1
+        });
+        &self.decisions[i].2
+    }
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ impl Fixture {
             payload: self.payload.clone(),
             layout: batch.spans[0].layout,
         };
-        self.window.insert(&batch.spans[0], &view, span_ref, now)
+        self.window.insert(&batch.spans[0], &view, span_ref, now, 1)
     }
 }
 
@@ -227,4 +227,25 @@ fn a_new_window_does_not_follow_an_old_ones_decisions() {
         f.insert(span(1, 2, 1, SpanStatus::Error), t0),
         Inserted::Buffered
     ));
+}
+
+#[test]
+fn deadlines_come_up_in_time_order_across_both_queues() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    let id = |n| TraceId([n; 16]);
+    let mut d = Deadlines::default();
+    d.push_wait(at(10), id(1));
+    d.push_wait(at(30), id(2));
+    d.push_idle(at(20), id(3));
+    // Earlier than the last idle entry (a re-checked deadline): sorted in.
+    d.push_idle(at(15), id(4));
+    assert_eq!(d.next(), Some(at(10)));
+    assert_eq!(d.pop(Some(at(5))), None);
+    let due: Vec<u8> = std::iter::from_fn(|| d.pop(Some(at(25))))
+        .map(|(_, t)| t.0[0])
+        .collect();
+    assert_eq!(due, [1, 4, 3]);
+    assert_eq!(d.pop(None), Some((at(30), id(2))));
+    assert_eq!(d.next(), None);
 }

@@ -1,0 +1,502 @@
+//! What a run measured, and the table it prints and writes as Markdown:
+//! absolute figures per contender, then the ratios the targets are about.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::bulk::BulkResult;
+use crate::machine::Machine;
+use crate::scan::ScanResult;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Load {
+    pub traces: u64,
+    pub spans: u64,
+    pub messages: u64,
+    pub seconds: f64,
+}
+
+/// A sampling run with a short decision wait.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Throughput {
+    pub spans: u64,
+    /// First span consumed to the last.
+    pub seconds: f64,
+    /// The whole process until every trace was decided.
+    pub cpu_seconds: f64,
+    pub peak_rss: u64,
+}
+
+/// A run that holds every trace: memory per buffered span.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Memory {
+    pub buffered_spans: u64,
+    /// Resident set with everything buffered minus before consuming.
+    pub rss_delta: u64,
+    /// What the process itself accounts as buffered (tailsift only).
+    pub accounted_bytes: Option<u64>,
+    pub peak_rss: u64,
+}
+
+/// tailsift with the Elasticsearch sink.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SinkRun {
+    /// Span documents counted in Elasticsearch afterwards.
+    pub span_docs: u64,
+    /// First possible decision (first span + decision wait) to the last
+    /// document indexed.
+    pub seconds: f64,
+    pub consume_seconds: f64,
+    pub cpu_seconds: f64,
+    pub peak_rss: u64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Results {
+    pub label: String,
+    pub machine: Machine,
+    pub load: Load,
+    /// Every run of a contender; the report shows medians.
+    pub scan: Vec<ScanResult>,
+    pub tailsift: Vec<Throughput>,
+    pub otelcol: Vec<Throughput>,
+    pub tailsift_memory: Option<Memory>,
+    pub otelcol_memory: Option<Memory>,
+    pub bulk: Vec<BulkResult>,
+    pub es_keep_all: Vec<SinkRun>,
+    pub es_keep_10: Vec<SinkRun>,
+}
+
+impl Results {
+    /// Kafka payload bytes per span: what a zero-copy consumer holds.
+    fn wire_bytes_per_span(&self) -> Option<f64> {
+        self.scan
+            .first()
+            .map(|s| s.payload_bytes as f64 / s.spans.max(1) as f64)
+    }
+}
+
+/// One contender's runs, reduced to medians.
+struct Runs {
+    count: usize,
+    units: u64,
+    seconds: f64,
+    rate: f64,
+    rate_min: f64,
+    rate_max: f64,
+    cpu_seconds: f64,
+    per_cpu: f64,
+    peak_rss: u64,
+}
+
+impl Runs {
+    /// `runs` as (units of work, seconds, CPU seconds, peak RSS).
+    fn of(runs: &[(u64, f64, f64, u64)]) -> Option<Self> {
+        let (units, ..) = *runs.first()?;
+        let rates: Vec<f64> = runs.iter().map(|r| r.0 as f64 / r.1).collect();
+        Some(Self {
+            count: runs.len(),
+            units,
+            seconds: median(runs.iter().map(|r| r.1)),
+            rate: median(rates.iter().copied()),
+            rate_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
+            rate_max: rates.iter().copied().fold(0.0, f64::max),
+            cpu_seconds: median(runs.iter().map(|r| r.2)),
+            per_cpu: median(runs.iter().map(|r| r.0 as f64 / r.2)),
+            peak_rss: median(runs.iter().map(|r| r.3 as f64)) as u64,
+        })
+    }
+
+    fn scan(r: &[ScanResult]) -> Option<Self> {
+        let v: Vec<_> = r
+            .iter()
+            .map(|s| (s.spans, s.seconds, s.cpu_seconds, s.peak_rss))
+            .collect();
+        Self::of(&v)
+    }
+
+    fn throughput(r: &[Throughput]) -> Option<Self> {
+        let v: Vec<_> = r
+            .iter()
+            .map(|t| (t.spans, t.seconds, t.cpu_seconds, t.peak_rss))
+            .collect();
+        Self::of(&v)
+    }
+
+    fn bulk(r: &[BulkResult]) -> Option<Self> {
+        let v: Vec<_> = r
+            .iter()
+            .map(|b| (b.span_docs, b.seconds, b.cpu_seconds, b.peak_rss))
+            .collect();
+        Self::of(&v)
+    }
+
+    fn sink(r: &[SinkRun]) -> Option<Self> {
+        let v: Vec<_> = r
+            .iter()
+            .map(|s| (s.span_docs, s.seconds, s.cpu_seconds, s.peak_rss))
+            .collect();
+        Self::of(&v)
+    }
+
+    /// The median rate and, over several runs, their spread.
+    fn rate_cell(&self) -> String {
+        match self.count {
+            1 => int(self.rate),
+            n => format!(
+                "{} ({}-{}, n={n})",
+                int(self.rate),
+                int(self.rate_min),
+                int(self.rate_max)
+            ),
+        }
+    }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Rows of cells with a header; rendered aligned or as Markdown.
+struct Table {
+    title: String,
+    head: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(title: impl Into<String>, head: Vec<&'static str>) -> Self {
+        Self {
+            title: title.into(),
+            head,
+            rows: Vec::new(),
+        }
+    }
+
+    fn text(&self) -> String {
+        let widths: Vec<usize> = (0..self.head.len())
+            .map(|i| {
+                self.rows
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([self.head[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: Vec<&str>| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (c, w))| match i {
+                    0 => format!("{c:<w$}"),
+                    _ => format!("{c:>w$}"),
+                })
+                .collect();
+            padded.join("  ").trim_end().to_string()
+        };
+        let mut out = vec![self.title.clone(), line(self.head.clone())];
+        out.extend(
+            self.rows
+                .iter()
+                .map(|r| line(r.iter().map(String::as_str).collect())),
+        );
+        out.join("\n")
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = format!("**{}**\n\n| {} |\n", self.title, self.head.join(" | "));
+        let align: Vec<&str> = (0..self.head.len())
+            .map(|i| if i == 0 { "---" } else { "---:" })
+            .collect();
+        out += &format!("| {} |\n", align.join(" | "));
+        for r in &self.rows {
+            out += &format!("| {} |\n", r.join(" | "));
+        }
+        out
+    }
+}
+
+fn tables(r: &Results) -> Vec<Table> {
+    vec![throughput(r), memory(r), elasticsearch(r), ratios(r)]
+}
+
+fn throughput(r: &Results) -> Table {
+    let mut t = Table::new(
+        "Sampling throughput (Kafka -> decisions); medians, spans/s with min-max",
+        vec![
+            "contender",
+            "spans",
+            "s",
+            "spans/s",
+            "CPU s",
+            "spans/CPU-s",
+            "peak RSS",
+        ],
+    );
+    let collector = format!("(c) OTel Collector {}", r.machine.collector);
+    for (name, runs) in [
+        ("(a) bare consume + scan", Runs::scan(&r.scan)),
+        ("(b) tailsift, null sink", Runs::throughput(&r.tailsift)),
+        (collector.as_str(), Runs::throughput(&r.otelcol)),
+    ] {
+        if let Some(x) = runs {
+            t.rows.push(vec![
+                name.into(),
+                int(x.units as f64),
+                fixed(x.seconds),
+                x.rate_cell(),
+                fixed(x.cpu_seconds),
+                int(x.per_cpu),
+                mib(x.peak_rss),
+            ]);
+        }
+    }
+    t
+}
+
+fn memory(r: &Results) -> Table {
+    let mut t = Table::new(
+        "Memory with every trace buffered (decision_wait 1h)",
+        vec![
+            "contender",
+            "buffered spans",
+            "wire B/span",
+            "RSS delta B/span",
+            "x wire",
+            "accounted B/span",
+            "peak RSS",
+        ],
+    );
+    let wire = r.wire_bytes_per_span();
+    let mut row = |name: &str, m: &Memory| {
+        let per_span = m.rss_delta as f64 / m.buffered_spans.max(1) as f64;
+        t.rows.push(vec![
+            name.into(),
+            int(m.buffered_spans as f64),
+            wire.map_or("-".into(), int),
+            int(per_span),
+            wire.map_or("-".into(), |w| times(per_span / w)),
+            m.accounted_bytes.map_or("-".into(), |b| {
+                int(b as f64 / m.buffered_spans.max(1) as f64)
+            }),
+            mib(m.peak_rss),
+        ]);
+    };
+    if let Some(m) = &r.tailsift_memory {
+        row("(b) tailsift", m);
+    }
+    if let Some(m) = &r.otelcol_memory {
+        row("(c) OTel Collector", m);
+    }
+    t
+}
+
+fn elasticsearch(r: &Results) -> Table {
+    let mut t = Table::new(
+        "Elasticsearch (span documents indexed); medians, docs/s with min-max",
+        vec!["contender", "span docs", "s", "docs/s", "CPU s", "peak RSS"],
+    );
+    for (name, runs) in [
+        (
+            "(e) bare bulk loader (CPU incl. encoding)",
+            Runs::bulk(&r.bulk),
+        ),
+        ("(d) tailsift, 100% kept", Runs::sink(&r.es_keep_all)),
+        ("(d) tailsift, 10% kept", Runs::sink(&r.es_keep_10)),
+    ] {
+        if let Some(x) = runs {
+            t.rows.push(vec![
+                name.into(),
+                int(x.units as f64),
+                fixed(x.seconds),
+                x.rate_cell(),
+                fixed(x.cpu_seconds),
+                mib(x.peak_rss),
+            ]);
+        }
+    }
+    t
+}
+
+fn ratios(r: &Results) -> Table {
+    let mut t = Table::new("Targets", vec!["ratio", "measured", "target", "met"]);
+    let (scan, tailsift, collector) = (
+        Runs::scan(&r.scan),
+        Runs::throughput(&r.tailsift),
+        Runs::throughput(&r.otelcol),
+    );
+    if let (Some(ts), Some(oc)) = (&tailsift, &collector) {
+        let v = ts.per_cpu / oc.per_cpu;
+        t.rows.push(target_row(
+            "tailsift / Collector, spans per CPU-s",
+            times(v),
+            ">= 5x",
+            v >= 5.0,
+        ));
+    }
+    if let (Some(ts), Some(s)) = (&tailsift, &scan) {
+        let v = ts.rate / s.rate;
+        t.rows.push(target_row(
+            "tailsift / bare scan, spans/s",
+            pct(v),
+            ">= 50%",
+            v >= 0.5,
+        ));
+    }
+    if let (Some(m), Some(wire)) = (&r.tailsift_memory, r.wire_bytes_per_span()) {
+        let v = m.rss_delta as f64 / m.buffered_spans.max(1) as f64 / wire;
+        t.rows.push(target_row(
+            "tailsift bytes per buffered span / wire",
+            times(v),
+            "<= 2x",
+            v <= 2.0,
+        ));
+    }
+    if let (Some(d), Some(b)) = (Runs::sink(&r.es_keep_all), Runs::bulk(&r.bulk)) {
+        let v = d.rate / b.rate;
+        t.rows.push(target_row(
+            "ES sink (100% kept) / bare bulk, docs/s",
+            pct(v),
+            ">= 90%",
+            v >= 0.9,
+        ));
+    }
+    t
+}
+
+fn target_row(name: &str, measured: String, target: &str, met: bool) -> Vec<String> {
+    let met = if met { "yes" } else { "NO" };
+    vec![name.into(), measured, target.into(), met.into()]
+}
+
+fn headline(r: &Results) -> String {
+    format!(
+        "{} run: {} spans in {} traces / {} messages on 6 partitions",
+        r.label,
+        int(r.load.spans as f64),
+        int(r.load.traces as f64),
+        int(r.load.messages as f64)
+    )
+}
+
+pub fn text(r: &Results) -> String {
+    let mut parts = vec![headline(r)];
+    parts.extend(tables(r).iter().map(Table::text));
+    parts.join("\n\n")
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut out = format!(
+        "## {}\n\n{}\n\n{}\n",
+        r.label,
+        headline(r),
+        r.machine.markdown()
+    );
+    for t in tables(r) {
+        out += "\n";
+        out += &t.markdown();
+    }
+    out
+}
+
+/// Replaces this label's section of `path` (or appends it), so the quick
+/// and the full run each keep their latest results.
+pub fn write_markdown(path: &Path, r: &Results) -> Result<()> {
+    let (open, close) = (
+        format!("<!-- e2e:{} -->", r.label),
+        format!("<!-- /e2e:{} -->", r.label),
+    );
+    let section = format!("{open}\n{}{close}\n", markdown(r));
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| HEADER.to_string());
+    let new = match (old.find(&open), old.find(&close)) {
+        (Some(a), Some(b)) if a < b => {
+            format!(
+                "{}{section}{}",
+                &old[..a],
+                old[b + close.len()..].trim_start_matches('\n')
+            )
+        }
+        _ => format!("{}\n{section}", old.trim_end()),
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}
+
+const HEADER: &str = "# End-to-end benchmark results
+
+Written by `bash scripts/bench.sh` (full run) and `bash scripts/bench.sh --quick`;
+see `benches/e2e/README.md` for what each contender and figure means.
+";
+
+fn int(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 { format!("-{out}") } else { out }
+}
+
+fn fixed(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+fn times(v: f64) -> String {
+    format!("{v:.2}x")
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.0}%", v * 100.0)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(int(1_234_567.4), "1,234,567");
+        assert_eq!(int(999.0), "999");
+        assert_eq!(int(f64::INFINITY), "-");
+    }
+
+    #[test]
+    fn markdown_sections_are_replaced_in_place() {
+        let path = std::env::temp_dir().join(format!("e2e-md-{}.md", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let mut r = Results {
+            label: "quick".into(),
+            ..Default::default()
+        };
+        write_markdown(&path, &r).unwrap();
+        r.label = "full".into();
+        write_markdown(&path, &r).unwrap();
+        r.load.spans = 42;
+        write_markdown(&path, &r).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("<!-- e2e:full -->").count(), 1);
+        assert_eq!(text.matches("<!-- e2e:quick -->").count(), 1);
+        assert!(text.contains("42 spans"));
+        std::fs::remove_file(path).unwrap();
+    }
+}
