@@ -3,13 +3,23 @@
 //! whose ground truth says which traces the policies must keep (errors, and
 //! the deterministic 10 % probabilistic hash) and how many spans each has.
 //! Every scenario asserts, in Elasticsearch, 0 lost spans of must-keep
-//! traces, 0 duplicate documents and no trace the policies do not keep.
+//! traces, 0 duplicate documents (exact: a composite aggregation over
+//! traceID+spanID) and no trace the policies do not keep; and, but for the
+//! memory burst, that no span arrived after its trace was decided.
+//!
+//! The load is realistic where it matters: each span is sent when it ends,
+//! so traces interleave within partitions and spread over several messages
+//! (a commit, a crash or a rebalance falls in the middle of traces), and a
+//! quarter of the traces carry an error (see `harness::ERROR_RATE`). Late
+//! spans are not generated: a span later than `decision_wait` after a crash
+//! has no decision cache to follow, by design.
 //!
 //! Run everything with `bash scripts/faults.sh` (its own stack on its own
-//! ports; prints the results table). The `fast_` scenarios take about a
-//! minute each and also run in the ordinary test run; the `long_` ones are
-//! ignored there: they take minutes and the outage ones stop services, which
-//! they only do on a stack of their own (FAULTS_STACK_DIR).
+//! ports; prints the results table). The `fast_` scenarios take under a
+//! minute each and also run in the ordinary test run (`cargo test`, CI); the
+//! `long_` ones are ignored there: they take minutes, and the outage ones
+//! stop services, which they only do on a stack of their own
+//! (FAULTS_STACK_DIR, set by scripts/faults.sh).
 
 mod common;
 #[path = "faults/harness.rs"]

@@ -670,7 +670,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
             all.then(|| value.parse::<f64>().ok()).flatten()
         })
-        .sum()
+        .sum::<f64>()
+        + 0.0 // no "-0" from gauges that went up and down
 }
 
 // ------------------------------------------------------------------ memory ---------
