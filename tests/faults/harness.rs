@@ -141,6 +141,51 @@ impl Env {
         );
         Ok(started.elapsed())
     }
+
+    /// Stops `service` of the suite's stack; the guard starts it again if
+    /// the scenario fails before it does (so the next scenario has a stack).
+    pub async fn stop_service(&self, service: &'static str) -> Result<Stopped> {
+        self.stack("stop", service).await?;
+        Ok(Stopped {
+            env: self.clone(),
+            service,
+            restarted: false,
+        })
+    }
+}
+
+/// A service of the suite's stack that is stopped.
+pub struct Stopped {
+    env: Env,
+    service: &'static str,
+    restarted: bool,
+}
+
+impl Stopped {
+    pub async fn start(mut self) -> Result<Duration> {
+        self.restarted = true;
+        self.env.stack("start", self.service).await
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.restarted {
+            return;
+        }
+        log(format!(
+            "scenario failed with {} stopped: starting it again",
+            self.service
+        ));
+        if let Some(dir) = &self.env.stack_dir {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local/stack.sh");
+            let _ = Command::new("bash")
+                .arg(script)
+                .args(["start", self.service])
+                .env("TAILSIFT_STACK_DIR", dir)
+                .status();
+        }
+    }
 }
 
 // ------------------------------------------------------------------ scenario -------
@@ -445,6 +490,28 @@ impl Scenario {
         tokio::task::spawn_blocking(move || read_topic(&b, &t)).await?
     }
 
+    /// Deletes the scenario's topics and indices (after it passed; a failed
+    /// one keeps them for a look).
+    pub async fn cleanup(&self) -> Result<()> {
+        let es = es_client(&self.env.es_url)?;
+        let pattern = format!("{}-jaeger-*", self.prefix);
+        es.indices()
+            .delete(elasticsearch::indices::IndicesDeleteParts::Index(&[
+                &pattern,
+            ]))
+            .send()
+            .await?;
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new()
+                .set("bootstrap.servers", &self.env.brokers)
+                .create()?;
+        let opts = rdkafka::admin::AdminOptions::new();
+        admin
+            .delete_topics(&[self.topic.as_str(), self.dlq.as_str()], &opts)
+            .await?;
+        Ok(())
+    }
+
     /// Prints the scenario's row and appends it to FAULTS_RESULTS.
     pub fn record(&self, row: &Row) -> Result<()> {
         log(format!("RESULT {}", serde_json::to_string(row)?));
@@ -670,7 +737,8 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
             all.then(|| value.parse::<f64>().ok()).flatten()
         })
-        .sum()
+        .sum::<f64>()
+        + 0.0 // no "-0" from gauges that went up and down
 }
 
 // ------------------------------------------------------------------ memory ---------
