@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EncodingSetting};
+use crate::config::{Config, EncodingSetting, MemoryPlan};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decode::Decoder;
 use crate::policy::PolicyEngine;
@@ -84,8 +85,9 @@ impl<S: TraceSink> Pipeline<S> {
             window: window_config(cfg),
             cache: Arc::new(DecisionCache::new(cache.kept, cache.dropped)),
             occupancy: Arc::new(Occupancy::default()),
-            memory_limit: cfg.memory.limit.as_u64() as usize,
+            trace_budget: MemoryPlan::new(cfg).traces as usize,
             registry: Arc::new(Registry::new(&cfg.kafka.topic)),
+            outage: Arc::default(),
             stop: CancellationToken::new(),
             on_shutdown: cfg.shutdown.pending,
             log_limiter: LogLimiter::default(),
@@ -143,35 +145,51 @@ impl<S: TraceSink> Readiness for ServiceReadiness<S> {
     }
 }
 
-/// Runs the service with `sink` until SIGTERM/SIGINT.
-pub async fn serve<S: TraceSink>(cfg: Config, config_path: PathBuf, sink: S) -> anyhow::Result<()> {
-    let metrics =
-        crate::telemetry::install_metrics().context("cannot install the metrics recorder")?;
-    metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
-    let pipeline = Pipeline::new(&cfg, sink, dead_letters(&cfg)?)?;
-    let stop = pipeline.shared.stop.clone();
-    let listen = cfg.metrics.listen.parse().context("metrics.listen")?;
-    let readiness = Arc::new(ServiceReadiness {
-        shared: pipeline.shared.clone(),
-    });
-    let http = tokio::spawn(server::serve(listen, metrics, readiness, stop.clone()));
-    tokio::spawn(watch_signals(stop.clone()));
-    tokio::spawn(watch_reloads(
-        config_path,
-        pipeline.rules.clone(),
-        stop.clone(),
-    ));
+/// What the running service is made of besides its sink.
+pub struct Service {
+    pub cfg: Config,
+    pub config_path: PathBuf,
+    pub metrics: PrometheusHandle,
+    pub dead_letters: Arc<dyn DeadLetterSink>,
+}
 
-    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, "tailsift running");
-    pipeline.run(&cfg).await?;
-    stop.cancel();
-    match http.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server failed"),
-        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
-        Ok(Ok(())) => {}
+impl Service {
+    /// Runs with `sink` until SIGTERM/SIGINT.
+    pub async fn serve<S: TraceSink>(self, sink: S) -> anyhow::Result<()> {
+        let cfg = self.cfg;
+        metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
+        let plan = MemoryPlan::new(&cfg);
+        tracing::info!(
+            limit = %cfg.memory.limit,
+            traces = %bytesize::ByteSize::b(plan.traces),
+            sink_queue = %bytesize::ByteSize::b(plan.sink_queue),
+            prefetch_per_partition = %bytesize::ByteSize::b(plan.prefetch_per_partition),
+            "memory plan"
+        );
+        let pipeline = Pipeline::new(&cfg, sink, self.dead_letters)?;
+        let stop = pipeline.shared.stop.clone();
+        let listen = cfg.metrics.listen.parse().context("metrics.listen")?;
+        let readiness = Arc::new(ServiceReadiness {
+            shared: pipeline.shared.clone(),
+        });
+        let http = tokio::spawn(server::serve(listen, self.metrics, readiness, stop.clone()));
+        tokio::spawn(watch_signals(stop.clone()));
+        tokio::spawn(watch_reloads(
+            self.config_path,
+            pipeline.rules.clone(),
+            stop.clone(),
+        ));
+        tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, "tailsift running");
+        pipeline.run(&cfg).await?;
+        stop.cancel();
+        match http.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server failed"),
+            Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+        tracing::info!("tailsift stopped");
+        Ok(())
     }
-    tracing::info!("tailsift stopped");
-    Ok(())
 }
 
 async fn watch_signals(stop: CancellationToken) {

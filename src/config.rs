@@ -156,8 +156,40 @@ pub struct ElasticsearchConfig {
     pub shards: u32,
     pub replicas: u32,
     pub bulk: BulkConfig,
-    /// Bytes of kept spans waiting for Elasticsearch before Kafka is paused.
-    pub queue_bytes: ByteSize,
+    /// Bytes of kept spans waiting for Elasticsearch before Kafka is paused;
+    /// unset: a share of `memory.limit` (see [`MemoryPlan`]).
+    pub queue_bytes: Option<ByteSize>,
+    /// Attributes deleted or hashed before documents are written.
+    pub redaction: RedactionConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Mixed into hashes, so hashed values cannot be looked up in a table
+    /// of hashes of likely values.
+    pub salt: String,
+    pub rules: Vec<RedactionRule>,
+}
+
+/// Matches attribute keys (span and resource attributes, event fields,
+/// Jaeger tags and log fields) exactly or by regex.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionRule {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    pub key_pattern: Option<String>,
+    pub action: RedactionAction,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactionAction {
+    /// Remove the attribute.
+    Delete,
+    /// Replace the value with `sha256:<hex>` of salt + value.
+    Hash,
 }
 
 impl Default for ElasticsearchConfig {
@@ -176,7 +208,8 @@ impl Default for ElasticsearchConfig {
             shards: 1,
             replicas: 0,
             bulk: BulkConfig::default(),
-            queue_bytes: ByteSize::mib(64),
+            queue_bytes: None,
+            redaction: RedactionConfig::default(),
         }
     }
 }
@@ -212,9 +245,61 @@ impl Default for BulkConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
-    /// Budget for buffered trace bytes plus the sink queue.
+    /// What the whole process may use (RSS); split by [`MemoryPlan`].
     pub limit: ByteSize,
 }
+
+/// How `memory.limit` is shared out. The limit is the budget of the whole
+/// process, so that it can be the container's limit minus a margin; the
+/// parts that grow with load get fixed shares of it:
+///
+/// - buffered traces: a quarter, as the windows count them (the messages
+///   their spans keep alive plus bookkeeping; hash maps, vectors and the
+///   allocator add about half again). Beyond it the oldest traces are
+///   decided early (reason `memory`);
+/// - the sink queue (`elasticsearch.queue_bytes` unless set): an eighth, at
+///   most 64 MiB. Beyond it partitions are paused;
+/// - librdkafka's prefetch per assigned partition
+///   (`queued.max.messages.kbytes` unless set in `kafka.properties`): a
+///   256th, between 256 KiB and 16 MiB, with `fetch.message.max.bytes` at
+///   half of it (64 KiB to 1 MiB), by which a fetch may overshoot it. With
+///   separate partition queues librdkafka applies the bound PER PARTITION:
+///   at the former fixed 16 MiB, six partitions catching up held ~100 MiB;
+/// - the rest, about half, is the fixed cost: runtime, librdkafka, decision
+///   cache, bulk request bodies, partition channels, allocator slack, and
+///   the binary's own pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    pub traces: u64,
+    pub sink_queue: u64,
+    pub prefetch_per_partition: u64,
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl MemoryPlan {
+    pub fn new(cfg: &Config) -> Self {
+        let limit = cfg.memory.limit.as_u64();
+        let sink_queue = cfg
+            .elasticsearch
+            .queue_bytes
+            .map_or((limit / 8).min(64 * MIB), |q| q.as_u64());
+        let prefetch_per_partition = cfg
+            .kafka
+            .properties
+            .get(PREFETCH_PROPERTY)
+            .and_then(|k| k.parse::<u64>().ok())
+            .map_or((limit / 256).clamp(MIB / 4, 16 * MIB), |kib| kib * 1024);
+        Self {
+            traces: limit / 4,
+            sink_queue,
+            prefetch_per_partition,
+        }
+    }
+}
+
+/// librdkafka's prefetch bound (per partition with split partition queues).
+const PREFETCH_PROPERTY: &str = "queued.max.messages.kbytes";
 
 impl Default for MemoryConfig {
     fn default() -> Self {
@@ -268,6 +353,8 @@ impl Default for LoggingConfig {
 #[serde(rename_all = "snake_case")]
 pub enum PendingOnShutdown {
     /// Decide buffered traces with the policies and flush the kept ones.
+    /// Their messages are not committed: they may be incomplete, so the
+    /// next owner replays and decides them whole (overwriting, same `_id`).
     #[default]
     Decide,
     /// Forget them; they are replayed from Kafka by the next owner.
@@ -291,11 +378,31 @@ impl Default for ShutdownConfig {
     }
 }
 
+impl RedactionRule {
+    fn validate(&self) -> Result<(), String> {
+        if self.keys.is_empty() && self.key_pattern.is_none() {
+            return Err("needs `keys` or `key_pattern`".into());
+        }
+        match &self.key_pattern {
+            Some(p) => regex::Regex::new(p)
+                .map(|_| ())
+                .map_err(|e| format!("key_pattern: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Config {
     /// Loads a YAML file, then applies `TAILSIFT_SECTION__KEY=value`
     /// environment overrides (e.g. `TAILSIFT_KAFKA__BROKERS`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // Only `SECTION__KEY` variables are overrides: other TAILSIFT_*
+        // variables (scripts' settings) must not break loading.
+        let overrides: config::Map<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("TAILSIFT_") && k.contains("__"))
+            .collect();
         let env = config::Environment::with_prefix("TAILSIFT")
+            .source(Some(overrides))
             .prefix_separator("_")
             .separator("__")
             .list_separator(",")
@@ -311,7 +418,32 @@ impl Config {
                 source,
             })?;
         cfg.validate()?;
+        let mut cfg = cfg;
+        cfg.apply_memory_plan();
         Ok(cfg)
+    }
+
+    /// Writes the parts of the [`MemoryPlan`] that live in other sections
+    /// into them, where they are not set explicitly.
+    pub fn apply_memory_plan(&mut self) {
+        let plan = MemoryPlan::new(self);
+        self.elasticsearch.queue_bytes = Some(ByteSize::b(plan.sink_queue));
+        let props = &mut self.kafka.properties;
+        props
+            .entry(PREFETCH_PROPERTY.into())
+            .or_insert_with(|| (plan.prefetch_per_partition / 1024).to_string());
+        // A fetch may overshoot the prefetch bound by a whole per-partition
+        // fetch (1 MiB by default); librdkafka grows it for larger messages.
+        let fetch = (plan.prefetch_per_partition / 2).clamp(64 * 1024, MIB);
+        props
+            .entry("fetch.message.max.bytes".into())
+            .or_insert_with(|| fetch.to_string());
+        // With a small prefetch the threshold is reached often; librdkafka
+        // then waits fetch.queue.backoff.ms (1 s by default) before fetching
+        // that partition again, which would throttle a catching-up consumer.
+        props
+            .entry("fetch.queue.backoff.ms".into())
+            .or_insert_with(|| "50".into());
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -342,6 +474,14 @@ impl Config {
                     "elasticsearch.urls: '{u}' is not a URL"
                 )));
             }
+        }
+        for (i, rule) in self.elasticsearch.redaction.rules.iter().enumerate() {
+            rule.validate().map_err(|m| {
+                ConfigError::Invalid(format!("elasticsearch.redaction.rules[{i}]: {m}"))
+            })?;
+        }
+        if self.memory.limit.as_u64() < 32 * MIB {
+            return invalid("memory.limit must be at least 32MiB");
         }
         if self.elasticsearch.bulk.concurrency == 0 {
             return invalid("elasticsearch.bulk.concurrency must be at least 1");
@@ -439,6 +579,51 @@ mod tests {
         let f = write("sampling:\n  decision_wait: soon\n");
         let err = Config::load(&f.0).unwrap_err().to_string();
         assert!(err.contains("decision_wait"), "{err}");
+    }
+
+    #[test]
+    fn bad_redaction_rule_is_named() {
+        let f = write(
+            "elasticsearch:\n  redaction:\n    rules:\n      - key_pattern: '(unclosed'\n        action: hash\n",
+        );
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("redaction.rules[0]"), "{err}");
+    }
+
+    #[test]
+    fn memory_limit_is_shared_out_unless_parts_are_set() {
+        let f = write("memory:\n  limit: 128MiB\n");
+        let cfg = Config::load(&f.0).unwrap();
+        let plan = MemoryPlan::new(&cfg);
+        assert_eq!(plan.traces, 32 * MIB);
+        assert_eq!(plan.sink_queue, 16 * MIB);
+        assert_eq!(plan.prefetch_per_partition, MIB / 2);
+        assert_eq!(cfg.elasticsearch.queue_bytes, Some(ByteSize::mib(16)));
+        let prop = |k: &str| cfg.kafka.properties.get(k).map(String::as_str);
+        assert_eq!(prop("queued.max.messages.kbytes"), Some("512"));
+        assert_eq!(prop("fetch.message.max.bytes"), Some("262144"));
+        assert_eq!(prop("fetch.queue.backoff.ms"), Some("50"));
+
+        // The defaults of a 1 GiB limit, and explicit settings win.
+        let f = write(
+            "kafka:\n  properties:\n    queued.max.messages.kbytes: \"4096\"\n\
+             elasticsearch:\n  queue_bytes: 100MiB\n",
+        );
+        let cfg = Config::load(&f.0).unwrap();
+        let plan = MemoryPlan::new(&cfg);
+        assert_eq!(plan.traces, 256 * MIB);
+        assert_eq!(plan.sink_queue, 100 * MIB);
+        assert_eq!(plan.prefetch_per_partition, 4 * MIB);
+        let mut d = Config::default();
+        d.apply_memory_plan();
+        assert_eq!(MemoryPlan::new(&d).sink_queue, 64 * MIB);
+        assert_eq!(MemoryPlan::new(&d).prefetch_per_partition, 4 * MIB);
+        let fetch = d.kafka.properties.get("fetch.message.max.bytes");
+        assert_eq!(fetch.map(String::as_str), Some("1048576"));
+
+        let f = write("memory:\n  limit: 16MiB\n");
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("memory.limit"), "{err}");
     }
 
     #[test]

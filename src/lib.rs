@@ -4,7 +4,8 @@
 //! `decode` scans Kafka payloads, `policy` decides whole traces, `sink`
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
 //! until a decision, `source` drives it all from a Kafka consumer group,
-//! `app` wires it together behind the CLI.
+//! `app` wires it together behind the CLI; `retention` prunes old daily
+//! indices.
 
 pub mod app;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod offsets;
 pub mod policy;
 pub mod repartition;
+pub mod retention;
 pub mod server;
 pub mod sink;
 pub mod source;

@@ -279,18 +279,29 @@ impl<'a> SpanView<'a> {
         self.str_at(self.span.trace_state)
     }
 
+    /// The raw bytes of a range of this span's payload (not UTF-8 checked).
+    pub fn bytes_at(&self, r: ByteRange) -> &'a [u8] {
+        r.of(self.bytes)
+    }
+
     /// The span's interesting attributes, then its resource's.
     pub fn attributes(&self) -> impl Iterator<Item = (&'a str, AttrValue<'a>)> + 'a {
+        let this = *self;
+        self.raw_attributes()
+            .map(move |a| (this.str_at(a.key), this.value(a.value)))
+    }
+
+    /// Like [`Self::attributes`] but unresolved: per-span hot paths compare
+    /// key bytes instead of UTF-8-checking every key and value.
+    pub fn raw_attributes(&self) -> impl Iterator<Item = &'a ScannedAttr> + 'a {
         let (s0, s1) = self.span.span_attrs;
         let (r0, r1) = self.span.resource_attrs;
         let attrs = self.attrs;
-        let this = *self;
         attrs
             .get(s0 as usize..s1 as usize)
             .unwrap_or_default()
             .iter()
             .chain(attrs.get(r0 as usize..r1 as usize).unwrap_or_default())
-            .map(move |a| (this.str_at(a.key), this.value(a.value)))
     }
 
     fn value(&self, v: RawValue) -> AttrValue<'a> {

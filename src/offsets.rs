@@ -66,6 +66,8 @@ pub struct PartitionOffsets {
     pending: VecDeque<(i64, u32)>,
     /// One past the highest offset seen.
     next: Option<i64>,
+    /// The watermark never passes this offset, resolved or not.
+    held: Option<i64>,
 }
 
 impl PartitionOffsets {
@@ -104,12 +106,23 @@ impl PartitionOffsets {
         }
     }
 
+    /// Keeps the watermark at or below `offset` from now on, even once
+    /// everything is resolved: the next owner of the partition replays from
+    /// there (see `PartitionTask::shutdown`).
+    pub fn hold(&mut self, offset: i64) {
+        self.held = Some(self.held.map_or(offset, |h| h.min(offset)));
+    }
+
     /// The offset to commit: the lowest unresolved message, or one past the
-    /// last seen message when everything is resolved.
+    /// last seen message when everything is resolved; never past a hold.
     pub fn committable(&self) -> Option<i64> {
-        match self.pending.front() {
+        let resolved_to = match self.pending.front() {
             Some((offset, _)) => Some(*offset),
             None => self.next,
+        };
+        match (resolved_to, self.held) {
+            (Some(c), Some(h)) => Some(c.min(h)),
+            (c, _) => c,
         }
     }
 
@@ -162,6 +175,23 @@ mod tests {
         assert_eq!(p.committable(), Some(9));
         p.resolve(9, 3);
         assert_eq!(p.committable(), Some(10));
+    }
+
+    #[test]
+    fn hold_caps_the_watermark() {
+        let mut p = PartitionOffsets::default();
+        p.track(10, 1);
+        p.track(11, 2);
+        p.track(12, 1);
+        p.hold(11);
+        p.hold(12);
+        p.resolve(10, 1);
+        p.resolve(11, 2);
+        p.resolve(12, 1);
+        assert_eq!(p.unresolved_messages(), 0);
+        assert_eq!(p.committable(), Some(11));
+        p.hold(5);
+        assert_eq!(p.committable(), Some(5));
     }
 
     #[test]

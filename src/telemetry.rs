@@ -122,6 +122,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Spans arriving after their trace was decided, by outcome",
     ),
     (
+        "tailsift_policy_evaluations_total",
+        Kind::Counter,
+        Unit::Count,
+        "Policy evaluations, by policy and result (sampled, not_sampled)",
+    ),
+    (
         "tailsift_policy_reloads_total",
         Kind::Counter,
         Unit::Count,
@@ -162,6 +168,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Kind::Counter,
         Unit::Count,
         "Service/operation documents written",
+    ),
+    (
+        "tailsift_sink_invalid_spans_total",
+        Kind::Counter,
+        Unit::Count,
+        "Kept spans that could not be converted to documents, by reason",
     ),
     (
         "tailsift_sink_queue_bytes",
@@ -274,6 +286,39 @@ mod tests {
         }
         l.warn("y", || n += 1);
         assert_eq!(n, 2);
+    }
+
+    /// Every metric the code records is in the catalogue (which the
+    /// dashboard and alert tests check against).
+    #[test]
+    fn recorded_metrics_are_catalogued() {
+        let re = regex::Regex::new(r#"(?:counter|gauge|histogram)!\(\s*"(tailsift_[a-z0-9_]+)""#)
+            .expect("regex");
+        let mut stack = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).expect("read src").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for cap in re.captures_iter(&text) {
+                    seen += 1;
+                    assert!(
+                        METRICS.iter().any(|(n, ..)| *n == &cap[1]),
+                        "{} records {} which is not in METRICS",
+                        path.display(),
+                        &cap[1]
+                    );
+                }
+            }
+        }
+        assert!(seen > 20, "only {seen} metric uses found");
     }
 
     #[test]

@@ -20,9 +20,9 @@ use prost::Message;
 use serde_json::{Value, json};
 use tailsift::config::ElasticsearchConfig;
 use tailsift::deadletter::{DeadLetter, DeadLetterSink};
+use tailsift::decode::jaeger;
 use tailsift::model::{ByteRange, Decision, Payload, SpanLayout, SpanRef, TraceId, WireFormat};
 use tailsift::offsets::{AckHandle, Resolved};
-use tailsift::decode::jaeger;
 use tailsift::sink::document::service_doc_id;
 use tailsift::sink::{ElasticsearchSink, KeptTrace, TraceSink};
 use tokio::sync::mpsc;
@@ -117,7 +117,16 @@ impl Es {
     }
 
     async fn count(&self, index: &str) -> usize {
-        self.docs(index, json!({"match_all": {}})).await.len()
+        self.call(Method::Post, &format!("/{index}/_refresh"), None)
+            .await;
+        let (status, r) = self
+            .call(Method::Get, &format!("/{index}/_count"), None)
+            .await;
+        match status {
+            404 => 0,
+            200 => r["count"].as_u64().unwrap() as usize,
+            _ => panic!("count {index}: {status} {r}"),
+        }
     }
 
     /// Deletes what a test wrote under `prefix` (by name: wildcard deletes
@@ -581,19 +590,36 @@ async fn the_same_trace_twice_leaves_one_copy_of_each_span() {
     let spans: Vec<Span> = (1..=3)
         .map(|i| simple_span(trace, i, "op", "2024-02-03T04:05:06Z"))
         .collect();
-    // A second sink instance stands for a restart that replays the input.
-    for _ in 0..2 {
+    // A second sink instance stands for a restart that replays the input;
+    // the replay may be sampled differently (reloaded policy, adaptive rate).
+    for restart in 0..2 {
         let (sink, _) = start(&config(), &p).await;
         for _ in 0..2 {
             let (ack, mut acks) = ack_channel(1, 3);
             let refs = otlp_refs(resource("dup"), scope(), spans.clone());
-            sink.submit(kept(TraceId(trace), refs, ack)).await;
+            let mut trace = kept(TraceId(trace), refs, ack);
+            if restart == 1 {
+                trace.decision = Decision::keep("baseline".into(), 10.0);
+            }
+            sink.submit(trace).await;
             sink.flush().await;
             assert!(acks.try_recv().is_ok());
         }
     }
     let es = Es::new();
     assert_eq!(es.count(&format!("{p}jaeger-span-*")).await, 3);
+    let hits = es
+        .docs(&format!("{p}jaeger-span-*"), json!({"match_all": {}}))
+        .await;
+    let rate = |h: &Value| {
+        let tags = h["_source"]["tags"].as_array().unwrap().clone();
+        tags.into_iter()
+            .find(|t| t["key"] == "sampling.rate")
+            .unwrap()["value"]
+            .clone()
+    };
+    let rates: Vec<Value> = hits.iter().map(rate).collect();
+    assert_eq!(rates, vec![json!("10"); 3], "the replay's tags win");
     assert_eq!(es.count(&format!("{p}jaeger-service-*")).await, 1);
     Es::new().cleanup(&p).await;
 }
@@ -747,6 +773,31 @@ async fn service_documents_once_per_day_service_and_operation() {
 }
 
 #[tokio::test]
+async fn gzip_compressed_bulk_requests() {
+    let p = prefix("gzip");
+    let cfg = ElasticsearchConfig {
+        gzip: true,
+        ..config()
+    };
+    let (sink, _) = start(&cfg, &p).await;
+    let trace = [0xde; 16];
+    let refs = otlp_refs(
+        resource("gz"),
+        scope(),
+        vec![simple_span(trace, 1, "op", "2024-10-01T00:00:00Z")],
+    );
+    let (ack, mut acks) = ack_channel(1, 1);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    sink.flush().await;
+    assert!(acks.try_recv().is_ok());
+    assert_eq!(
+        Es::new().count(&format!("{p}jaeger-span-2024-10-01")).await,
+        1
+    );
+    Es::new().cleanup(&p).await;
+}
+
+#[tokio::test]
 async fn alias_mode_writes_through_the_write_aliases() {
     let p = prefix("alias");
     let cfg = ElasticsearchConfig {
@@ -773,4 +824,220 @@ async fn alias_mode_writes_through_the_write_aliases() {
     drop(start(&cfg, &p).await);
     assert_eq!(es.count(&format!("{p}jaeger-span-write")).await, 1);
     es.cleanup(&p).await;
+}
+
+/// A TCP relay to the real Elasticsearch that can refuse service: while
+/// down it drops every connection at once, as a crashed node would.
+struct Relay {
+    url: String,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Relay {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let target = url::Url::parse(&es_url()).unwrap();
+        let target = format!(
+            "{}:{}",
+            target.host_str().unwrap(),
+            target.port_or_known_default().unwrap()
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (up2, refused2) = (up.clone(), refused.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    refused2.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { url, up, refused }
+    }
+}
+
+#[tokio::test]
+async fn connection_errors_are_retried_until_elasticsearch_is_back() {
+    use std::sync::atomic::Ordering;
+    let p = prefix("outage");
+    let relay = Relay::start().await;
+    let mut cfg = config();
+    cfg.urls = vec![relay.url.clone()];
+    cfg.create_templates = false;
+    cfg.bulk.initial_backoff = Duration::from_millis(20);
+    cfg.bulk.max_backoff = Duration::from_millis(100);
+    let (sink, dead) = start(&cfg, &p).await;
+    assert!(
+        !sink.ping().await,
+        "not ready while Elasticsearch is unreachable"
+    );
+
+    let trace = [0xcd; 16];
+    let refs = otlp_refs(
+        resource("o"),
+        scope(),
+        vec![simple_span(trace, 1, "op", "2024-08-01T00:00:00Z")],
+    );
+    let (ack, mut acks) = ack_channel(1, 1);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    let drained = tokio::time::timeout(Duration::from_millis(800), sink.flush()).await;
+    assert!(
+        drained.is_err(),
+        "nothing can be confirmed during the outage"
+    );
+    assert!(acks.try_recv().is_err());
+    assert!(
+        relay.refused.load(Ordering::SeqCst) >= 3,
+        "retried with backoff"
+    );
+
+    relay.up.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(30), sink.flush())
+        .await
+        .expect("drains once Elasticsearch is back");
+    assert!(acks.try_recv().is_ok());
+    assert!(sink.ping().await);
+    assert!(dead.letters().is_empty(), "an outage is not a rejection");
+    assert_eq!(
+        Es::new().count(&format!("{p}jaeger-span-2024-08-01")).await,
+        1
+    );
+    Es::new().cleanup(&p).await;
+}
+
+/// tailsift's writer (decode, convert, batch, per-item checks, acks) against
+/// a bare loader that only POSTs pre-built bulk bodies of the same documents
+/// with the same request size and concurrency. Run it with
+/// `cargo test --test elasticsearch_sink -- --ignored --nocapture bulk_throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark, prints a table"]
+async fn bulk_throughput_vs_bare_loader() {
+    use futures::StreamExt;
+    use std::time::Instant;
+    use tailsift::decode::OtlpSpan;
+    use tailsift::sink::document::{DocOptions, Sampling, otlp_document};
+
+    let traces: usize = std::env::var("BENCH_TRACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    const SPANS: u8 = 10;
+    let cfg = config();
+    let trace_spans = |t: usize| -> ([u8; 16], Vec<Span>) {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&(t as u64 + 1).to_be_bytes());
+        let spans = (1..=SPANS)
+            .map(|i| {
+                let mut s = simple_span(id, i, "GET /api/items", "2024-09-09T09:09:09Z");
+                s.attributes = (0..10)
+                    .map(|a| attr(&format!("attr.{a}"), s_val(&format!("value-{a}-{t}"))))
+                    .collect();
+                s
+            })
+            .collect();
+        (id, spans)
+    };
+    fn s_val(v: &str) -> any_value::Value {
+        any_value::Value::StringValue(v.into())
+    }
+
+    // tailsift
+    let p_sink = prefix("bench-sink");
+    let (sink, _) = start(&cfg, &p_sink).await;
+    let inputs: Vec<_> = (0..traces)
+        .map(|t| {
+            let (id, spans) = trace_spans(t);
+            (id, otlp_refs(resource("bench"), scope(), spans))
+        })
+        .collect();
+    let started = Instant::now();
+    for (id, refs) in inputs {
+        let (ack, _rx) = ack_channel(1, u32::from(SPANS));
+        sink.submit(kept(TraceId(id), refs, ack)).await;
+    }
+    // Submitting includes decoding and converting every span (the CPU part;
+    // slow in a debug build).
+    let submit_secs = started.elapsed().as_secs_f64();
+    sink.flush().await;
+    let sink_secs = started.elapsed().as_secs_f64();
+
+    // bare loader: same documents, bodies built before the clock starts
+    let p_bare = prefix("bench-bare");
+    drop(start(&cfg, &p_bare).await);
+    let sampling = Sampling {
+        policy: "errors",
+        rate: 1.0,
+        would_drop: false,
+    };
+    let max = cfg.bulk.max_bytes.as_u64() as usize;
+    let mut bodies: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut in_body = 0usize;
+    for t in 0..traces {
+        let (_, spans) = trace_spans(t);
+        for span in spans {
+            let s = OtlpSpan {
+                span,
+                scope: Some(scope()),
+                resource: Some(resource("bench")),
+            };
+            let mut body = Vec::new();
+            let meta = otlp_document(&s, &DocOptions::default(), &sampling, &mut body).unwrap();
+            let line = format!(
+                "{{\"index\":{{\"_index\":\"{p_bare}jaeger-span-2024-09-09\",\"_id\":\"{}_{}\"}}}}\n",
+                meta.trace_id.as_str(),
+                meta.span_id.as_str()
+            );
+            let current = bodies.last_mut().unwrap();
+            if current.len() + line.len() + body.len() > max || in_body == cfg.bulk.max_docs {
+                bodies.push(Vec::new());
+                in_body = 0;
+            }
+            let current = bodies.last_mut().unwrap();
+            current.extend_from_slice(line.as_bytes());
+            current.extend_from_slice(&body);
+            current.push(b'\n');
+            in_body += 1;
+        }
+    }
+    let client = tailsift::sink::elasticsearch::EsClient::new(&cfg).unwrap();
+    let started = Instant::now();
+    let replies: Vec<_> =
+        futures::stream::iter(bodies.into_iter().map(|b| client.bulk(Bytes::from(b))))
+            .buffer_unordered(cfg.bulk.concurrency)
+            .collect()
+            .await;
+    let bare_secs = started.elapsed().as_secs_f64();
+    for r in replies {
+        let r = r.unwrap();
+        assert!(r.status.is_success());
+        assert!(
+            !String::from_utf8_lossy(&r.body[..200.min(r.body.len())]).contains("\"errors\":true")
+        );
+    }
+
+    let es = Es::new();
+    let spans = traces * usize::from(SPANS);
+    assert_eq!(
+        es.count(&format!("{p_sink}jaeger-span-*")).await.min(100),
+        spans.min(100)
+    );
+    let (sink_rate, bare_rate) = (spans as f64 / sink_secs, spans as f64 / bare_secs);
+    println!("\n| loader    | spans | seconds | spans/s |");
+    println!("|-----------|-------|---------|---------|");
+    println!("| tailsift  | {spans} | {sink_secs:.2} | {sink_rate:.0} |");
+    println!("| bare bulk | {spans} | {bare_secs:.2} | {bare_rate:.0} |");
+    println!("tailsift / bare = {:.0}%", 100.0 * sink_rate / bare_rate);
+    println!("tailsift spent {submit_secs:.2} s submitting (decode + convert + queue)");
+    es.cleanup(&p_sink).await;
+    es.cleanup(&p_bare).await;
 }

@@ -21,6 +21,7 @@ use tailsift::sink::document::DocOptions;
 use tailsift::sink::elasticsearch::EsClient;
 use tailsift::sink::encode::{EncodedTrace, Encoder};
 use tailsift::sink::index::IndexNames;
+use tailsift::sink::redact::Redactor;
 use tailsift::sink::templates::{self, IndexSettings};
 
 use crate::{kafka, procstat};
@@ -75,6 +76,7 @@ fn prepare(cfg: &Config, max_spans: u64) -> Result<Prepared> {
         DocOptions {
             short_trace_ids: cfg.elasticsearch.short_trace_ids,
         },
+        Redactor::new(&cfg.elasticsearch.redaction)?,
     );
     let mut batcher = Batcher::new(&cfg.elasticsearch.bulk);
     let mut batch = ScanBatch::default();

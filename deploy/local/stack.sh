@@ -8,6 +8,11 @@
 #   deploy/local/stack.sh status   # is each service running? (exit 0 only if both are)
 #   deploy/local/stack.sh logs     # tail -F both service logs
 #   deploy/local/stack.sh env      # `eval "$(deploy/local/stack.sh env)"`
+#   deploy/local/stack.sh stop es|kafka    # stop ONE service of a stack that is up (data kept)
+#   deploy/local/stack.sh start es|kafka   # start it again on the same ports, wait until ready
+#
+# Several stacks can run side by side: give each its own TAILSIFT_STACK_DIR and ports,
+# e.g. TAILSIFT_STACK_DIR=/tmp/s2 KAFKA_PORT=19092 KAFKA_CONTROLLER_PORT=19093 ES_PORT=19200.
 #
 # Environment (all optional):
 #   TAILSIFT_CACHE         download/unpack cache      (default $HOME/.cache/tailsift)
@@ -98,6 +103,7 @@ check_prereqs() {
     find_java
     need_cmd curl curl
     need_cmd setsid util-linux
+    need_cmd flock util-linux
 }
 
 mvn_cmd() {
@@ -312,7 +318,7 @@ start_kafka() {
 
 wait_kafka() {
     local i
-    for ((i = 0; i < 240; i++)); do
+    for ((i = 0; i < 360; i++)); do
         pid_of kafka >/dev/null || {
             tail -n 40 "$STACK/kafka/logs/stdout.log" "$STACK/kafka/logs/server.log" >&2 2>/dev/null || true
             die "kafka exited during startup (logs above, full logs in $STACK/kafka/logs)"
@@ -320,7 +326,7 @@ wait_kafka() {
         port_busy "$KAFKA_PORT" && break
         sleep 0.5
     done
-    port_busy "$KAFKA_PORT" || die "kafka did not open 127.0.0.1:$KAFKA_PORT within 120s (see $STACK/kafka/logs)"
+    port_busy "$KAFKA_PORT" || die "kafka did not open 127.0.0.1:$KAFKA_PORT within 180s (see $STACK/kafka/logs)"
     # A metadata round trip through the real admin API; it also makes the topic.
     local out
     for ((i = 0; i < 10; i++)); do
@@ -368,16 +374,19 @@ prepare_es_runtime() {
     ES_RUNNER=(setpriv --reuid="$(id -u "$ES_USER")" --regid="$(id -g "$ES_USER")" --clear-groups)
     if ! as_es_user test -r "$ES_HOME/bin/elasticsearch" -a -x "$ES_HOME/lib" 2>/dev/null; then
         ES_RUN_HOME="$ES_VARLIB/elasticsearch-$ES_VERSION"
-        if [[ ! -f "$ES_RUN_HOME/.complete" ]]; then
-            log "elasticsearch: $ES_HOME is not readable by $ES_USER; copying it to $ES_RUN_HOME"
-            mkdir -p "$ES_VARLIB"
-            chmod 755 "$ES_VARLIB"
-            rm -rf "$ES_RUN_HOME"
-            cp -a "$ES_HOME" "$ES_RUN_HOME.tmp"
-            chown -R root:root "$ES_RUN_HOME.tmp"
-            chmod -R a+rX "$ES_RUN_HOME.tmp"
-            mv "$ES_RUN_HOME.tmp" "$ES_RUN_HOME"
-        fi
+        mkdir -p "$ES_VARLIB"
+        chmod 755 "$ES_VARLIB"
+        (
+            flock -w 600 9 || die "timed out waiting for the lock $ES_VARLIB/.lock"
+            if [[ ! -f "$ES_RUN_HOME/.complete" ]]; then
+                log "elasticsearch: $ES_HOME is not readable by $ES_USER; copying it to $ES_RUN_HOME"
+                rm -rf "$ES_RUN_HOME" "$ES_RUN_HOME.tmp"
+                cp -a "$ES_HOME" "$ES_RUN_HOME.tmp"
+                chown -R root:root "$ES_RUN_HOME.tmp"
+                chmod -R a+rX "$ES_RUN_HOME.tmp"
+                mv "$ES_RUN_HOME.tmp" "$ES_RUN_HOME"
+            fi
+        ) 9>"$ES_VARLIB/.lock"
     fi
     mkdir -p "$STACK"
     if [[ -L "$STACK/es" ]] || ! as_es_user test -x "$STACK" 2>/dev/null; then
@@ -448,7 +457,7 @@ start_es() {
 
 wait_es() {
     local i health=""
-    for ((i = 0; i < 360; i++)); do
+    for ((i = 0; i < 600; i++)); do
         pid_of es >/dev/null || {
             tail -n 40 "$STACK/es/logs/stdout.log" >&2 2>/dev/null || true
             die "elasticsearch exited during startup (logs above, full logs in $STACK/es/logs)"
@@ -464,7 +473,7 @@ wait_es() {
         fi
         sleep 0.5
     done
-    die "elasticsearch not healthy within 180s (see $STACK/es/logs)"
+    die "elasticsearch not healthy within 300s (see $STACK/es/logs)"
 }
 
 # ---------------------------------------------------------------- commands ---------
@@ -477,8 +486,12 @@ cmd_up() {
     fi
     load_ports
     local t0=$SECONDS
-    fetch_kafka
-    fetch_es
+    # Several stacks (worktrees, CI) may share one cache: fetch under a lock.
+    (
+        flock -w 1200 9 || die "timed out waiting for the cache lock $CACHE/.lock"
+        fetch_kafka
+        fetch_es
+    ) 9>"$CACHE/.lock"
     printf 'KAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nES_PORT=%s\n' \
         "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ES_PORT" >"$STACK/ports"
     start_kafka
@@ -510,6 +523,37 @@ cmd_status() {
     return $rc
 }
 
+# One service of a stack that was brought `up` before (fault-injection tests): same
+# state dir, same ports (taken from $STACK/ports, not the environment), data kept.
+cmd_service() { # $1 start|stop, $2 es|kafka
+    local action="$1" svc="${2:-}"
+    case "$svc" in
+    es | elasticsearch) svc=es ;;
+    kafka) ;;
+    *) die "usage: $0 $action es|kafka" ;;
+    esac
+    [[ -f "$STACK/ports" ]] || die "no stack under $STACK (run: $0 up)"
+    unset KAFKA_PORT KAFKA_CONTROLLER_PORT ES_PORT
+    load_ports
+    if [[ "$action" == stop ]]; then
+        stop_service "$svc"
+        return 0
+    fi
+    check_prereqs
+    if [[ "$svc" == kafka ]]; then
+        [[ -f "$KAFKA_HOME/.complete" ]] || die "Kafka $KAFKA_VERSION is not downloaded (run: $0 up)"
+        start_kafka
+        wait_kafka
+    else
+        [[ -f "$ES_HOME/.complete" ]] || die "Elasticsearch $ES_VERSION is not downloaded (run: $0 up)"
+        start_es
+        # (the leader execs the launcher JVM that carries our marker a moment later)
+        local i
+        for ((i = 0; i < 100; i++)); do pid_of es >/dev/null && break; sleep 0.1; done
+        wait_es
+    fi
+}
+
 cmd_logs() {
     local files=()
     [[ -f "$STACK/kafka/logs/server.log" ]] && files+=("$STACK/kafka/logs/server.log")
@@ -524,8 +568,9 @@ down) cmd_down ;;
 status) cmd_status ;;
 logs) cmd_logs ;;
 env) load_ports; print_env ;;
+start | stop) cmd_service "$1" "${2:-}" ;;
 *)
-    echo "usage: $0 up|down|status|logs|env" >&2
+    echo "usage: $0 up|down|status|logs|env|start es|kafka|stop es|kafka" >&2
     exit 2
     ;;
 esac

@@ -35,7 +35,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::model::{AttrValue, AttributeKeys, Decision, SpanView, TraceId, TraceSummary};
+use crate::model::{AttributeKeys, Decision, RawValue, SpanView, TraceId, TraceSummary};
 
 use predicate::{LeafBits, SERVICE_NAME, SpanPredicates};
 use rules::{Builder, Ctx, Policy, Rule};
@@ -163,13 +163,13 @@ impl PolicyEngine {
             if slot.is_some() {
                 continue;
             }
-            let service = span.service_name();
+            let service = span.span.service_name;
             *slot = if &**key == SERVICE_NAME && !service.is_empty() {
-                Some(service.into())
+                Some(key_text(span, RawValue::Str(service)))
             } else {
-                span.attributes()
-                    .find(|(k, _)| k == &&**key)
-                    .map(|(_, v)| key_text(v))
+                span.raw_attributes()
+                    .find(|a| span.bytes_at(a.key) == key.as_bytes())
+                    .map(|a| key_text(span, a.value))
             };
         }
     }
@@ -230,12 +230,12 @@ fn count(c: &Counted, hit: bool) {
 }
 
 /// An attribute value as part of a throughput key.
-fn key_text(v: AttrValue<'_>) -> Box<str> {
+fn key_text(span: &SpanView<'_>, v: RawValue) -> Box<str> {
     match v {
-        AttrValue::Str(s) => s.into(),
-        AttrValue::Bool(b) => b.to_string().into(),
-        AttrValue::Int(i) => i.to_string().into(),
-        AttrValue::Double(d) => d.to_string().into(),
-        AttrValue::Bytes(b) => hex::encode(b).into(),
+        RawValue::Str(r) => String::from_utf8_lossy(span.bytes_at(r)).into(),
+        RawValue::Bool(b) => b.to_string().into(),
+        RawValue::Int(i) => i.to_string().into(),
+        RawValue::Double(d) => d.to_string().into(),
+        RawValue::Bytes(r) => hex::encode(span.bytes_at(r)).into(),
     }
 }

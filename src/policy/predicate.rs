@@ -5,9 +5,9 @@
 
 use std::collections::HashSet;
 
-use regex::RegexSet;
+use regex::bytes::RegexSet;
 
-use crate::model::{AttrValue, SpanView};
+use crate::model::{RawValue, SpanView};
 
 /// OpenTelemetry spans carry the service as a resource attribute; Jaeger
 /// spans only in their process, which the scan exposes as `service_name`.
@@ -51,17 +51,26 @@ impl LeafBits {
     }
 }
 
-/// How a string attribute's value is matched.
+/// How a string attribute's value is matched. Values are compared as
+/// bytes: validating UTF-8 of every attribute dominated `observe`.
 pub(crate) enum StrMatch {
-    Exact(HashSet<Box<str>>),
+    /// Sorted: value lists are short, a binary search beats hashing.
+    Exact(Vec<Box<[u8]>>),
     /// Unanchored search, like Go's `regexp.MatchString` in the collector.
     Regex(RegexSet),
 }
 
 impl StrMatch {
-    fn matches(&self, s: &str) -> bool {
+    pub(crate) fn exact<'v>(values: impl IntoIterator<Item = &'v str>) -> Self {
+        let mut v: Vec<Box<[u8]>> = values.into_iter().map(|s| s.as_bytes().into()).collect();
+        v.sort();
+        v.dedup();
+        Self::Exact(v)
+    }
+
+    fn matches(&self, s: &[u8]) -> bool {
         match self {
-            Self::Exact(values) => values.contains(s),
+            Self::Exact(values) => values.binary_search_by(|v| (**v).cmp(s)).is_ok(),
             Self::Regex(set) => set.is_match(s),
         }
     }
@@ -78,11 +87,11 @@ pub(crate) enum AttrTest {
 }
 
 impl AttrTest {
-    fn matches(&self, v: AttrValue<'_>) -> bool {
+    fn matches(&self, span: &SpanView<'_>, v: RawValue) -> bool {
         match (self, v) {
-            (Self::Str(m), AttrValue::Str(s)) => !s.is_empty() && m.matches(s),
-            (Self::Int { min, max }, AttrValue::Int(i)) => (*min..=*max).contains(&i),
-            (Self::Bool(want), AttrValue::Bool(b)) => *want == b,
+            (Self::Str(m), RawValue::Str(r)) => !r.is_empty() && m.matches(span.bytes_at(r)),
+            (Self::Int { min, max }, RawValue::Int(i)) => (*min..=*max).contains(&i),
+            (Self::Bool(want), RawValue::Bool(b)) => *want == b,
             _ => false,
         }
     }
@@ -95,10 +104,10 @@ struct AttrGroup {
 }
 
 impl AttrGroup {
-    fn apply(&self, bits: &mut LeafBits, v: AttrValue<'_>) {
+    fn apply(&self, bits: &mut LeafBits, span: &SpanView<'_>, v: RawValue) {
         for (bit, test) in &self.tests {
             // A set bit stays set: skip the (possibly regex) test.
-            if !bits.get(*bit) && test.matches(v) {
+            if !bits.get(*bit) && test.matches(span, v) {
                 bits.set(*bit);
             }
         }
@@ -189,15 +198,13 @@ impl SpanPredicates {
         if self.attrs.is_empty() {
             return;
         }
-        let service = span.service_name();
-        if !service.is_empty()
-            && let Some(g) = self.attrs.iter().find(|g| &*g.key == SERVICE_NAME)
-        {
-            g.apply(bits, AttrValue::Str(service));
+        if let Some(g) = self.attrs.iter().find(|g| &*g.key == SERVICE_NAME) {
+            g.apply(bits, span, RawValue::Str(span.span.service_name));
         }
-        for (key, value) in span.attributes() {
-            if let Some(g) = self.attrs.iter().find(|g| &*g.key == key) {
-                g.apply(bits, value);
+        for attr in span.raw_attributes() {
+            let key = span.bytes_at(attr.key);
+            if let Some(g) = self.attrs.iter().find(|g| g.key.as_bytes() == key) {
+                g.apply(bits, span, attr.value);
             }
         }
     }

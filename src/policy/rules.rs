@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use regex::{Regex, RegexSet};
+use regex::bytes::{Regex, RegexSet};
 use serde_json::Value;
 
 use super::predicate::{AttrTest, SpanPredicates, StrMatch};
@@ -297,12 +297,11 @@ impl Builder {
             StrMatch::Regex(regex_set(path, &cfg.values)?)
         } else {
             // The collector ignores empty values: they never match.
-            StrMatch::Exact(
+            StrMatch::exact(
                 cfg.values
                     .iter()
                     .filter(|v| !v.is_empty())
-                    .map(|v| v.as_str().into())
-                    .collect(),
+                    .map(String::as_str),
             )
         };
         Ok(self.attr_leaf(&cfg.key, AttrTest::Str(matcher), cfg.invert_match))

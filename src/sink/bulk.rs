@@ -20,6 +20,7 @@ use super::document::DocOptions;
 use super::elasticsearch::{BulkReply, EsClient};
 use super::encode::Encoder;
 use super::index::IndexNames;
+use super::redact::Redactor;
 use super::templates::{self, IndexSettings};
 use super::{KeptTrace, SinkError, TraceSink};
 use crate::config::{BulkConfig, ElasticsearchConfig};
@@ -72,28 +73,33 @@ impl ElasticsearchSink {
         if cfg.use_aliases {
             templates::ensure_write_aliases(&client, &names).await?;
         }
-        let backlog = Arc::new(Backlog::new(cfg.queue_bytes.as_u64() as usize));
+        // Unset outside a loaded config (tests, tools): the 1 GiB default's share.
+        let queue = cfg.queue_bytes.map_or(64 << 20, |q| q.as_u64());
+        let backlog = Arc::new(Backlog::new(queue as usize));
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Arc::new(Writer {
             client: client.clone(),
             dead_letters: dead_letters.clone(),
             backoff: (cfg.bulk.initial_backoff, cfg.bulk.max_backoff),
         });
-        tokio::spawn(run_batcher(rx, cfg.bulk.clone(), writer));
+        tokio::spawn(run_batcher(rx, bulk_limits(&cfg.bulk, queue), writer));
         let opts = DocOptions {
             short_trace_ids: cfg.short_trace_ids,
         };
+        let redactor = Redactor::new(&cfg.redaction)
+            .map_err(|e| SinkError::Config(format!("elasticsearch.redaction: {e}")))?;
         Ok(Self {
             client,
-            encoder: Encoder::new(names, opts),
+            encoder: Encoder::new(names, opts, redactor),
             backlog,
             dead_letters,
             tx,
         })
     }
 
-    /// Sends what is batched and waits until everything submitted so far is
-    /// resolved (written, or set aside as a dead letter).
+    /// Sends what is batched and waits until no submitted document is
+    /// pending (each written, or set aside as a dead letter). Meant for
+    /// shutdown and tests: under continuous submits it waits for a lull.
     pub async fn flush(&self) {
         let _ = self.tx.send(Msg::Flush);
         self.backlog.wait_idle().await;
@@ -145,6 +151,19 @@ impl TraceSink for ElasticsearchSink {
             // and is replayed from Kafka.
             tracing::error!("Elasticsearch writer is gone; trace left unacknowledged");
         }
+    }
+}
+
+/// The batching settings, with requests no larger than an eighth of the
+/// queue: a request in flight holds its documents twice more (our body and
+/// the HTTP client's copy of it) on top of the queue that counts them, so
+/// with a small queue (a small `memory.limit`) 5 MiB requests would
+/// multiply its memory.
+fn bulk_limits(cfg: &BulkConfig, queue_bytes: u64) -> BulkConfig {
+    let cap = (queue_bytes / 8).max(256 * 1024);
+    BulkConfig {
+        max_bytes: bytesize::ByteSize::b(cfg.max_bytes.as_u64().min(cap)),
+        ..cfg.clone()
     }
 }
 
@@ -492,6 +511,14 @@ mod tests {
             (err.kind.as_str(), err.reason.as_str()),
             ("mapper_parsing_exception", "failed to parse")
         );
+    }
+
+    #[test]
+    fn bulk_requests_stay_small_next_to_the_queue() {
+        let cfg = BulkConfig::default();
+        assert_eq!(bulk_limits(&cfg, 64 << 20).max_bytes, cfg.max_bytes);
+        assert_eq!(bulk_limits(&cfg, 16 << 20).max_bytes.as_u64(), 2 << 20);
+        assert_eq!(bulk_limits(&cfg, 1 << 20).max_bytes.as_u64(), 256 * 1024);
     }
 
     #[tokio::test]

@@ -6,6 +6,8 @@
 //! (`pkg/translator/jaeger` in opentelemetry-collector-contrib), so Jaeger
 //! Query shows them as if Jaeger's own collector had stored them.
 
+use std::ops::Range;
+
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Link, SpanKind};
@@ -54,13 +56,17 @@ pub struct Sampling<'a> {
 }
 
 /// What the bulk writer needs to know about a written span document.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SpanMeta<'a> {
     pub trace_id: HexId,
     pub span_id: HexId,
     pub start_micros: u64,
     pub service: &'a str,
     pub operation: &'a str,
+    /// Where the sampling tags lie in the output buffer: they can differ
+    /// between a first write and a replay (policy reload, adaptive rates),
+    /// so the document `_id` hashes the document without them.
+    pub sampling_tags: Range<usize>,
 }
 
 /// A hex-encoded trace or span ID kept on the stack.
@@ -163,12 +169,13 @@ pub fn otlp_document<'s>(
     let trace = trace_id(&span.trace_id)?;
     let parent = SpanId::from_slice(&span.parent_span_id)
         .ok_or(DocumentError::SpanId(span.parent_span_id.len()))?;
-    let meta = SpanMeta {
+    let mut meta = SpanMeta {
         trace_id: HexId::trace(&trace, opts.short_trace_ids),
         span_id: HexId::span(&span_id(&span.span_id)?),
         start_micros: span.start_time_unix_nano / 1000,
         service: otlp_service_name(s.resource.as_ref()),
         operation: &span.name,
+        sampling_tags: 0..0,
     };
     let duration = span
         .end_time_unix_nano
@@ -186,7 +193,9 @@ pub fn otlp_document<'s>(
     out.extend_from_slice(b",\"tags\":[");
     let mut first = true;
     otlp_span_tags(out, &mut first, s);
+    let sampling_start = out.len();
     sampling_tags(out, &mut first, sampling);
+    meta.sampling_tags = sampling_start..out.len();
     out.extend_from_slice(b"],\"logs\":[");
     for (i, e) in span.events.iter().enumerate() {
         comma(out, i);
@@ -221,7 +230,7 @@ pub fn jaeger_document<'s>(
 ) -> Result<SpanMeta<'s>, DocumentError> {
     let trace = trace_id(&span.trace_id)?;
     let service = span.process.as_ref().map_or("", |p| &p.service_name);
-    let meta = SpanMeta {
+    let mut meta = SpanMeta {
         trace_id: HexId::trace(&trace, opts.short_trace_ids),
         span_id: HexId::span(&span_id(&span.span_id)?),
         start_micros: timestamp_micros(span.start_time.as_ref()),
@@ -231,6 +240,7 @@ pub fn jaeger_document<'s>(
             service
         },
         operation: &span.operation_name,
+        sampling_tags: 0..0,
     };
     let duration = span
         .duration
@@ -243,7 +253,9 @@ pub fn jaeger_document<'s>(
     out.extend_from_slice(b",\"tags\":[");
     let mut first = true;
     jaeger_tags(out, &mut first, &span.tags);
+    let sampling_start = out.len();
     sampling_tags(out, &mut first, sampling);
+    meta.sampling_tags = sampling_start..out.len();
     out.extend_from_slice(b"],\"logs\":[");
     for (i, log) in span.logs.iter().enumerate() {
         comma(out, i);
@@ -643,30 +655,35 @@ fn any_json(out: &mut Vec<u8>, v: &AnyValue) {
 /// A JSON string literal: quotes, and escapes for `"`, `\` and control
 /// characters; everything else is valid UTF-8 and copied as is.
 fn string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+    while let Some(n) = bytes[start..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    {
+        let i = start + n;
         out.extend_from_slice(&bytes[start..i]);
-        if esc.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            hex_into(out, &[b]);
-        } else {
-            out.extend_from_slice(esc);
-        }
+        escape(out, bytes[i]);
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+fn escape(out: &mut Vec<u8>, b: u8) {
+    match b {
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        _ => {
+            out.extend_from_slice(b"\\u00");
+            hex_into(out, &[b]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -973,6 +990,28 @@ mod tests {
             "process": {"serviceName": "service-x", "tags": [t("b", "bool", "false")]},
         });
         assert_eq!(parse(&buf), expected);
+    }
+
+    #[test]
+    fn sampling_tags_range_cuts_cleanly() {
+        for strip_other_tags in [false, true] {
+            let mut span = jaeger_span();
+            if strip_other_tags {
+                span.tags.clear();
+            }
+            let mut buf = b"prefix".to_vec();
+            let meta =
+                jaeger_document(&span, &DocOptions::default(), &sampling(), &mut buf).unwrap();
+            let cut = [
+                &buf[6..meta.sampling_tags.start],
+                &buf[meta.sampling_tags.end..],
+            ]
+            .concat();
+            let doc = parse(&cut);
+            let tags = doc["tags"].as_array().unwrap();
+            assert_eq!(tags.len(), span.tags.len());
+            assert!(String::from_utf8_lossy(&buf[meta.sampling_tags]).contains("sampling.rate"));
+        }
     }
 
     #[test]

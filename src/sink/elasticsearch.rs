@@ -78,6 +78,11 @@ impl EsClient {
         })
     }
 
+    /// The underlying client, for tools that need other APIs (retention).
+    pub fn inner(&self) -> &Elasticsearch {
+        &self.client
+    }
+
     /// `GET /`, or the local node's info where the root endpoint is missing
     /// (minimal distributions answer 405 there).
     pub async fn server_info(&self) -> Result<ServerInfo, SinkError> {

@@ -3,6 +3,16 @@
 //! first time a (day, service, operation) shows up. One buffer per trace;
 //! each document is a zero-copy slice of it.
 //!
+//! The span `_id` is `traceID_spanID_<FNV-1a 64 of the span's wire bytes>`
+//! (resource, scope and span as they came from Kafka). It must not depend
+//! on how the span was sampled: after a crash or a rebalance the replay can
+//! see only part of a trace that was written before, and decide that part
+//! under another policy (say `baseline` instead of `errors`, whose error
+//! span came before the committed offset). Hashing the document, whose
+//! `sampling.policy` tag then differs, gave such a span a second document;
+//! hashing the source bytes makes the replay overwrite the first one, while
+//! distinct spans that share IDs (Zipkin-style shared spans) stay apart.
+//!
 //! Public so the end-to-end benchmark's bare bulk loader indexes exactly the
 //! documents the sink writes.
 
@@ -18,6 +28,7 @@ use super::document::{
     service_document,
 };
 use super::index::{Day, IndexNames, Kind};
+use super::redact::Redactor;
 use crate::deadletter::DeadLetter;
 use crate::decode::{DecodedSpan, decode_span};
 use crate::model::SpanRef;
@@ -51,14 +62,16 @@ pub struct EncodedTrace {
 pub struct Encoder {
     names: IndexNames,
     opts: DocOptions,
+    redactor: Redactor,
     services: Mutex<ServiceCache>,
 }
 
 impl Encoder {
-    pub fn new(names: IndexNames, opts: DocOptions) -> Self {
+    pub fn new(names: IndexNames, opts: DocOptions, redactor: Redactor) -> Self {
         Self {
             names,
             opts,
+            redactor,
             services: Mutex::new(ServiceCache::default()),
         }
     }
@@ -76,23 +89,22 @@ impl Encoder {
         let mut targets = Targets::default();
         let key = Bytes::from(trace.trace_id.to_hex());
         for span in &trace.spans {
+            let mut decoded = match decode_span(span) {
+                Ok(d) => d,
+                Err(e) => {
+                    rejects.push(reject(span, &key, "undecodable_span", e.to_string()));
+                    continue;
+                }
+            };
+            self.redactor.apply(&mut decoded);
             body.clear();
-            let converted = decode_span(span)
-                .map_err(|e| reject(span, &key, "undecodable_span", e.to_string()))
-                .and_then(|decoded| {
-                    let meta = match &decoded {
-                        DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
-                        DecodedSpan::Jaeger(s) => {
-                            jaeger_document(s, &self.opts, &sampling, &mut body)
-                        }
-                    };
-                    let meta =
-                        meta.map_err(|e| reject(span, &key, "invalid_span", e.to_string()))?;
-                    self.push_span(&mut out, &mut docs, &mut targets, &meta, &body, span);
-                    Ok(())
-                });
-            if let Err(letter) = converted {
-                rejects.push(letter);
+            let meta = match &decoded {
+                DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
+                DecodedSpan::Jaeger(s) => jaeger_document(s, &self.opts, &sampling, &mut body),
+            };
+            match meta {
+                Ok(meta) => self.push_span(&mut out, &mut docs, &mut targets, &meta, &body, span),
+                Err(e) => rejects.push(reject(span, &key, "invalid_span", e.to_string())),
             }
         }
         EncodedTrace {
@@ -113,7 +125,7 @@ impl Encoder {
         span: &SpanRef,
     ) {
         let day = Day::from_micros(meta.start_micros);
-        let hash = Fnv1a::default().write(body).finish();
+        let hash = source_hash(span);
         let start = out.len();
         action(out, targets.get(&self.names, Kind::Span, day), |o| {
             id_part(o, meta.trace_id);
@@ -145,6 +157,24 @@ impl Encoder {
     }
 }
 
+/// FNV-1a 64 over the bytes the span came in: resource, scope (both empty
+/// for Jaeger) and the span itself. The same Kafka message always gives the
+/// same hash, whatever the decision and the document format.
+fn source_hash(span: &SpanRef) -> u64 {
+    let bytes = &span.payload.bytes;
+    let range = |r: crate::model::ByteRange| {
+        bytes
+            .get(r.start as usize..r.end as usize)
+            .unwrap_or_default()
+    };
+    let l = &span.layout;
+    let mut h = Fnv1a::default();
+    for part in [range(l.resource), range(l.scope), range(l.span)] {
+        h.write(&(part.len() as u32).to_le_bytes()).write(part);
+    }
+    h.finish()
+}
+
 /// Appends `body` and its newline after the action line started at `start`.
 fn line(out: &mut Vec<u8>, start: usize, body: &[u8], span: &SpanRef) -> DocSpan {
     let body_start = out.len();
@@ -173,7 +203,10 @@ fn id_part(out: &mut Vec<u8>, id: HexId) {
     out.extend_from_slice(id.as_str().as_bytes());
 }
 
+/// Spans the scan accepted but full decoding refuses: should not happen,
+/// so each one is logged.
 fn reject(span: &SpanRef, key: &Bytes, reason: &'static str, error: String) -> DeadLetter {
+    tracing::warn!(reason, %error, partition = span.payload.partition, offset = span.payload.offset, "span cannot be written; sent to dead letters");
     metrics::counter!("tailsift_sink_invalid_spans_total", "reason" => reason).increment(1);
     DeadLetter {
         payload: span
@@ -285,7 +318,11 @@ mod tests {
 
     #[test]
     fn spans_and_first_service_sightings_become_bulk_lines() {
-        let enc = Encoder::new(IndexNames::new("x-", false), DocOptions::default());
+        let enc = Encoder::new(
+            IndexNames::new("x-", false),
+            DocOptions::default(),
+            Redactor::default(),
+        );
         // 2023-11-14T22:13:20Z and the next day.
         let day1 = 1_700_000_000;
         let trace = kept(vec![
@@ -320,15 +357,52 @@ mod tests {
         assert_eq!(e.ndjson[d.body.start], b'{');
         assert_eq!((d.partition, d.offset), (3, 42));
 
-        // Same input again: the same IDs, no new service docs.
+        // Same input again, even sampled differently: the same IDs, no new
+        // service docs.
+        let mut trace = trace;
+        trace.decision = Decision::keep("other".into(), 4.0);
         let again = enc.encode(&trace);
         assert_eq!(again.docs.len(), 3);
         assert_eq!(lines(&again)[0], l[0]);
+        assert_ne!(
+            lines(&again)[1],
+            l[1],
+            "the document itself has the new tags"
+        );
+    }
+
+    #[test]
+    fn span_ids_do_not_depend_on_the_decision() {
+        let enc = Encoder::new(
+            IndexNames::new("", false),
+            DocOptions::default(),
+            Redactor::default(),
+        );
+        let by_errors = kept(vec![jaeger_ref(1, 1, "a"), jaeger_ref(2, 1, "a")]);
+        let mut by_baseline = kept(vec![jaeger_ref(2, 1, "a")]);
+        by_baseline.decision = Decision::keep("baseline".into(), 10.0);
+        by_baseline.would_drop = true;
+        let first = lines(&enc.encode(&by_errors));
+        let replay = lines(&enc.encode(&by_baseline));
+        // Lines: span 1 action + doc, its service action + doc, span 2
+        // action + doc; the replay has no service document any more.
+        assert_eq!(first.len(), 6);
+        // Span 2: same `_id` although its document (sampling tags) differs.
+        assert_eq!(replay[0]["index"]["_id"], first[4]["index"]["_id"]);
+        assert_ne!(replay[1], first[5]);
+        // Different spans, different IDs.
+        assert_ne!(first[0]["index"]["_id"], first[4]["index"]["_id"]);
+        let other = lines(&enc.encode(&kept(vec![jaeger_ref(2, 1, "b")])));
+        assert_ne!(other[0]["index"]["_id"], first[4]["index"]["_id"]);
     }
 
     #[test]
     fn undecodable_spans_become_dead_letters() {
-        let enc = Encoder::new(IndexNames::new("", false), DocOptions::default());
+        let enc = Encoder::new(
+            IndexNames::new("", false),
+            DocOptions::default(),
+            Redactor::default(),
+        );
         let mut bad = jaeger_ref(1, 1, "a");
         bad.payload = Arc::new(Payload {
             bytes: Bytes::from_static(&[0xff, 0xff, 0xff]),

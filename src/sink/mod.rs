@@ -16,6 +16,7 @@ pub mod encode;
 pub mod health;
 pub mod index;
 pub mod null;
+pub mod redact;
 pub mod templates;
 
 use std::future::Future;

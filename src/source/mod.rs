@@ -27,7 +27,7 @@ use crate::deadletter::DeadLetterSink;
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
 use crate::window::{DecisionCache, Occupancy, WindowConfig};
-pub use context::{Assigned, SourceContext};
+pub use context::{Assigned, Outage, SourceContext};
 use partition::PartitionTask;
 
 /// Messages buffered between a partition's librdkafka queue and its task.
@@ -44,8 +44,12 @@ pub struct Shared<S: TraceSink> {
     pub window: WindowConfig,
     pub cache: Arc<DecisionCache>,
     pub occupancy: Arc<Occupancy>,
-    pub memory_limit: usize,
+    /// Buffered trace bytes allowed before traces are decided early:
+    /// `memory.limit`'s share for them (`MemoryPlan::traces`).
+    pub trace_budget: usize,
     pub registry: Arc<Registry>,
+    /// Time without any reachable broker (stops the windows' clocks).
+    pub outage: Arc<Outage>,
     /// Fired once when the service stops.
     pub stop: CancellationToken,
     pub on_shutdown: PendingOnShutdown,
@@ -62,7 +66,9 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000")
-        // Prefetch per partition; beyond it the pump's pause takes over.
+        // Prefetch per partition (separate partition queues); beyond it the
+        // pump's pause takes over. A loaded config sets it from
+        // memory.limit through kafka.properties (see `MemoryPlan`).
         .set("queued.max.messages.kbytes", "16384")
         // Once that prefetch is full, librdkafka waits this long before the
         // next fetch (default 1 s): catching up on a backlog was capped at
@@ -107,7 +113,8 @@ impl<S: TraceSink> Source<S> {
         shared: Arc<Shared<S>>,
         rules: watch::Receiver<Arc<Rules>>,
     ) -> Result<Self, KafkaError> {
-        let (context, assigned) = SourceContext::new(&cfg.topic, shared.registry.clone());
+        let (mut context, assigned) = SourceContext::new(&cfg.topic, shared.registry.clone());
+        context.outage = shared.outage.clone();
         let consumer: Kafka = consumer_config(cfg).create_with_context(context)?;
         consumer.subscribe(&[&cfg.topic])?;
         Ok(Self {
@@ -129,6 +136,7 @@ impl<S: TraceSink> Source<S> {
             self.shared.registry.clone(),
             self.commit_interval,
             self.shared.stop.clone(),
+            self.shared.outage.clone(),
         ));
         let mut tasks = JoinSet::new();
         let mut inputs: HashMap<i32, (Arc<PartitionHandle>, mpsc::Sender<Incoming>)> =
@@ -145,7 +153,10 @@ impl<S: TraceSink> Source<S> {
                     inputs.retain(|_, (h, _)| !h.revoked.is_cancelled());
                 }
                 m = self.consumer.recv() => match m {
-                    Ok(m) => dispatch(&inputs, &m).await,
+                    Ok(m) => {
+                        self.shared.outage.up();
+                        dispatch(&inputs, &m).await
+                    }
                     Err(e) => log_consumer_error(&self.shared.log_limiter, &e),
                 },
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -169,7 +180,8 @@ impl<S: TraceSink> Source<S> {
                 partition,
             };
             let stop = self.shared.stop.clone();
-            tasks.spawn(pump(queue, tx.clone(), handle.clone(), stop, pause));
+            let outage = self.shared.outage.clone();
+            tasks.spawn(pump(queue, tx.clone(), handle.clone(), stop, pause, outage));
         }
         let task = PartitionTask::new(handle.clone(), self.shared.clone(), self.rules.clone());
         tasks.spawn(task.run(rx));
@@ -236,13 +248,17 @@ async fn pump(
     handle: Arc<PartitionHandle>,
     stop: CancellationToken,
     pause: Pause,
+    outage: Arc<Outage>,
 ) {
     loop {
         let incoming = tokio::select! {
             _ = handle.revoked.cancelled() => return,
             _ = stop.cancelled() => return,
             m = queue.recv() => match m {
-                Ok(m) => Incoming::from_message(&m),
+                Ok(m) => {
+                    outage.up();
+                    Incoming::from_message(&m)
+                }
                 Err(e) => {
                     tracing::warn!(partition = handle.partition, error = %e, "partition queue error");
                     continue;
@@ -302,6 +318,7 @@ async fn commit_loop(
     registry: Arc<Registry>,
     every: Duration,
     stop: CancellationToken,
+    outage: Arc<Outage>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -311,6 +328,8 @@ async fn commit_loop(
             _ = tick.tick() => {}
         }
         let (c, r) = (consumer.clone(), registry.clone());
-        let _ = tokio::task::spawn_blocking(move || r.commit(&*c)).await;
+        if let Ok(Some(true)) = tokio::task::spawn_blocking(move || r.commit(&*c)).await {
+            outage.up();
+        }
     }
 }

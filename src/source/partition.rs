@@ -27,6 +27,9 @@ use crate::window::{Decided, Inserted, Remembered, TraceWindow};
 
 /// How often deadlines are checked and the watermark is published.
 const TICK: Duration = Duration::from_millis(100);
+/// A message's allocations besides its bytes: the `Payload` and its `Arc`,
+/// the `Bytes` header, allocator rounding.
+const MESSAGE_OVERHEAD: usize = 96;
 
 /// The policies and the decoder built from them, swapped on reload.
 pub struct Rules {
@@ -84,6 +87,9 @@ pub struct PartitionTask<S: TraceSink> {
     acks_rx: mpsc::UnboundedReceiver<Resolved>,
     /// Acknowledgements handed out and not yet received.
     inflight: usize,
+    /// Time spent handing kept traces to the sink, mostly waiting for room
+    /// in it (backpressure); see `clock`.
+    stalled: Duration,
     batch: ScanBatch,
     metrics: PartitionMetrics,
 }
@@ -132,6 +138,7 @@ impl<S: TraceSink> PartitionTask<S> {
             acks_tx,
             acks_rx,
             inflight: 0,
+            stalled: Duration::ZERO,
             batch: ScanBatch::default(),
         }
     }
@@ -159,18 +166,25 @@ impl<S: TraceSink> PartitionTask<S> {
         self.shutdown().await;
     }
 
-    async fn on_tick(&mut self) {
+    /// Picks up reloaded policies; checked per message (an atomic load) so
+    /// every message consumed after a reload is seen by the new policies.
+    fn refresh_rules(&mut self) {
         if self.rules.has_changed().unwrap_or(false) {
             let rules = self.rules.borrow_and_update().clone();
             self.window.set_engine(rules.engine.clone());
             self.decoder = rules.decoder.clone();
         }
-        let decided = self.window.expire(Instant::now());
+    }
+
+    async fn on_tick(&mut self) {
+        self.refresh_rules();
+        let decided = self.window.expire(self.clock());
         self.handle_decided(decided).await;
         self.handle.publish(self.offsets.committable());
     }
 
     async fn on_message(&mut self, m: Incoming) {
+        self.refresh_rules();
         self.metrics.messages.increment(1);
         match self.decoder.scan(
             m.payload.clone(),
@@ -195,7 +209,7 @@ impl<S: TraceSink> PartitionTask<S> {
         let n = self.batch.spans.len();
         self.offsets.track(payload.offset, n as u32);
         self.metrics.spans.increment(n as u64);
-        let now = Instant::now();
+        let now = self.clock();
         let expected = spans_per_trace(&self.batch);
         let mut late: HashMap<TraceId, (crate::model::Decision, Vec<SpanRef>)> = HashMap::new();
         let mut decided = Vec::new();
@@ -225,6 +239,7 @@ impl<S: TraceSink> PartitionTask<S> {
                 }
             }
         }
+        self.charge_message(&payload);
         for (trace_id, (decision, spans)) in late {
             let mut resolved = Resolved::default();
             resolved.add(payload.offset, spans.len() as u32);
@@ -232,6 +247,24 @@ impl<S: TraceSink> PartitionTask<S> {
                 .await;
         }
         self.handle_decided(decided).await;
+    }
+
+    /// A buffered span keeps its whole message alive, not only its own
+    /// bytes: OTLP framing, resource and scope (as much as the spans again
+    /// for small messages) and the allocation around it. Charge that to the
+    /// traces still buffering spans of the message, shared per span, so the
+    /// trace budget measures memory, not just span bytes.
+    fn charge_message(&mut self, payload: &Payload) {
+        let n = self.batch.spans.len();
+        let spans: usize = self.batch.spans.iter().map(|s| s.layout.span.len()).sum();
+        let extra = (payload.bytes.len() + MESSAGE_OVERHEAD).saturating_sub(spans);
+        if n == 0 || extra == 0 {
+            return;
+        }
+        let share = extra / n;
+        for span in &self.batch.spans {
+            self.window.charge(&span.trace_id, share);
+        }
     }
 
     async fn handle_decided(&mut self, decided: Vec<Decided>) {
@@ -260,7 +293,25 @@ impl<S: TraceSink> PartitionTask<S> {
             spans,
             ack: self.ack_handle(resolved),
         };
+        let started = Instant::now();
         self.shared.sink.submit(trace).await;
+        self.stalled += started.elapsed();
+    }
+
+    /// The trace window's clock: wall time that stands still while this
+    /// task waits for the sink, and while no Kafka broker is reachable.
+    /// Waiting for the sink, the task consumes nothing and soon the
+    /// partition is paused, so the rest of a buffered trace stays in Kafka
+    /// however long Elasticsearch is away; with the brokers down, the rest
+    /// waits in the producers. Deadlines on the wall clock would expire
+    /// meanwhile and decide such traces from their first spans alone (an
+    /// error span still to come: the trace dropped, and its rest following
+    /// that decision). On this clock a trace gets its `decision_wait` of
+    /// time in which its spans can arrive.
+    fn clock(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_sub(self.stalled + self.shared.outage.total())
+            .unwrap_or(now)
     }
 
     fn ack_handle(&mut self, resolved: Resolved) -> AckHandle {
@@ -298,24 +349,38 @@ impl<S: TraceSink> PartitionTask<S> {
         self.shared.dead_letters.send(letter, ack);
     }
 
-    /// Over `memory.limit`, decide this partition's oldest traces early
-    /// (reason `memory`) — its share of the excess.
+    /// Over the trace budget (`memory.limit`'s share), decide this
+    /// partition's oldest traces early (reason `memory`) — its share of the
+    /// excess.
     async fn relieve_memory(&mut self) {
         let used = self.shared.occupancy.bytes();
-        if used <= self.shared.memory_limit {
+        if used <= self.shared.trace_budget {
             return;
         }
-        let share = (used - self.shared.memory_limit) / self.shared.registry.len().max(1);
-        let decided = self.window.shed(share.max(1), Instant::now());
+        let share = (used - self.shared.trace_budget) / self.shared.registry.len().max(1);
+        let decided = self.window.shed(share.max(1), self.clock());
         self.handle_decided(decided).await;
     }
 
     /// Service stop: decide (or forget) what is buffered, wait for the sink
     /// to acknowledge what it was given, publish the final watermark. The
     /// caller bounds the whole shutdown with `shutdown.timeout`.
+    ///
+    /// Traces decided here are decided from the spans consumed so far; the
+    /// rest of them is still in Kafka, past this point. Committing past
+    /// their messages would leave that rest to the next owner, which would
+    /// decide it alone, without the evidence in the first part (an error
+    /// span), and lose it. So their messages stay uncommitted: the next owner
+    /// replays them and decides each trace whole; what is written now is
+    /// overwritten there (same `_id`s), not duplicated.
     async fn shutdown(mut self) {
         if self.shared.on_shutdown == PendingOnShutdown::Decide {
-            let decided = self.window.drain(Instant::now());
+            let decided = self.window.drain(self.clock());
+            for d in &decided {
+                if let Some(first) = d.resolved.offsets.iter().map(|(o, _)| *o).min() {
+                    self.offsets.hold(first);
+                }
+            }
             self.handle_decided(decided).await;
         }
         while self.inflight > 0 {

@@ -81,10 +81,14 @@ impl Registry {
     }
 
     /// Commits every partition whose watermark moved, synchronously, so the
-    /// result is known (manual commits report no callback).
-    pub fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(&self, consumer: &C) {
+    /// result is known (manual commits report no callback). None if there
+    /// was nothing to commit, else whether the commit succeeded.
+    pub fn commit<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+        &self,
+        consumer: &C,
+    ) -> Option<bool> {
         let map = self.lock();
-        commit_handles(consumer, &self.topic, map.values());
+        commit_handles(consumer, &self.topic, map.values())
     }
 
     /// Revoke: removes the partitions, commits their final watermarks and
@@ -108,7 +112,8 @@ fn commit_handles<'a, C, X>(
     consumer: &C,
     topic: &str,
     handles: impl Iterator<Item = &'a Arc<PartitionHandle>>,
-) where
+) -> Option<bool>
+where
     C: Consumer<X>,
     X: rdkafka::consumer::ConsumerContext,
 {
@@ -124,7 +129,7 @@ fn commit_handles<'a, C, X>(
         }
     }
     if batch.is_empty() {
-        return;
+        return None;
     }
     match consumer.commit(&tpl, CommitMode::Sync) {
         Ok(()) => {
@@ -134,10 +139,12 @@ fn commit_handles<'a, C, X>(
                     .set(offset as f64);
             }
             metrics::counter!("tailsift_commits_total", "result" => "ok").increment(1);
+            Some(true)
         }
         Err(e) => {
             metrics::counter!("tailsift_commits_total", "result" => "error").increment(1);
             tracing::warn!(error = %e, "offset commit failed; will retry");
+            Some(false)
         }
     }
 }

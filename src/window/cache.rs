@@ -26,9 +26,10 @@ pub struct DecisionCache {
     policies: Mutex<Vec<Arc<str>>>,
 }
 
-/// Zero marks an empty slot, so fingerprints are never zero.
-fn fingerprint(id: &TraceId) -> u64 {
-    id.shard_hash().max(1)
+/// Zero marks an empty slot, so fingerprints are never zero. `scope`
+/// separates the decisions of different windows sharing the table.
+fn fingerprint(id: &TraceId, scope: u64) -> u64 {
+    (id.shard_hash() ^ scope).max(1)
 }
 
 fn table(entries: usize) -> Box<[AtomicU64]> {
@@ -52,7 +53,17 @@ impl DecisionCache {
     }
 
     pub fn remember(&self, id: &TraceId, decision: &Decision) {
-        let fp = fingerprint(id);
+        self.remember_in(0, id, decision);
+    }
+
+    pub fn lookup(&self, id: &TraceId) -> Option<Remembered> {
+        self.lookup_in(0, id)
+    }
+
+    /// Remembers a decision within `scope`: only lookups in the same scope
+    /// see it.
+    pub fn remember_in(&self, scope: u64, id: &TraceId, decision: &Decision) {
+        let fp = fingerprint(id, scope);
         if decision.keep {
             let meta = (u64::from(self.intern(&decision.policy)) << 32)
                 | u64::from((decision.sample_rate as f32).to_bits());
@@ -63,8 +74,8 @@ impl DecisionCache {
         }
     }
 
-    pub fn lookup(&self, id: &TraceId) -> Option<Remembered> {
-        let fp = fingerprint(id);
+    pub fn lookup_in(&self, scope: u64, id: &TraceId) -> Option<Remembered> {
+        let fp = fingerprint(id, scope);
         if slot(&self.kept_ids, fp).load(Ordering::Acquire) == fp {
             let meta = slot(&self.kept_meta, fp).load(Ordering::Relaxed);
             let policy = self.policy_name((meta >> 32) as u32);
@@ -125,6 +136,15 @@ mod tests {
             Some(Remembered::Kept(Decision::keep("baseline".into(), 10.0)))
         );
         assert_eq!(c.lookup(&id(4)), None);
+    }
+
+    #[test]
+    fn scopes_do_not_see_each_other() {
+        let c = DecisionCache::new(1024, 1024);
+        c.remember_in(7, &id(1), &Decision::drop("none".into()));
+        assert_eq!(c.lookup_in(7, &id(1)), Some(Remembered::Dropped));
+        assert_eq!(c.lookup_in(8, &id(1)), None);
+        assert_eq!(c.lookup(&id(1)), None);
     }
 
     #[test]

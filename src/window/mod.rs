@@ -218,6 +218,8 @@ pub struct TraceWindow {
     traces: TraceMap,
     deadlines: Deadlines,
     cache: Arc<DecisionCache>,
+    /// This window's scope in the shared decision cache (see `new`).
+    cache_scope: u64,
     occupancy: Arc<Occupancy>,
     metrics: DecisionMetrics,
 }
@@ -235,6 +237,15 @@ impl TraceWindow {
             traces: TraceMap::default(),
             deadlines: Deadlines::default(),
             cache,
+            // A window lives for one assignment of its partition. Assigned
+            // again (a rebalance, a group session lost in a broker outage),
+            // the partition replays from its watermark and must decide what
+            // it replays from what it replays, as another process would:
+            // decisions of the earlier assignment may have been taken on
+            // part of a trace (its rest arriving late, after the outage),
+            // and following them would drop the rest of an error trace.
+            // So each window remembers its decisions in a scope of its own.
+            cache_scope: rand::random(),
             occupancy,
             metrics: DecisionMetrics::default(),
         }
@@ -265,7 +276,7 @@ impl TraceWindow {
         let entry = match self.traces.entry(id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(slot) => {
-                if let Some(r) = self.cache.lookup(&id) {
+                if let Some(r) = self.cache.lookup_in(self.cache_scope, &id) {
                     return Inserted::Late(r);
                 }
                 self.occupancy.add(TRACE_OVERHEAD, 0, 1);
@@ -291,6 +302,16 @@ impl TraceWindow {
             return Inserted::Decided(d);
         }
         Inserted::Buffered
+    }
+
+    /// Charges `bytes` more to a buffered trace (no-op once it is
+    /// decided): what its spans keep alive beyond their own wire bytes, such
+    /// as the rest of the message they came in.
+    pub fn charge(&mut self, id: &TraceId, bytes: usize) {
+        if let Some(entry) = self.traces.get_mut(id) {
+            entry.charged += bytes;
+            self.occupancy.add(bytes, 0, 0);
+        }
     }
 
     /// Decides every trace whose deadline has passed.
@@ -352,7 +373,7 @@ impl TraceWindow {
         self.occupancy
             .sub(entry.charged, i64::from(entry.summary.span_count), 1);
         let decision = entry.engine.decide(&entry.summary, &entry.state, now);
-        self.cache.remember(id, &decision);
+        self.cache.remember_in(self.cache_scope, id, &decision);
         self.metrics
             .record(&decision, reason, entry.first_seen, now);
         Some(Decided {

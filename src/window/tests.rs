@@ -193,6 +193,43 @@ fn dropping_a_window_releases_its_memory() {
 }
 
 #[test]
+fn extra_charges_count_until_the_trace_is_decided() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    f.insert(span(1, 1, 0, SpanStatus::Unset), t0);
+    let base = f.occupancy.bytes();
+    f.window.charge(&TraceId([1; 16]), 500);
+    assert_eq!(f.occupancy.bytes(), base + 500);
+    // Unknown (or already decided) traces are not charged.
+    f.window.charge(&TraceId([9; 16]), 500);
+    assert_eq!(f.occupancy.bytes(), base + 500);
+    let decided = f.window.expire(t0 + Duration::from_secs(11));
+    assert_eq!(decided.len(), 1);
+    assert_eq!(f.occupancy.bytes(), 0);
+}
+
+#[test]
+fn a_new_window_does_not_follow_an_old_ones_decisions() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    f.insert(span(1, 1, 0, SpanStatus::Unset), t0);
+    assert_eq!(f.window.expire(t0 + Duration::from_secs(11)).len(), 1);
+    // Same window: the trace's next span follows the decision.
+    assert!(matches!(
+        f.insert(span(1, 2, 1, SpanStatus::Error), t0),
+        Inserted::Late(Remembered::Dropped)
+    ));
+    // The partition assigned again (new window, same shared cache): the
+    // replayed spans are buffered and decided afresh.
+    let cache = f.window.cache.clone();
+    f.window = TraceWindow::new(cfg(), errors_only(), cache, f.occupancy.clone());
+    assert!(matches!(
+        f.insert(span(1, 2, 1, SpanStatus::Error), t0),
+        Inserted::Buffered
+    ));
+}
+
+#[test]
 fn deadlines_come_up_in_time_order_across_both_queues() {
     let t0 = Instant::now();
     let at = |ms| t0 + Duration::from_millis(ms);

@@ -1,0 +1,98 @@
+//! Trace window throughput: scan a realistic OTLP message, insert its spans
+//! into a partition's window (policy observe included), then expire the
+//! traces (decide) — the per-span work of the sampling hot path minus Kafka.
+//! Elements are spans.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tailsift::config::EncodingSetting;
+use tailsift::decode::Decoder;
+use tailsift::loadgen::encode;
+use tailsift::loadgen::generator::{Profile, TraceGenerator};
+use tailsift::model::{Payload, ScanBatch, SpanRef};
+use tailsift::policy::PolicyEngine;
+use tailsift::window::{DecisionCache, Occupancy, TraceWindow, WindowConfig};
+
+const DEFAULT_POLICIES: &str = r#"[
+    {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+    {"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}},
+    {"name": "baseline", "type": "probabilistic", "probabilistic": {"sampling_percentage": 10}}
+]"#;
+
+/// 200 traces, one OTLP message each, as the kafka exporter keyed by trace ID writes them.
+fn messages() -> Vec<Bytes> {
+    let mut g = TraceGenerator::new(Profile::default(), 11);
+    (0..200)
+        .map(|_| {
+            let t = g.trace(1_700_000_000_000_000_000);
+            let spans: Vec<_> = t.spans.iter().map(|s| (t.trace_id, s)).collect();
+            Bytes::from(encode::otlp(&spans, false))
+        })
+        .collect()
+}
+
+fn window(engine: &Arc<PolicyEngine>) -> TraceWindow {
+    let cfg = WindowConfig {
+        decision_wait: Duration::from_secs(10),
+        root_idle: Duration::from_secs(2),
+        max_spans_per_trace: 10_000,
+        max_bytes_per_trace: 1 << 24,
+        dry_run: false,
+    };
+    TraceWindow::new(
+        cfg,
+        engine.clone(),
+        Arc::new(DecisionCache::new(100_000, 1_000_000)),
+        Arc::new(Occupancy::default()),
+    )
+}
+
+fn insert_and_decide(c: &mut Criterion) {
+    let policies: Vec<serde_json::Value> = serde_json::from_str(DEFAULT_POLICIES).expect("json");
+    let engine = Arc::new(PolicyEngine::from_config(&policies).expect("policies"));
+    let decoder = Decoder::new(EncodingSetting::OtlpProto, engine.attribute_keys(), 1 << 24);
+    let msgs = messages();
+    let mut batch = ScanBatch::default();
+    let spans: usize = msgs
+        .iter()
+        .map(|m| {
+            decoder.scan(m.clone(), None, &mut batch).expect("scan");
+            batch.spans.len()
+        })
+        .sum();
+    let mut group = c.benchmark_group("window");
+    group.throughput(Throughput::Elements(spans as u64));
+    group.bench_function("scan+insert+decide", |b| {
+        b.iter(|| {
+            let mut w = window(&engine);
+            let now = Instant::now();
+            for (offset, m) in msgs.iter().enumerate() {
+                let n = decoder.scan(m.clone(), None, &mut batch).expect("scan");
+                let payload = Arc::new(Payload {
+                    bytes: n.bytes,
+                    format: n.format,
+                    partition: 0,
+                    offset: offset as i64,
+                });
+                for i in 0..batch.spans.len() {
+                    let span = &batch.spans[i];
+                    let r = SpanRef {
+                        payload: payload.clone(),
+                        layout: span.layout,
+                    };
+                    let view = batch.view(i, &payload.bytes);
+                    black_box(w.insert(span, &view, r, now, batch.spans.len()));
+                }
+            }
+            black_box(w.expire(now + Duration::from_secs(11)).len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, insert_and_decide);
+criterion_main!(benches);

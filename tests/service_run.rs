@@ -1,0 +1,268 @@
+//! `tailsift run` as operators run it: a child process with a config file,
+//! scraped over HTTP while real traffic flows through the real broker into
+//! the real Elasticsearch. Checks the metric set, readiness, hot reload of
+//! policies (a good file takes effect, a broken one is rejected), and a
+//! clean SIGTERM shutdown.
+//!
+//! Needs `deploy/local/stack.sh up` (KAFKA_BROKERS, ES_URL; see tests/common).
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use tailsift::decode::Encoding;
+use tailsift::loadgen::{self, LoadOptions};
+
+const PARTITIONS: i32 = 6;
+
+const ERRORS_ONLY: &str = "
+    - name: errors
+      type: status_code
+      status_code: {status_codes: [ERROR]}
+";
+const KEEP_ALL: &str = "
+    - name: everything
+      type: always_sample
+";
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn write_config(
+    path: &Path,
+    topic: &str,
+    group: &str,
+    prefix: &str,
+    port: u16,
+    policies: &str,
+) -> Result<()> {
+    let yaml = format!(
+        "kafka:\n  brokers: {brokers}\n  topic: {topic}\n  group_id: {group}\n  properties:\n    statistics.interval.ms: \"1000\"\n\
+         sampling:\n  decision_wait: 2s\n  root_idle: 300ms\n  policies:{policies}\
+         elasticsearch:\n  urls: [{es}]\n  index_prefix: {prefix}\n\
+         metrics:\n  listen: 127.0.0.1:{port}\n",
+        brokers = common::kafka_brokers(),
+        es = common::es_url(),
+    );
+    std::fs::write(path, yaml).context("write config")
+}
+
+/// `name{labels}` → value, from the Prometheus text format.
+fn scrape(port: u16) -> Result<HashMap<String, f64>> {
+    let body = http_get(port, "/metrics")?.1;
+    Ok(body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect())
+}
+
+fn sum(m: &HashMap<String, f64>, name: &str, label: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.starts_with(&format!("{name}{{")) && k.contains(label))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("HTTP status line")?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn wait_for<F: FnMut() -> Result<bool>>(what: &str, secs: u64, mut check: F) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {secs}s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn produce(topic: &str, traces: u64, seed: u64) -> Result<loadgen::Summary> {
+    let opts = LoadOptions {
+        brokers: common::kafka_brokers(),
+        topic: topic.to_string(),
+        encoding: Encoding::OtlpProto,
+        rate: 0.0,
+        max_traces: Some(traces),
+        seed,
+        ..Default::default()
+    };
+    Ok(loadgen::run(&opts).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
+    let topic = common::unique_name("tailsift-run");
+    let group = common::unique_name("tailsift-run-group");
+    let prefix = common::unique_name("run");
+    common::kafka::create_topic(&common::kafka_brokers(), &topic, PARTITIONS).await?;
+    let dir = std::env::temp_dir().join(common::unique_name("tailsift-run-cfg"));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("tailsift.yaml");
+    let port = free_port()?;
+    write_config(&cfg, &topic, &group, &prefix, port, ERRORS_ONLY)?;
+
+    let log = std::fs::File::create(dir.join("tailsift.log"))?;
+    let mut service = Service(
+        Command::new(env!("CARGO_BIN_EXE_tailsift"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn tailsift")?,
+    );
+    wait_for("/readyz = 200", 60, || {
+        Ok(http_get(port, "/readyz")?.0 == 200)
+    })
+    .await?;
+    println!(
+        "tailsift ready on :{port}, log {}",
+        dir.join("tailsift.log").display()
+    );
+
+    // Phase 1: errors only. Decisions add up to the traces sent.
+    let first = produce(&topic, 400, 1).await?;
+    wait_for("400 decisions", 60, || {
+        Ok(sum(&scrape(port)?, "tailsift_decisions_total", "") == 400.0)
+    })
+    .await?;
+    wait_for("kept spans indexed", 30, || {
+        Ok(sum(&scrape(port)?, "tailsift_es_documents_total", "indexed") > 0.0)
+    })
+    .await?;
+    let m = scrape(port)?;
+    let kept = sum(&m, "tailsift_decisions_total", "outcome=\"kept\"");
+    ensure!(
+        kept == first.error_traces as f64,
+        "kept {kept}, error traces {}",
+        first.error_traces
+    );
+    ensure!(sum(&m, "tailsift_consumed_spans_total", "") == first.spans as f64);
+    for name in [
+        "tailsift_consumed_messages_total",
+        "tailsift_decision_reasons_total",
+        "tailsift_decision_latency_seconds_bucket",
+        "tailsift_es_bulk_requests_total",
+        "tailsift_es_bulk_duration_seconds_bucket",
+        "tailsift_es_documents_total",
+    ] {
+        ensure!(
+            m.keys().any(|k| k.starts_with(name)),
+            "metric {name} missing"
+        );
+    }
+    for name in [
+        "tailsift_buffered_spans",
+        "tailsift_assigned_partitions",
+        "tailsift_memory_limit_bytes",
+    ] {
+        ensure!(m.contains_key(name), "gauge {name} missing");
+    }
+    ensure!(m["tailsift_assigned_partitions"] == f64::from(PARTITIONS));
+    wait_for("lag back to 0 and offsets committed", 60, || {
+        let m = scrape(port)?;
+        let lag = sum(&m, "tailsift_consumer_lag_messages", "partition");
+        let committed = sum(&m, "tailsift_committed_offset", "partition");
+        Ok(lag == 0.0 && committed == first.messages as f64)
+    })
+    .await?;
+
+    // Phase 2: a new policy file takes effect without a restart.
+    write_config(&cfg, &topic, &group, &prefix, port, KEEP_ALL)?;
+    wait_for("reload ok", 30, || {
+        Ok(sum(
+            &scrape(port)?,
+            "tailsift_policy_reloads_total",
+            "result=\"ok\"",
+        ) >= 1.0)
+    })
+    .await?;
+    produce(&topic, 100, 2).await?;
+    wait_for("100 traces kept by the reloaded policy", 60, || {
+        Ok(sum(
+            &scrape(port)?,
+            "tailsift_decisions_total",
+            "policy=\"everything\"",
+        ) == 100.0)
+    })
+    .await?;
+
+    // Phase 3: a broken file is rejected; the policies in force stay.
+    std::fs::write(
+        &cfg,
+        "sampling:\n  policies:\n    - name: bad\n      type: no_such_policy\n",
+    )?;
+    wait_for("reload rejected", 30, || {
+        Ok(sum(
+            &scrape(port)?,
+            "tailsift_policy_reloads_total",
+            "result=\"error\"",
+        ) >= 1.0)
+    })
+    .await?;
+    produce(&topic, 50, 3).await?;
+    wait_for("still keeping everything", 60, || {
+        Ok(sum(
+            &scrape(port)?,
+            "tailsift_decisions_total",
+            "policy=\"everything\"",
+        ) == 150.0)
+    })
+    .await?;
+
+    // SIGTERM: a clean, prompt exit with status 0.
+    let pid = service.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = service.0.try_wait()? {
+            break s;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "tailsift did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(status.success(), "exit status {status}");
+    Ok(())
+}
