@@ -172,12 +172,12 @@ fn bad_messages(round: u32, rng: &mut StdRng) -> Vec<Bad> {
     let mut random = vec![0u8; rng.random_range(16..512)];
     rng.fill_bytes(&mut random);
 
-    // Valid protobuf, but larger than kafka.max_message_bytes (64 KiB).
+    // Valid protobuf, but larger than kafka.max_message_bytes.
     let mut big = trace.spans[0].clone();
     big.attributes
         .push(("blob".into(), GenValue::Str("x".repeat(100 * 1024))));
     let oversized = encode::otlp(&[(trace.trace_id, &big)], false);
-    assert!(oversized.len() > 100 * 1024);
+    assert!(oversized.len() > harness::MAX_MESSAGE_KIB * 1024);
 
     let zero: Vec<(TraceId, &GenSpan)> = trace
         .spans
@@ -252,8 +252,8 @@ async fn fast_garbage() -> Result<()> {
         .set("message.max.bytes", "1048576")
         .create()?;
     let mut handmade = Vec::new();
-    for round in 0..3 {
-        sleep(Duration::from_secs(2)).await;
+    for round in 0..5 {
+        sleep(Duration::from_secs(4)).await;
         for bad in bad_messages(round, &mut rng) {
             producer
                 .send(

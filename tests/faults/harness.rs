@@ -29,15 +29,21 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use tailsift::decode::Encoding;
+use bytes::Bytes;
+use tailsift::config::EncodingSetting;
+use tailsift::decode::{Decoder, Encoding};
 use tailsift::loadgen::generator::{GenSpan, Profile, TraceGenerator};
 use tailsift::loadgen::{self, TraceTruth, encode};
+use tailsift::model::ScanBatch;
 use tailsift::model::TraceId;
 use tailsift::policy::probabilistic_hash;
 
 use crate::common;
 
 pub const PARTITIONS: i32 = 6;
+/// `kafka.max_message_bytes` of every scenario, in KiB: small, so that an
+/// oversized message is cheap to make.
+pub const MAX_MESSAGE_KIB: usize = 64;
 /// `probabilistic` share of the test policies, in percent.
 pub const PERCENT: f64 = 10.0;
 const POLICIES: &str = r#"
@@ -197,7 +203,6 @@ pub struct Tuning {
     pub root_idle: &'static str,
     pub memory_limit_mib: u64,
     pub queue_bytes: Option<&'static str>,
-    pub max_message_bytes: &'static str,
     pub shutdown_timeout: &'static str,
     /// Consumer group session timeout; short, so that a SIGKILLed member
     /// is replaced within seconds.
@@ -211,7 +216,6 @@ impl Default for Tuning {
             root_idle: "500ms",
             memory_limit_mib: 256,
             queue_bytes: None,
-            max_message_bytes: "64KiB",
             shutdown_timeout: "30s",
             session_timeout_ms: 6000,
         }
@@ -323,7 +327,7 @@ impl Scenario {
             .unwrap_or_default();
         format!(
             "kafka:\n  brokers: {brokers}\n  topic: {topic}\n  group_id: {group}\n  encoding: {encoding}\n  \
-             dead_letter_topic: {dlq}\n  max_message_bytes: {max_msg}\n  properties:\n    \
+             dead_letter_topic: {dlq}\n  max_message_bytes: {MAX_MESSAGE_KIB}KiB\n  properties:\n    \
              session.timeout.ms: \"{session}\"\n    heartbeat.interval.ms: \"500\"\n\
              sampling:\n  decision_wait: {wait}\n  root_idle: {idle}\n  policies:{POLICIES}\
              elasticsearch:\n  urls: [\"{es}\"]\n  index_prefix: {prefix}\n{queue}  bulk:\n    max_backoff: 5s\n\
@@ -335,7 +339,6 @@ impl Scenario {
             topic = self.topic,
             group = self.group,
             dlq = self.dlq,
-            max_msg = t.max_message_bytes,
             wait = t.decision_wait,
             idle = t.root_idle,
             es = self.env.es_url,
@@ -941,6 +944,13 @@ impl Driver {
             self.seed,
         );
         let mut rng = StdRng::seed_from_u64(self.seed ^ 0x9a7b);
+        let setting = match self.encoding {
+            Encoding::OtlpProto => EncodingSetting::OtlpProto,
+            Encoding::OtlpJson => EncodingSetting::OtlpJson,
+            Encoding::JaegerProto => EncodingSetting::JaegerProto,
+            Encoding::JaegerJson => EncodingSetting::JaegerJson,
+        };
+        let decoder = Decoder::new(setting, Default::default(), MAX_MESSAGE_KIB * 1024);
         let mut out = Produced::default();
         let mut ids: Vec<TraceId> = Vec::new();
         let mut due: Vec<Due> = Vec::new();
@@ -1001,8 +1011,16 @@ impl Driver {
                 for payload in encode::encode(self.encoding, &refs) {
                     if self.garbage_rate > 0.0 && rng.random_bool(self.garbage_rate) {
                         let bad = loadgen::garbage(&mut rng, &payload);
-                        out.garbage += 1;
-                        send(&producer, &self.topic, &key, &bad, &mut inflight, &mut out).await;
+                        // A truncation that falls between two resource
+                        // blocks is a valid, smaller message: not garbage.
+                        let mut batch = ScanBatch::default();
+                        if decoder
+                            .scan(Bytes::from(bad.clone()), None, &mut batch)
+                            .is_err()
+                        {
+                            out.garbage += 1;
+                            send(&producer, &self.topic, &key, &bad, &mut inflight, &mut out).await;
+                        }
                     }
                     send(
                         &producer,
