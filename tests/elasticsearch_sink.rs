@@ -772,6 +772,22 @@ async fn service_documents_once_per_day_service_and_operation() {
     Es::new().cleanup(&p).await;
 }
 
+/// Starts a sink with `cfg`, writes one single-span trace dated `day`,
+/// flushes, and checks that the trace was acknowledged.
+async fn write_one_span(cfg: &ElasticsearchConfig, p: &str, id: u8, day: &str) {
+    let (sink, _) = start(cfg, p).await;
+    let trace = [id; 16];
+    let refs = otlp_refs(
+        resource("one"),
+        scope(),
+        vec![simple_span(trace, 1, "op", &format!("{day}T00:00:00Z"))],
+    );
+    let (ack, mut acks) = ack_channel(1, 1);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    sink.flush().await;
+    assert!(acks.try_recv().is_ok(), "trace not acknowledged");
+}
+
 #[tokio::test]
 async fn gzip_compressed_bulk_requests() {
     let p = prefix("gzip");
@@ -779,17 +795,7 @@ async fn gzip_compressed_bulk_requests() {
         gzip: true,
         ..config()
     };
-    let (sink, _) = start(&cfg, &p).await;
-    let trace = [0xde; 16];
-    let refs = otlp_refs(
-        resource("gz"),
-        scope(),
-        vec![simple_span(trace, 1, "op", "2024-10-01T00:00:00Z")],
-    );
-    let (ack, mut acks) = ack_channel(1, 1);
-    sink.submit(kept(TraceId(trace), refs, ack)).await;
-    sink.flush().await;
-    assert!(acks.try_recv().is_ok());
+    write_one_span(&cfg, &p, 0xde, "2024-10-01").await;
     assert_eq!(
         Es::new().count(&format!("{p}jaeger-span-2024-10-01")).await,
         1
@@ -804,18 +810,7 @@ async fn alias_mode_writes_through_the_write_aliases() {
         use_aliases: true,
         ..config()
     };
-    let (sink, _) = start(&cfg, &p).await;
-    let trace = [0xbc; 16];
-    let refs = otlp_refs(
-        resource("al"),
-        scope(),
-        vec![simple_span(trace, 1, "op", "2024-07-01T00:00:00Z")],
-    );
-    let (ack, mut acks) = ack_channel(1, 1);
-    sink.submit(kept(TraceId(trace), refs, ack)).await;
-    sink.flush().await;
-    assert!(acks.try_recv().is_ok());
-
+    write_one_span(&cfg, &p, 0xbc, "2024-07-01").await;
     let es = Es::new();
     assert_eq!(es.count(&format!("{p}jaeger-span-000001")).await, 1);
     assert_eq!(es.count(&format!("{p}jaeger-span-read")).await, 1);
