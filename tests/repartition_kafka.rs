@@ -94,8 +94,10 @@ async fn unkeyed_input_is_rekeyed_and_sampled_whole() -> Result<()> {
     .iter()
     .enumerate()
     {
+        // A partition that never received a message has nothing to commit.
+        let resolved = committed == end || (*end == 0 && *committed < 0);
         ensure!(
-            committed == end,
+            resolved,
             "input partition {p}: committed {committed}, end {end}"
         );
     }
