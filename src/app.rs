@@ -269,7 +269,6 @@ async fn report_gauges<S: TraceSink>(shared: Arc<Shared<S>>) {
         metrics::gauge!("tailsift_buffered_bytes").set(o.bytes() as f64);
         metrics::gauge!("tailsift_buffered_spans").set(o.spans.load(Relaxed) as f64);
         metrics::gauge!("tailsift_buffered_traces").set(o.traces.load(Relaxed) as f64);
-        metrics::gauge!("tailsift_assigned_partitions").set(shared.registry.len() as f64);
     }
 }
 

@@ -54,6 +54,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(topic: &str) -> Self {
+        report_assigned(0);
         Self {
             topic: topic.to_string(),
             partitions: Mutex::default(),
@@ -65,7 +66,9 @@ impl Registry {
     }
 
     pub fn insert(&self, handle: Arc<PartitionHandle>) {
-        self.lock().insert(handle.partition, handle);
+        let mut map = self.lock();
+        map.insert(handle.partition, handle);
+        report_assigned(map.len());
     }
 
     pub fn len(&self) -> usize {
@@ -101,11 +104,18 @@ impl Registry {
         let mut map = self.lock();
         let gone: Vec<Arc<PartitionHandle>> =
             partitions.iter().filter_map(|p| map.remove(p)).collect();
+        report_assigned(map.len());
         commit_handles(consumer, &self.topic, gone.iter());
         for h in gone {
             h.revoked.cancel();
         }
     }
+}
+
+/// Set at every change, not on a timer, so the gauge is right the moment
+/// a rebalance completes.
+fn report_assigned(partitions: usize) {
+    metrics::gauge!("tailsift_assigned_partitions").set(partitions as f64);
 }
 
 fn commit_handles<'a, C, X>(
