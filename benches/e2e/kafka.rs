@@ -57,6 +57,23 @@ pub fn message_count(brokers: &str, topic: &str) -> Result<i64> {
     Ok(end_offsets(&c, topic)?.iter().sum())
 }
 
+fn metadata_client(cfg: &KafkaConfig) -> Result<BaseConsumer> {
+    Ok(tailsift::source::client_config(cfg).create()?)
+}
+
+/// tailsift's consumer settings for a loop that reads every partition from
+/// one queue: librdkafka bounds the prefetch per queue and tailsift gives
+/// each partition a queue of its own, so the one queue gets the bound of
+/// all partitions together (else the ceiling would be throttled by it).
+fn single_queue_config(cfg: &KafkaConfig, partitions: usize) -> ClientConfig {
+    const PREFETCH: &str = "queued.max.messages.kbytes";
+    let mut c = tailsift::source::consumer_config(cfg);
+    if let Some(kib) = c.get(PREFETCH).and_then(|v| v.parse::<usize>().ok()) {
+        c.set(PREFETCH, (kib * partitions.max(1)).to_string());
+    }
+    c
+}
+
 /// When the first and the last message arrived.
 pub struct Consumed {
     pub first: Instant,
@@ -71,8 +88,8 @@ pub fn consume_to_end(
     cfg: &KafkaConfig,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<Consumed> {
-    let consumer: BaseConsumer = tailsift::source::consumer_config(cfg).create()?;
-    let ends = end_offsets(&consumer, &cfg.topic)?;
+    let ends = end_offsets(&metadata_client(cfg)?, &cfg.topic)?;
+    let consumer: BaseConsumer = single_queue_config(cfg, ends.len()).create()?;
     let mut next = vec![0i64; ends.len()];
     consumer.subscribe(&[&cfg.topic])?;
     let started = Instant::now();
