@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EncodingSetting, MemoryPlan};
+use crate::config::{Config, EncodingSetting, KafkaConfig, MemoryPlan};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decode::Decoder;
 use crate::policy::PolicyEngine;
@@ -98,8 +98,9 @@ impl<S: TraceSink> Pipeline<S> {
 
     /// Consumes until `shared.stop` fires, then shuts down cleanly.
     pub async fn run(&self, cfg: &Config) -> anyhow::Result<()> {
+        let kafka = planned_source(cfg).await?;
         let source = Source::new(
-            &cfg.kafka,
+            &kafka,
             cfg.shutdown.timeout,
             self.shared.clone(),
             self.rules.subscribe(),
@@ -119,15 +120,26 @@ impl<S: TraceSink> Pipeline<S> {
             None => None,
         };
         let gauges = tokio::spawn(report_gauges(self.shared.clone()));
-        let trim = tokio::spawn(trim_memory());
         source.run().await;
         gauges.abort();
-        trim.abort();
         if let Some(stage) = repartition {
             let _ = stage.await;
         }
         Ok(())
     }
+}
+
+/// The source's Kafka settings with the prefetch of the memory plan; a
+/// repartition stage's consumer gets half of it.
+async fn planned_source(cfg: &Config) -> anyhow::Result<KafkaConfig> {
+    let mut plan = MemoryPlan::new(cfg);
+    if cfg.kafka.repartition.is_some() {
+        plan.prefetch /= 2;
+    }
+    let kafka = cfg.kafka.clone();
+    tokio::task::spawn_blocking(move || source::plan_prefetch(&kafka, &plan))
+        .await
+        .context("prefetch plan")
 }
 
 /// Ready when partitions are assigned and the sink answers.
@@ -165,7 +177,7 @@ impl Service {
             limit = %cfg.memory.limit,
             traces = %bytesize::ByteSize::b(plan.traces),
             sink_queue = %bytesize::ByteSize::b(plan.sink_queue),
-            prefetch_per_partition = %bytesize::ByteSize::b(plan.prefetch_per_partition),
+            prefetch = %bytesize::ByteSize::b(plan.prefetch),
             "memory plan"
         );
         let pipeline = Pipeline::new(&cfg, sink, self.dead_letters)?;
@@ -269,24 +281,5 @@ async fn report_gauges<S: TraceSink>(shared: Arc<Shared<S>>) {
         metrics::gauge!("tailsift_buffered_bytes").set(o.bytes() as f64);
         metrics::gauge!("tailsift_buffered_spans").set(o.spans.load(Relaxed) as f64);
         metrics::gauge!("tailsift_buffered_traces").set(o.traces.load(Relaxed) as f64);
-    }
-}
-
-/// glibc keeps memory freed in the middle of its heaps; after a burst or
-/// a catch-up, RSS stayed at its high-water mark and crept up with
-/// fragmentation (a 128 MiB limit's burst went from 102 to 114 MiB with
-/// constant buffers). Returning free pages every second keeps RSS near
-/// what is in use (the burst then peaked at ~100 MiB and fell back to 80);
-/// it costs a walk over the heaps, milliseconds, on a blocking thread.
-async fn trim_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // SAFETY: malloc_trim only returns free memory to the system.
-            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
-        }
     }
 }

@@ -259,12 +259,13 @@ pub struct MemoryConfig {
 ///   decided early (reason `memory`);
 /// - the sink queue (`elasticsearch.queue_bytes` unless set): a tenth, at
 ///   most 64 MiB. Beyond it partitions are paused;
-/// - librdkafka's prefetch per assigned partition
-///   (`queued.max.messages.kbytes` unless set in `kafka.properties`): a
-///   256th, between 256 KiB and 16 MiB, with `fetch.message.max.bytes` at
-///   half of it (64 KiB to 1 MiB), by which a fetch may overshoot it. With
-///   separate partition queues librdkafka applies the bound PER PARTITION:
-///   at the former fixed 16 MiB, six partitions catching up held ~100 MiB;
+/// - librdkafka's prefetch (`queued.max.messages.kbytes` unless set in
+///   `kafka.properties`): an eighth, divided over the topic's partitions,
+///   as an instance may be assigned all of them and librdkafka applies the
+///   bound to each partition's queue (see `source::plan_prefetch`). A
+///   catching-up consumer needs room here: on the benchmark topic (6
+///   partitions), 4 MiB per partition consumed at 1.07 M spans/s, 16 MiB
+///   at 1.62 M;
 /// - the rest, over half, covers what does not scale with the load or is
 ///   not counted: runtime, librdkafka, decision cache, partition channels,
 ///   the binary's pages (~40 MiB for a debug build), the windows' maps and
@@ -279,7 +280,8 @@ pub struct MemoryConfig {
 pub struct MemoryPlan {
     pub traces: u64,
     pub sink_queue: u64,
-    pub prefetch_per_partition: u64,
+    /// All partitions together; see [`MemoryPlan::prefetch_per_partition`].
+    pub prefetch: u64,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -291,22 +293,28 @@ impl MemoryPlan {
             .elasticsearch
             .queue_bytes
             .map_or((limit / 10).min(64 * MIB), |q| q.as_u64());
-        let prefetch_per_partition = cfg
-            .kafka
-            .properties
-            .get(PREFETCH_PROPERTY)
-            .and_then(|k| k.parse::<u64>().ok())
-            .map_or((limit / 256).clamp(MIB / 4, 16 * MIB), |kib| kib * 1024);
         Self {
             traces: limit / 5,
             sink_queue,
-            prefetch_per_partition,
+            prefetch: limit / 8,
         }
+    }
+
+    /// One partition's prefetch when the topic has `partitions`: the set
+    /// `kafka.properties` value, else an equal part of the plan's.
+    pub fn prefetch_per_partition(&self, cfg: &KafkaConfig, partitions: usize) -> u64 {
+        cfg.properties
+            .get(PREFETCH_PROPERTY)
+            .and_then(|k| k.parse::<u64>().ok())
+            .map_or_else(
+                || (self.prefetch / partitions.max(1) as u64).clamp(MIB / 4, 16 * MIB),
+                |kib| kib * 1024,
+            )
     }
 }
 
 /// librdkafka's prefetch bound (per partition with split partition queues).
-const PREFETCH_PROPERTY: &str = "queued.max.messages.kbytes";
+pub const PREFETCH_PROPERTY: &str = "queued.max.messages.kbytes";
 
 impl Default for MemoryConfig {
     fn default() -> Self {
@@ -430,27 +438,12 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Writes the parts of the [`MemoryPlan`] that live in other sections
-    /// into them, where they are not set explicitly.
+    /// Writes the sink queue's part of the [`MemoryPlan`] into its section
+    /// unless set there; the prefetch needs the topic's partition count and
+    /// is applied by the source (`source::plan_prefetch`).
     pub fn apply_memory_plan(&mut self) {
         let plan = MemoryPlan::new(self);
         self.elasticsearch.queue_bytes = Some(ByteSize::b(plan.sink_queue));
-        let props = &mut self.kafka.properties;
-        props
-            .entry(PREFETCH_PROPERTY.into())
-            .or_insert_with(|| (plan.prefetch_per_partition / 1024).to_string());
-        // A fetch may overshoot the prefetch bound by a whole per-partition
-        // fetch (1 MiB by default); librdkafka grows it for larger messages.
-        let fetch = (plan.prefetch_per_partition / 2).clamp(64 * 1024, MIB);
-        props
-            .entry("fetch.message.max.bytes".into())
-            .or_insert_with(|| fetch.to_string());
-        // With a small prefetch the threshold is reached often; librdkafka
-        // then waits fetch.queue.backoff.ms (1 s by default) before fetching
-        // that partition again, which would throttle a catching-up consumer.
-        props
-            .entry("fetch.queue.backoff.ms".into())
-            .or_insert_with(|| "50".into());
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -604,15 +597,18 @@ mod tests {
         let plan = MemoryPlan::new(&cfg);
         assert_eq!(plan.traces, 128 * MIB / 5);
         assert_eq!(plan.sink_queue, 128 * MIB / 10);
-        assert_eq!(plan.prefetch_per_partition, MIB / 2);
+        assert_eq!(plan.prefetch, 16 * MIB);
         assert_eq!(
             cfg.elasticsearch.queue_bytes,
             Some(ByteSize::b(128 * MIB / 10))
         );
-        let prop = |k: &str| cfg.kafka.properties.get(k).map(String::as_str);
-        assert_eq!(prop("queued.max.messages.kbytes"), Some("512"));
-        assert_eq!(prop("fetch.message.max.bytes"), Some("262144"));
-        assert_eq!(prop("fetch.queue.backoff.ms"), Some("50"));
+        // Prefetch: the plan's share over the topic's partitions, bounded.
+        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 8), 2 * MIB);
+        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 512), MIB / 4);
+        let d = Config::default();
+        let plan = MemoryPlan::new(&d);
+        assert_eq!(plan.prefetch_per_partition(&d.kafka, 1), 16 * MIB);
+        assert_eq!(plan.prefetch_per_partition(&d.kafka, 16), 8 * MIB);
 
         // The defaults of a 1 GiB limit, and explicit settings win.
         let f = write(
@@ -623,13 +619,10 @@ mod tests {
         let plan = MemoryPlan::new(&cfg);
         assert_eq!(plan.traces, 1024 * MIB / 5);
         assert_eq!(plan.sink_queue, 100 * MIB);
-        assert_eq!(plan.prefetch_per_partition, 4 * MIB);
+        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 100), 4 * MIB);
         let mut d = Config::default();
         d.apply_memory_plan();
         assert_eq!(MemoryPlan::new(&d).sink_queue, 64 * MIB);
-        assert_eq!(MemoryPlan::new(&d).prefetch_per_partition, 4 * MIB);
-        let fetch = d.kafka.properties.get("fetch.message.max.bytes");
-        assert_eq!(fetch.map(String::as_str), Some("1048576"));
 
         let f = write("memory:\n  limit: 16MiB\n");
         let err = Config::load(&f.0).unwrap_err().to_string();

@@ -25,7 +25,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, MemoryPlan};
 use crate::deadletter::{DeadLetter, DeadLetterSink};
 use crate::decode::Decoder;
 use crate::model::{AttributeKeys, ScanBatch, TraceId, WireFormat};
@@ -168,6 +168,11 @@ impl Repartitioner {
         let mut kafka = cfg.kafka.clone();
         kafka.group_id = format!("{}-repartition", cfg.kafka.group_id);
         kafka.topic = input_topic.to_string();
+        // Half the plan's prefetch (the source has the other half); the
+        // metadata request blocks, once, at start-up.
+        let mut plan = MemoryPlan::new(cfg);
+        plan.prefetch /= 2;
+        let kafka = crate::source::plan_prefetch(&kafka, &plan);
         let registry = Arc::new(Registry::new(input_topic));
         let (context, assigned) = SourceContext::new(input_topic, registry.clone());
         let consumer: StreamConsumer<SourceContext> =

@@ -81,7 +81,7 @@ fn prepare(cfg: &Config, max_spans: u64) -> Result<Prepared> {
     let mut batcher = Batcher::new(&cfg.elasticsearch.bulk);
     let mut batch = ScanBatch::default();
     let (mut span_docs, mut docs) = (0, 0);
-    kafka::consume_to_end(&cfg.kafka, |m| {
+    kafka::consume_to_end(cfg, |m| {
         if span_docs >= max_spans {
             return;
         }

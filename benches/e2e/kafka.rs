@@ -9,7 +9,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
-use tailsift::config::KafkaConfig;
+use tailsift::config::{Config, KafkaConfig, MemoryPlan, PREFETCH_PROPERTY};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,12 +65,11 @@ fn metadata_client(cfg: &KafkaConfig) -> Result<BaseConsumer> {
 /// one queue: librdkafka bounds the prefetch per queue and tailsift gives
 /// each partition a queue of its own, so the one queue gets the bound of
 /// all partitions together (else the ceiling would be throttled by it).
-fn single_queue_config(cfg: &KafkaConfig, partitions: usize) -> ClientConfig {
-    const PREFETCH: &str = "queued.max.messages.kbytes";
-    let mut c = tailsift::source::consumer_config(cfg);
-    if let Some(kib) = c.get(PREFETCH).and_then(|v| v.parse::<usize>().ok()) {
-        c.set(PREFETCH, (kib * partitions.max(1)).to_string());
-    }
+fn single_queue_config(cfg: &Config, partitions: usize) -> ClientConfig {
+    let per_partition = MemoryPlan::new(cfg).prefetch_per_partition(&cfg.kafka, partitions);
+    let mut c = tailsift::source::consumer_config(&cfg.kafka);
+    let kib = per_partition / 1024 * partitions.max(1) as u64;
+    c.set(PREFETCH_PROPERTY, kib.to_string());
     c
 }
 
@@ -85,11 +84,12 @@ pub struct Consumed {
 /// member of the fresh group `cfg.group_id` with tailsift's own consumer
 /// settings, and hands every message to `f`.
 pub fn consume_to_end(
-    cfg: &KafkaConfig,
+    config: &Config,
     mut f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<Consumed> {
+    let cfg = &config.kafka;
     let ends = end_offsets(&metadata_client(cfg)?, &cfg.topic)?;
-    let consumer: BaseConsumer = single_queue_config(cfg, ends.len()).create()?;
+    let consumer: BaseConsumer = single_queue_config(config, ends.len()).create()?;
     let mut next = vec![0i64; ends.len()];
     consumer.subscribe(&[&cfg.topic])?;
     let started = Instant::now();

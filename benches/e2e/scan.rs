@@ -36,7 +36,7 @@ pub fn run(config: &Path) -> Result<ScanResult> {
     let decoder = tailsift::app::build_rules(&cfg)?.decoder;
     let mut batch = ScanBatch::default();
     let mut out = ScanResult::default();
-    let consumed = kafka::consume_to_end(&cfg.kafka, |m| {
+    let consumed = kafka::consume_to_end(&cfg, |m| {
         let payload = Bytes::copy_from_slice(m.payload().unwrap_or_default());
         out.payload_bytes += payload.len() as u64;
         match decoder.scan(payload, None, &mut batch) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{mpsc, watch};
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 pub use partition::{Incoming, Rules};
 pub use registry::{PartitionHandle, Registry};
 
-use crate::config::{KafkaConfig, PendingOnShutdown};
+use crate::config::{KafkaConfig, MemoryPlan, PREFETCH_PROPERTY, PendingOnShutdown};
 use crate::deadletter::DeadLetterSink;
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
@@ -34,6 +34,10 @@ use partition::PartitionTask;
 const PARTITION_CHANNEL: usize = 512;
 /// How long a full partition channel is tolerated before pausing fetching.
 const STUCK: Duration = Duration::from_millis(200);
+/// Partitions assumed by the prefetch plan when the topic's metadata cannot
+/// be read at start-up (no broker yet, topic not created yet).
+const UNKNOWN_PARTITIONS: usize = 32;
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Kafka = StreamConsumer<SourceContext>;
 
@@ -67,9 +71,9 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000")
         // Prefetch per partition (separate partition queues); beyond it the
-        // pump's pause takes over. A loaded config sets it from
-        // memory.limit through kafka.properties (see `MemoryPlan`).
-        .set("queued.max.messages.kbytes", "16384")
+        // pump's pause takes over. The service sets it from memory.limit
+        // (`plan_prefetch`).
+        .set(PREFETCH_PROPERTY, "16384")
         // Once that prefetch is full, librdkafka waits this long before the
         // next fetch (default 1 s): catching up on a backlog was capped at
         // 16 MiB per partition per second, with the consumer idle.
@@ -78,6 +82,43 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         c.set(k, v);
     }
     c
+}
+
+/// `cfg` with librdkafka's prefetch bound from the memory plan, unless
+/// `kafka.properties` sets it: the plan's prefetch over the topic's
+/// partitions, with `fetch.message.max.bytes` at half a partition's share
+/// (64 KiB to 1 MiB), by which one fetch may overshoot it. Blocks on a
+/// metadata request.
+pub fn plan_prefetch(cfg: &KafkaConfig, plan: &MemoryPlan) -> KafkaConfig {
+    let partitions = topic_partitions(cfg).unwrap_or_else(|e| {
+        tracing::warn!(topic = %cfg.topic, error = %e, assumed = UNKNOWN_PARTITIONS,
+            "cannot read the topic's partition count for the prefetch plan");
+        UNKNOWN_PARTITIONS
+    });
+    let per_partition = plan.prefetch_per_partition(cfg, partitions);
+    let mut planned = cfg.clone();
+    let props = &mut planned.properties;
+    props
+        .entry(PREFETCH_PROPERTY.into())
+        .or_insert_with(|| (per_partition / 1024).to_string());
+    let fetch = (per_partition / 2).clamp(64 * 1024, 1024 * 1024);
+    props
+        .entry("fetch.message.max.bytes".into())
+        .or_insert_with(|| fetch.to_string());
+    tracing::info!(topic = %cfg.topic, partitions, prefetch_per_partition = %bytesize::ByteSize::b(per_partition), "prefetch plan");
+    planned
+}
+
+fn topic_partitions(cfg: &KafkaConfig) -> Result<usize, KafkaError> {
+    let client: BaseConsumer = client_config(cfg).create()?;
+    let metadata = client.fetch_metadata(Some(&cfg.topic), METADATA_TIMEOUT)?;
+    let topic = metadata.topics().iter().find(|t| t.name() == cfg.topic);
+    match topic.map(|t| t.partitions().len()) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        )),
+    }
 }
 
 /// Settings shared by the consumer and producers (brokers, security).
