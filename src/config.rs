@@ -253,14 +253,14 @@ pub struct MemoryConfig {
 /// process, so that it can be the container's limit minus a margin; the
 /// parts that grow with load get fixed shares of it:
 ///
-/// - buffered traces: a fifth, as the windows count them (the messages
+/// - buffered traces: a sixth, as the windows count them (the messages
 ///   their spans keep alive plus bookkeeping; hash maps, vectors and the
 ///   allocator add about half again). Beyond it the oldest traces are
 ///   decided early (reason `memory`);
 /// - the sink queue (`elasticsearch.queue_bytes` unless set): a tenth, at
 ///   most 64 MiB. Beyond it partitions are paused;
 /// - librdkafka's prefetch (`queued.max.messages.kbytes` unless set in
-///   `kafka.properties`): an eighth, divided over the topic's partitions,
+///   `kafka.properties`): a sixteenth, divided over the topic's partitions,
 ///   as an instance may be assigned all of them and librdkafka applies the
 ///   bound to each partition's queue (see `source::plan_prefetch`). A
 ///   catching-up consumer needs room here: on the benchmark topic (6
@@ -294,9 +294,9 @@ impl MemoryPlan {
             .queue_bytes
             .map_or((limit / 10).min(64 * MIB), |q| q.as_u64());
         Self {
-            traces: limit / 5,
+            traces: limit / 6,
             sink_queue,
-            prefetch: limit / 8,
+            prefetch: limit / 16,
         }
     }
 
@@ -595,20 +595,20 @@ mod tests {
         let f = write("memory:\n  limit: 128MiB\n");
         let cfg = Config::load(&f.0).unwrap();
         let plan = MemoryPlan::new(&cfg);
-        assert_eq!(plan.traces, 128 * MIB / 5);
+        assert_eq!(plan.traces, 128 * MIB / 6);
         assert_eq!(plan.sink_queue, 128 * MIB / 10);
-        assert_eq!(plan.prefetch, 16 * MIB);
+        assert_eq!(plan.prefetch, 8 * MIB);
         assert_eq!(
             cfg.elasticsearch.queue_bytes,
             Some(ByteSize::b(128 * MIB / 10))
         );
         // Prefetch: the plan's share over the topic's partitions, bounded.
-        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 8), 2 * MIB);
+        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 8), MIB);
         assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 512), MIB / 4);
         let d = Config::default();
         let plan = MemoryPlan::new(&d);
         assert_eq!(plan.prefetch_per_partition(&d.kafka, 1), 16 * MIB);
-        assert_eq!(plan.prefetch_per_partition(&d.kafka, 16), 8 * MIB);
+        assert_eq!(plan.prefetch_per_partition(&d.kafka, 16), 4 * MIB);
 
         // The defaults of a 1 GiB limit, and explicit settings win.
         let f = write(
@@ -617,7 +617,7 @@ mod tests {
         );
         let cfg = Config::load(&f.0).unwrap();
         let plan = MemoryPlan::new(&cfg);
-        assert_eq!(plan.traces, 1024 * MIB / 5);
+        assert_eq!(plan.traces, 1024 * MIB / 6);
         assert_eq!(plan.sink_queue, 100 * MIB);
         assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 100), 4 * MIB);
         let mut d = Config::default();

@@ -5,13 +5,14 @@
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
 //! until a decision, `source` drives it all from a Kafka consumer group,
 //! `app` wires it together behind the CLI; `retention` prunes old daily
-//! indices.
+//! indices; `memory` holds the allocator to `memory.limit`.
 
 pub mod app;
 pub mod config;
 pub mod deadletter;
 pub mod decode;
 pub mod loadgen;
+pub mod memory;
 pub mod model;
 pub mod offsets;
 pub mod policy;

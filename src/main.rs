@@ -14,24 +14,10 @@ use tailsift::sink::ElasticsearchSink;
 use tailsift::sink::health::Monitored;
 use tailsift::sink::null::NullSink;
 
-/// jemalloc instead of glibc malloc, for librdkafka's allocations too
-/// (unprefixed `malloc`). Every Kafka message is copied into a ~2 KiB
-/// buffer on one worker and freed, once its traces are decided, on
-/// another; glibc served those from locked arenas (malloc, free and futex
-/// wake-ups were a fifth of the CPU) and kept freed memory in the middle of
-/// its heaps. With jemalloc's thread caches the null-sink benchmark used
-/// 25 % less CPU per span (README, "Performance").
+/// jemalloc (see `tailsift::memory`), through its sized-deallocation API.
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// Read by jemalloc at start-up (`MALLOC_CONF` in the environment adds to it).
-/// Freed pages go back to the system about a second after they were last
-/// used, from jemalloc's own background thread, so RSS follows what is
-/// buffered instead of its high-water mark: `memory.limit` holds.
-#[cfg(not(target_env = "msvc"))]
-#[unsafe(export_name = "malloc_conf")]
-pub static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 #[derive(Parser)]
 #[command(
@@ -187,7 +173,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let cfg = Config::load(file)?;

@@ -86,6 +86,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Spans waiting for a decision",
     ),
     (
+        "tailsift_memory_purges_total",
+        Kind::Counter,
+        Unit::Count,
+        "Times freed memory was returned at once, the resident set being near memory.limit",
+    ),
+    (
         "tailsift_buffered_bytes",
         Kind::Gauge,
         Unit::Bytes,

@@ -14,7 +14,7 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +31,7 @@ pub use context::{Assigned, Outage, SourceContext};
 use partition::PartitionTask;
 
 /// Messages buffered between a partition's librdkafka queue and its task.
-const PARTITION_CHANNEL: usize = 512;
+const PARTITION_CHANNEL: usize = 128;
 /// How long a full partition channel is tolerated before pausing fetching.
 const STUCK: Duration = Duration::from_millis(200);
 /// Partitions assumed by the prefetch plan when the topic's metadata cannot
@@ -305,6 +305,12 @@ async fn pump(
                     continue;
                 }
             },
+        };
+        // Most sends find room; only a full channel arms the timer.
+        let incoming = match tx.try_send(incoming) {
+            Ok(()) => continue,
+            Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Full(m)) => m,
         };
         // A briefly full channel is ordinary CPU-bound work: only a task that
         // stays stuck gets its partition paused.
