@@ -274,8 +274,8 @@ pub struct MemoryConfig {
 ///
 /// Measured on the fault suite's burst (debug build, 6 partitions, a fresh
 /// instance catching up a backlog with the windows and the sink queue
-/// full): peak RSS about 100 MiB at a 128 MiB limit (with two malloc arenas
-/// and free pages returned every second; see `main.rs` and `app.rs`).
+/// full): peak RSS 119 MiB at a 128 MiB limit, with freed pages returned
+/// at once above 90 % of it (see `memory.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
     pub traces: u64,
