@@ -92,6 +92,45 @@ struct Runs {
     peak_rss: u64,
 }
 
+/// One run of a contender as (units of work, seconds, CPU seconds, peak RSS).
+trait Run {
+    fn figures(&self) -> (u64, f64, f64, u64);
+}
+
+impl Run for ScanResult {
+    fn figures(&self) -> (u64, f64, f64, u64) {
+        (self.spans, self.seconds, self.cpu_seconds, self.peak_rss)
+    }
+}
+
+impl Run for Throughput {
+    fn figures(&self) -> (u64, f64, f64, u64) {
+        (self.spans, self.seconds, self.cpu_seconds, self.peak_rss)
+    }
+}
+
+impl Run for BulkResult {
+    fn figures(&self) -> (u64, f64, f64, u64) {
+        (
+            self.span_docs,
+            self.seconds,
+            self.cpu_seconds,
+            self.peak_rss,
+        )
+    }
+}
+
+impl Run for SinkRun {
+    fn figures(&self) -> (u64, f64, f64, u64) {
+        (
+            self.span_docs,
+            self.seconds,
+            self.cpu_seconds,
+            self.peak_rss,
+        )
+    }
+}
+
 impl Runs {
     /// `runs` as (units of work, seconds, CPU seconds, peak RSS).
     fn of(runs: &[(u64, f64, f64, u64)]) -> Option<Self> {
@@ -111,35 +150,8 @@ impl Runs {
         })
     }
 
-    fn scan(r: &[ScanResult]) -> Option<Self> {
-        let v: Vec<_> = r
-            .iter()
-            .map(|s| (s.spans, s.seconds, s.cpu_seconds, s.peak_rss))
-            .collect();
-        Self::of(&v)
-    }
-
-    fn throughput(r: &[Throughput]) -> Option<Self> {
-        let v: Vec<_> = r
-            .iter()
-            .map(|t| (t.spans, t.seconds, t.cpu_seconds, t.peak_rss))
-            .collect();
-        Self::of(&v)
-    }
-
-    fn bulk(r: &[BulkResult]) -> Option<Self> {
-        let v: Vec<_> = r
-            .iter()
-            .map(|b| (b.span_docs, b.seconds, b.cpu_seconds, b.peak_rss))
-            .collect();
-        Self::of(&v)
-    }
-
-    fn sink(r: &[SinkRun]) -> Option<Self> {
-        let v: Vec<_> = r
-            .iter()
-            .map(|s| (s.span_docs, s.seconds, s.cpu_seconds, s.peak_rss))
-            .collect();
+    fn over<R: Run>(runs: &[R]) -> Option<Self> {
+        let v: Vec<_> = runs.iter().map(Run::figures).collect();
         Self::of(&v)
     }
 
@@ -247,9 +259,9 @@ fn throughput(r: &Results) -> Table {
     );
     let collector = format!("(c) OTel Collector {}", r.machine.collector);
     for (name, runs) in [
-        ("(a) bare consume + scan", Runs::scan(&r.scan)),
-        ("(b) tailsift, null sink", Runs::throughput(&r.tailsift)),
-        (collector.as_str(), Runs::throughput(&r.otelcol)),
+        ("(a) bare consume + scan", Runs::over(&r.scan)),
+        ("(b) tailsift, null sink", Runs::over(&r.tailsift)),
+        (collector.as_str(), Runs::over(&r.otelcol)),
     ] {
         if let Some(x) = runs {
             t.rows.push(vec![
@@ -311,10 +323,10 @@ fn elasticsearch(r: &Results) -> Table {
     for (name, runs) in [
         (
             "(e) bare bulk loader (CPU incl. encoding)",
-            Runs::bulk(&r.bulk),
+            Runs::over(&r.bulk),
         ),
-        ("(d) tailsift, 100% kept", Runs::sink(&r.es_keep_all)),
-        ("(d) tailsift, 10% kept", Runs::sink(&r.es_keep_10)),
+        ("(d) tailsift, 100% kept", Runs::over(&r.es_keep_all)),
+        ("(d) tailsift, 10% kept", Runs::over(&r.es_keep_10)),
     ] {
         if let Some(x) = runs {
             t.rows.push(vec![
@@ -339,9 +351,9 @@ fn ratios(r: &Results) -> Table {
         vec!["ratio", "measured", "target", "met"],
     );
     let (scan, tailsift, collector) = (
-        Runs::scan(&r.scan),
-        Runs::throughput(&r.tailsift),
-        Runs::throughput(&r.otelcol),
+        Runs::over(&r.scan),
+        Runs::over(&r.tailsift),
+        Runs::over(&r.otelcol),
     );
     if let (Some(ts), Some(oc)) = (&tailsift, &collector) {
         let (best, med) = (ts.per_cpu_max / oc.per_cpu_max, ts.per_cpu / oc.per_cpu);
@@ -372,7 +384,7 @@ fn ratios(r: &Results) -> Table {
             v <= 2.0,
         ));
     }
-    if let (Some(d), Some(b)) = (Runs::sink(&r.es_keep_all), Runs::bulk(&r.bulk)) {
+    if let (Some(d), Some(b)) = (Runs::over(&r.es_keep_all), Runs::over(&r.bulk)) {
         let (best, med) = (d.rate_max / b.rate_max, d.rate / b.rate);
         let measured = format!("{} ({})", pct(best), pct(med));
         t.rows.push(target_row(
