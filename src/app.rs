@@ -2,7 +2,7 @@
 //! HTTP server, reload and signal handling.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -19,7 +19,8 @@ use crate::server::{self, Readiness};
 use crate::sink::TraceSink;
 use crate::source::{self, Registry, Rules, Shared, Source};
 use crate::telemetry::LogLimiter;
-use crate::window::{DecisionCache, Occupancy, WindowConfig};
+use crate::decision_log::{DecisionLog, LogSettings};
+use crate::window::{CACHE_ENTRY_BYTES, DecisionCache, Occupancy, WindowConfig};
 
 /// How often the config file is checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
@@ -78,12 +79,12 @@ impl<S: TraceSink> Pipeline<S> {
         dead_letters: Arc<dyn DeadLetterSink>,
     ) -> anyhow::Result<Self> {
         let rules = build_rules(cfg)?;
-        let cache = &cfg.sampling.decision_cache;
         let shared = Arc::new(Shared {
             sink,
             dead_letters,
             window: window_config(cfg),
-            cache: Arc::new(DecisionCache::new(cache.kept, cache.dropped)),
+            cache: Arc::new(decision_cache(cfg)),
+            decision_log: OnceLock::new(),
             occupancy: Arc::new(Occupancy::default()),
             trace_budget: MemoryPlan::new(cfg).traces as usize,
             registry: Arc::new(Registry::new(&cfg.kafka.topic)),
@@ -98,6 +99,12 @@ impl<S: TraceSink> Pipeline<S> {
 
     /// Consumes until `shared.stop` fires, then shuts down cleanly.
     pub async fn run(&self, cfg: &Config) -> anyhow::Result<()> {
+        if cfg.sampling.decision_log.enabled {
+            let Some(log) = open_decision_log(cfg, &self.shared.stop).await else {
+                return Ok(()); // stopped before the log could be opened
+            };
+            let _ = self.shared.decision_log.set(log);
+        }
         let kafka = planned_source(cfg).await?;
         let source = Source::new(
             &kafka,
@@ -129,6 +136,66 @@ impl<S: TraceSink> Pipeline<S> {
         }
         Ok(())
     }
+}
+
+/// The decision cache, sized to its share of `memory.limit`: the
+/// configured counts, scaled down (and logged) when they would not fit.
+fn decision_cache(cfg: &Config) -> DecisionCache {
+    let c = &cfg.sampling.decision_cache;
+    let budget = MemoryPlan::new(cfg).decision_cache as f64;
+    let needed = ((c.kept + c.dropped) * CACHE_ENTRY_BYTES) as f64;
+    let scale = (budget / needed.max(1.0)).min(1.0);
+    let (kept, dropped) = (
+        (c.kept as f64 * scale) as usize,
+        (c.dropped as f64 * scale) as usize,
+    );
+    if scale < 1.0 {
+        tracing::warn!(configured_kept = c.kept, configured_dropped = c.dropped, kept, dropped,
+            "sampling.decision_cache does not fit an eighth of memory.limit; remembering fewer decisions");
+    }
+    DecisionCache::new(kept, dropped)
+}
+
+/// How long to wait between attempts to open the decision log at start.
+const LOG_RETRY: Duration = Duration::from_secs(5);
+
+/// Opens (and creates, if missing) the decision log, retrying until it
+/// works or the service stops: nothing is consumed before it is open, as
+/// a partition must read its decisions back before its first message.
+async fn open_decision_log(cfg: &Config, stop: &CancellationToken) -> Option<Arc<DecisionLog>> {
+    let settings = LogSettings {
+        client: source::client_config(&cfg.kafka),
+        topic: decision_log_topic(cfg),
+        input_partitions: -1,
+        horizon: cfg.sampling.decision_cache.horizon,
+    };
+    loop {
+        let (kafka, mut s) = (cfg.kafka.clone(), settings.clone());
+        let opened = tokio::task::spawn_blocking(move || {
+            // Unknown (the input topic not created yet): the broker's default.
+            s.input_partitions = source::topic_partitions(&kafka).map_or(-1, |n| n as i32);
+            DecisionLog::open(s)
+        })
+        .await;
+        match opened {
+            Ok(Ok(log)) => return Some(Arc::new(log)),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot open the decision log; retrying"),
+            Err(e) => tracing::warn!(error = %e, "decision log task failed; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(LOG_RETRY) => {}
+        }
+    }
+}
+
+/// `sampling.decision_log.topic`, or `<kafka.topic>-decisions`.
+pub fn decision_log_topic(cfg: &Config) -> String {
+    cfg.sampling
+        .decision_log
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("{}-decisions", cfg.kafka.topic))
 }
 
 /// The source's Kafka settings with the prefetch of the memory plan; a
@@ -172,7 +239,10 @@ pub struct Service {
 impl Service {
     /// Runs with `sink` until SIGTERM/SIGINT.
     pub async fn serve<S: TraceSink>(self, sink: S) -> anyhow::Result<()> {
-        let cfg = self.cfg;
+        let mut cfg = self.cfg;
+        if cfg.kafka.group_instance_id.is_none() {
+            cfg.kafka.group_instance_id = source::default_instance_id(&cfg.metrics.listen);
+        }
         metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
         let plan = MemoryPlan::new(&cfg);
         tracing::info!(

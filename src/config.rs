@@ -63,6 +63,27 @@ pub struct KafkaConfig {
     pub commit_interval: Duration,
     /// Input not keyed by trace ID: re-key it into `topic` first.
     pub repartition: Option<RepartitionConfig>,
+    /// Static group membership (`group.instance.id`): a restarted member
+    /// with the same ID takes its partitions back at once, without a
+    /// rebalance. Unset: `<host name>-<metrics port>`, stable across
+    /// restarts on one host and distinct between instances sharing it.
+    /// Set it from the pod name on Kubernetes; `""` turns it off.
+    pub group_instance_id: Option<String>,
+    /// `classic` (any broker) or `consumer` (Kafka 4's KIP-848 protocol).
+    pub group_protocol: GroupProtocol,
+    /// How long the group waits for a member that stopped heartbeating
+    /// (classic protocol; with `consumer` the broker's
+    /// `group.consumer.session.timeout.ms` applies).
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupProtocol {
+    #[default]
+    Classic,
+    Consumer,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -85,6 +106,9 @@ impl Default for KafkaConfig {
             max_message_bytes: ByteSize::mib(16),
             commit_interval: Duration::from_secs(1),
             repartition: None,
+            group_instance_id: None,
+            group_protocol: GroupProtocol::default(),
+            session_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -99,6 +123,7 @@ pub struct SamplingConfig {
     pub max_spans_per_trace: u32,
     pub max_bytes_per_trace: ByteSize,
     pub decision_cache: DecisionCacheConfig,
+    pub decision_log: DecisionLogConfig,
     /// Write every trace; tag spans of traces the policies would drop.
     pub dry_run: bool,
     /// OpenTelemetry `tail_sampling` policies, verbatim; parsed by `policy`.
@@ -113,6 +138,7 @@ impl Default for SamplingConfig {
             max_spans_per_trace: 10_000,
             max_bytes_per_trace: ByteSize::mib(8),
             decision_cache: DecisionCacheConfig::default(),
+            decision_log: DecisionLogConfig::default(),
             dry_run: false,
             policies: Vec::new(),
         }
@@ -122,10 +148,13 @@ impl Default for SamplingConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecisionCacheConfig {
-    /// Trace IDs remembered as kept (LRU).
+    /// Kept traces remembered (oldest forgotten first).
     pub kept: usize,
-    /// Trace IDs remembered as dropped.
+    /// Dropped traces remembered (oldest forgotten first).
     pub dropped: usize,
+    /// How far back a newly assigned partition reads the decision log.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
 }
 
 impl Default for DecisionCacheConfig {
@@ -133,6 +162,26 @@ impl Default for DecisionCacheConfig {
         Self {
             kept: 100_000,
             dropped: 1_000_000,
+            horizon: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Decisions recorded on Kafka, so late spans follow them in whichever
+/// process owns the partition next (see `decision_log`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionLogConfig {
+    pub enabled: bool,
+    /// Unset: `<kafka.topic>-decisions`.
+    pub topic: Option<String>,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            topic: None,
         }
     }
 }
@@ -266,8 +315,12 @@ pub struct MemoryConfig {
 ///   catching-up consumer needs room here: on the benchmark topic (6
 ///   partitions), 4 MiB per partition consumed at 1.07 M spans/s, 16 MiB
 ///   at 1.62 M;
-/// - the rest, over half, covers what does not scale with the load or is
-///   not counted: runtime, librdkafka, decision cache, partition channels,
+/// - the decision cache: at most an eighth. The configured counts are
+///   scaled down to fit it (and the scaling logged) so that a small limit
+///   cannot be overrun by remembered decisions; at the default 1 GiB the
+///   default counts take about 45 MiB;
+/// - the rest, under half, covers what does not scale with the load or is
+///   not counted: runtime, librdkafka, partition channels,
 ///   the binary's pages (~40 MiB for a debug build), the windows' maps and
 ///   vectors and allocator slack (their real use measured ~1.45x their
 ///   count), bulk request bodies in flight (twice each).
@@ -282,6 +335,8 @@ pub struct MemoryPlan {
     pub sink_queue: u64,
     /// All partitions together; see [`MemoryPlan::prefetch_per_partition`].
     pub prefetch: u64,
+    /// The most the decision cache may take.
+    pub decision_cache: u64,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -297,6 +352,7 @@ impl MemoryPlan {
             traces: limit / 6,
             sink_queue,
             prefetch: limit / 16,
+            decision_cache: limit / 8,
         }
     }
 

@@ -3,13 +3,15 @@
 //! Data flow, bottom to top: `model` and `offsets` are shared by all;
 //! `decode` scans Kafka payloads, `policy` decides whole traces, `sink`
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
-//! until a decision, `source` drives it all from a Kafka consumer group,
+//! until a decision, `decision_log` records decisions on Kafka for the
+//! partition's next owner, `source` drives it all from a Kafka consumer group,
 //! `app` wires it together behind the CLI; `retention` prunes old daily
 //! indices; `memory` holds the allocator to `memory.limit`.
 
 pub mod app;
 pub mod config;
 pub mod deadletter;
+pub mod decision_log;
 pub mod decode;
 pub mod loadgen;
 pub mod memory;

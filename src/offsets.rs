@@ -52,6 +52,12 @@ impl AckHandle {
         Self::new(tx, Resolved::default())
     }
 
+    /// Whether nobody waits for this acknowledgement any more (the
+    /// partition was revoked).
+    pub fn is_orphaned(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     pub fn ack(self) {
         // A closed channel means the partition was revoked meanwhile; the new
         // owner replays from the committed watermark, so nothing is lost.
@@ -97,6 +103,15 @@ impl PartitionOffsets {
         }
         while matches!(self.pending.front(), Some((_, 0))) {
             self.pending.pop_front();
+        }
+    }
+
+    /// One more thing that must be resolved before message `offset` is,
+    /// besides its spans (the decision records of the traces it starts).
+    pub fn defer(&mut self, offset: i64) {
+        match self.pending.binary_search_by_key(&offset, |(o, _)| *o) {
+            Ok(i) => self.pending[i].1 += 1,
+            Err(i) => self.pending.insert(i, (offset, 1)),
         }
     }
 
@@ -192,6 +207,22 @@ mod tests {
         assert_eq!(p.committable(), Some(11));
         p.hold(5);
         assert_eq!(p.committable(), Some(5));
+    }
+
+    /// A trace decided from messages 10–11 has its decision record in
+    /// flight: the watermark stays at 10 until the record is stored, even
+    /// once every span is resolved.
+    #[test]
+    fn a_deferred_message_waits_for_its_record() {
+        let mut p = PartitionOffsets::default();
+        p.track(10, 2);
+        p.track(11, 1);
+        p.defer(10);
+        p.resolve(10, 2);
+        p.resolve(11, 1);
+        assert_eq!(p.committable(), Some(10));
+        p.resolve(10, 1);
+        assert_eq!(p.committable(), Some(12));
     }
 
     #[test]

@@ -125,7 +125,31 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "tailsift_late_spans_total",
         Kind::Counter,
         Unit::Count,
-        "Spans arriving after their trace was decided, by outcome",
+        "Spans arriving after their trace was decided, by outcome and where the decision was found (memory, log, none)",
+    ),
+    (
+        "tailsift_decision_cache_evictions_total",
+        Kind::Counter,
+        Unit::Count,
+        "Remembered decisions forgotten to make room, by set (kept, dropped)",
+    ),
+    (
+        "tailsift_decision_log_records_total",
+        Kind::Counter,
+        Unit::Count,
+        "Decision records written to the decision log, by result (ok, error: retried)",
+    ),
+    (
+        "tailsift_decision_log_loaded_total",
+        Kind::Counter,
+        Unit::Count,
+        "Decision records read back from the decision log on partition assignment",
+    ),
+    (
+        "tailsift_decision_log_load_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time to read a partition's recent decisions back on assignment",
     ),
     (
         "tailsift_policy_evaluations_total",

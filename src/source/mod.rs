@@ -7,7 +7,7 @@ mod partition;
 mod registry;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 pub use partition::{Incoming, Rules};
 pub use registry::{PartitionHandle, Registry};
 
-use crate::config::{KafkaConfig, MemoryPlan, PREFETCH_PROPERTY, PendingOnShutdown};
+use crate::config::{GroupProtocol, KafkaConfig, MemoryPlan, PREFETCH_PROPERTY, PendingOnShutdown};
 use crate::deadletter::DeadLetterSink;
+use crate::decision_log::DecisionLog;
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
 use crate::window::{DecisionCache, Occupancy, WindowConfig};
@@ -47,6 +48,9 @@ pub struct Shared<S: TraceSink> {
     pub dead_letters: Arc<dyn DeadLetterSink>,
     pub window: WindowConfig,
     pub cache: Arc<DecisionCache>,
+    /// Set once at start, before the first partition task runs; unset when
+    /// `sampling.decision_log.enabled` is false.
+    pub decision_log: OnceLock<Arc<DecisionLog>>,
     pub occupancy: Arc<Occupancy>,
     /// Buffered trace bytes allowed before traces are decided early:
     /// `memory.limit`'s share for them (`MemoryPlan::traces`).
@@ -60,15 +64,14 @@ pub struct Shared<S: TraceSink> {
     pub log_limiter: LogLimiter,
 }
 
-/// librdkafka settings for the consumer: manual, resolved-only commits and
-/// cooperative rebalances; user properties override.
+/// librdkafka settings for the consumer: manual, resolved-only commits,
+/// cooperative rebalances, static membership; user properties override.
 pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = client_config(cfg);
     c.set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000")
         // Prefetch per partition (separate partition queues); beyond it the
         // pump's pause takes over. The service sets it from memory.limit
@@ -78,10 +81,45 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         // next fetch (default 1 s): catching up on a backlog was capped at
         // 16 MiB per partition per second, with the consumer idle.
         .set("fetch.queue.backoff.ms", "10");
+    membership(cfg, &mut c);
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
     c
+}
+
+/// How this member joins the group. A crashed member is replaced within
+/// the session timeout (10 s by default, librdkafka's is 45 s); with a
+/// static `group.instance.id` a restarted one takes its partitions back
+/// at once, without a rebalance. Kafka 4's consumer protocol assigns on
+/// the broker, which also owns its session timeout and assignor.
+fn membership(cfg: &KafkaConfig, c: &mut ClientConfig) {
+    if let Some(id) = cfg.group_instance_id.as_deref().filter(|id| !id.is_empty()) {
+        c.set("group.instance.id", id);
+    }
+    match cfg.group_protocol {
+        GroupProtocol::Classic => {
+            let session = cfg.session_timeout.as_millis();
+            c.set("partition.assignment.strategy", "cooperative-sticky")
+                .set("session.timeout.ms", session.to_string())
+                .set("heartbeat.interval.ms", (session / 5).max(100).to_string());
+        }
+        GroupProtocol::Consumer => {
+            c.set("group.protocol", "consumer");
+        }
+    }
+}
+
+/// The default `group.instance.id`: the host name and the metrics port.
+/// Both are stable when the same instance restarts (a pod keeps its name,
+/// a host its services' ports) and differ between instances sharing a
+/// host, which must never share an ID (the broker fences the older one).
+pub fn default_instance_id(metrics_listen: &str) -> Option<String> {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())?;
+    let port = metrics_listen.rsplit(':').next().unwrap_or("0");
+    Some(format!("{}-{port}", host.trim()))
 }
 
 /// `cfg` with librdkafka's prefetch bound from the memory plan, unless
@@ -109,7 +147,7 @@ pub fn plan_prefetch(cfg: &KafkaConfig, plan: &MemoryPlan) -> KafkaConfig {
     planned
 }
 
-fn topic_partitions(cfg: &KafkaConfig) -> Result<usize, KafkaError> {
+pub fn topic_partitions(cfg: &KafkaConfig) -> Result<usize, KafkaError> {
     let client: BaseConsumer = client_config(cfg).create()?;
     let metadata = client.fetch_metadata(Some(&cfg.topic), METADATA_TIMEOUT)?;
     let topic = metadata.topics().iter().find(|t| t.name() == cfg.topic);

@@ -19,11 +19,12 @@ use super::registry::PartitionHandle;
 use crate::config::PendingOnShutdown;
 use crate::deadletter::DeadLetter;
 use crate::decode::{DecodeError, Decoder};
-use crate::model::{Payload, ScanBatch, SpanRef, TraceId};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
 use crate::policy::PolicyEngine;
 use crate::sink::{KeptTrace, TraceSink};
-use crate::window::{Decided, Inserted, Remembered, TraceWindow};
+use crate::decision_log::{self, record::DecisionRecord};
+use crate::model::{Decision, DecisionReason, Payload, ScanBatch, SpanRef, TraceId};
+use crate::window::{Decided, Found, Inserted, Remembered, TraceWindow};
 
 /// How often deadlines are checked and the watermark is published.
 const TICK: Duration = Duration::from_millis(100);
@@ -97,19 +98,29 @@ pub struct PartitionTask<S: TraceSink> {
 struct PartitionMetrics {
     messages: metrics::Counter,
     spans: metrics::Counter,
-    late_kept: metrics::Counter,
-    late_dropped: metrics::Counter,
+    /// Late spans by outcome (kept, dropped) and where their decision was
+    /// found (memory, log); `window` counts those it found none for.
+    late: [[metrics::Counter; 2]; 2],
 }
 
 impl PartitionMetrics {
     fn new(partition: i32) -> Self {
         let p = partition.to_string();
+        let late = |found: Found| {
+            ["kept", "dropped"].map(|outcome| {
+                metrics::counter!("tailsift_late_spans_total", "outcome" => outcome, "found" => found.as_str())
+            })
+        };
         Self {
             messages: metrics::counter!("tailsift_consumed_messages_total", "partition" => p.clone()),
             spans: metrics::counter!("tailsift_consumed_spans_total", "partition" => p),
-            late_kept: metrics::counter!("tailsift_late_spans_total", "outcome" => "kept"),
-            late_dropped: metrics::counter!("tailsift_late_spans_total", "outcome" => "dropped"),
+            late: [late(Found::Memory), late(Found::Log)],
         }
+    }
+
+    fn late(&self, remembered: &Remembered, found: Found) -> &metrics::Counter {
+        let by_found = &self.late[usize::from(found == Found::Log)];
+        &by_found[usize::from(matches!(remembered, Remembered::Dropped))]
     }
 }
 
@@ -146,10 +157,15 @@ impl<S: TraceSink> PartitionTask<S> {
     /// Runs until the partition is revoked or the service stops. `messages`
     /// yields the partition's messages in offset order.
     pub async fn run(mut self, mut messages: mpsc::Receiver<Incoming>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let revoked = self.handle.revoked.clone();
         let stop = self.shared.stop.clone();
+        tokio::select! {
+            _ = revoked.cancelled() => return,
+            _ = stop.cancelled() => return,
+            _ = self.read_back_decisions() => {}
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -164,6 +180,23 @@ impl<S: TraceSink> PartitionTask<S> {
             }
         }
         self.shutdown().await;
+    }
+
+    /// Before the first message: the partition's recent decisions, made by
+    /// whoever owned it before, so that late spans follow them. Messages
+    /// wait in the channel meanwhile (and the partition is paused once it
+    /// is full). A failed read-back is logged; late spans whose decision
+    /// it would have held are then decided alone, and counted so.
+    async fn read_back_decisions(&self) {
+        let Some(log) = self.shared.decision_log.get().cloned() else {
+            return;
+        };
+        let (partition, cache) = (self.handle.partition, self.shared.cache.clone());
+        match tokio::task::spawn_blocking(move || log.load(partition, &cache)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(partition, error = %e, "cannot read back decisions"),
+            Err(e) => tracing::warn!(partition, error = %e, "decision read-back failed"),
+        }
     }
 
     /// Picks up reloaded policies; checked per message (an atomic load) so
@@ -211,7 +244,7 @@ impl<S: TraceSink> PartitionTask<S> {
         self.metrics.spans.increment(n as u64);
         let now = self.clock();
         let expected = spans_per_trace(&self.batch);
-        let mut late: HashMap<TraceId, (crate::model::Decision, Vec<SpanRef>)> = HashMap::new();
+        let mut late: HashMap<TraceId, (Decision, Vec<SpanRef>)> = HashMap::new();
         let mut decided = Vec::new();
         for i in 0..n {
             let span = &self.batch.spans[i];
@@ -226,12 +259,19 @@ impl<S: TraceSink> PartitionTask<S> {
             {
                 Inserted::Buffered => {}
                 Inserted::Decided(d) => decided.push(d),
-                Inserted::Late(Remembered::Dropped) => {
-                    self.metrics.late_dropped.increment(1);
-                    self.offsets.resolve(payload.offset, 1);
-                }
-                Inserted::Late(Remembered::Kept(decision)) => {
-                    self.metrics.late_kept.increment(1);
+                Inserted::Late(remembered, found) => {
+                    self.metrics.late(&remembered, found).increment(1);
+                    let decision = match remembered {
+                        Remembered::Kept(d) => d,
+                        // A dry run writes everything.
+                        Remembered::Dropped if self.shared.window.dry_run => {
+                            Decision::drop("late".into())
+                        }
+                        Remembered::Dropped => {
+                            self.offsets.resolve(payload.offset, 1);
+                            continue;
+                        }
+                    };
                     late.entry(span.trace_id)
                         .or_insert_with(|| (decision, Vec::new()))
                         .1
@@ -243,7 +283,8 @@ impl<S: TraceSink> PartitionTask<S> {
         for (trace_id, (decision, spans)) in late {
             let mut resolved = Resolved::default();
             resolved.add(payload.offset, spans.len() as u32);
-            self.submit(trace_id, decision, false, spans, resolved)
+            let would_drop = !decision.keep;
+            self.submit(trace_id, decision, would_drop, spans, resolved)
                 .await;
         }
         self.handle_decided(decided).await;
@@ -269,6 +310,7 @@ impl<S: TraceSink> PartitionTask<S> {
 
     async fn handle_decided(&mut self, decided: Vec<Decided>) {
         for d in decided {
+            self.log_decision(&d).await;
             if d.write() {
                 self.submit(d.trace_id, d.decision, d.would_drop, d.spans, d.resolved)
                     .await;
@@ -278,10 +320,37 @@ impl<S: TraceSink> PartitionTask<S> {
         }
     }
 
+    /// Records a decision in the decision log, holding back the trace's
+    /// first message (and so the watermark) until the broker stored it. A
+    /// shutdown decision is not recorded: it is provisional (see
+    /// `shutdown`).
+    async fn log_decision(&mut self, d: &Decided) {
+        let Some(log) = self.shared.decision_log.get().cloned() else {
+            return;
+        };
+        if d.reason == DecisionReason::Shutdown {
+            return;
+        }
+        let offsets = d.resolved.offsets.iter().map(|(o, _)| *o);
+        let (Some(first), Some(last)) = (offsets.clone().min(), offsets.max()) else {
+            return;
+        };
+        self.offsets.defer(first);
+        let mut resolved = Resolved::default();
+        resolved.add(first, 1);
+        let ack = self.ack_handle(resolved);
+        let partition = self.handle.partition;
+        let record = DecisionRecord::new(&d.decision, d.reason, partition, (first, last));
+        let pending = decision_log::Pending::new(d.trace_id, record, ack);
+        let started = Instant::now();
+        log.record(partition, pending).await;
+        self.stalled += started.elapsed();
+    }
+
     async fn submit(
         &mut self,
         trace_id: TraceId,
-        decision: crate::model::Decision,
+        decision: Decision,
         would_drop: bool,
         spans: Vec<SpanRef>,
         resolved: Resolved,

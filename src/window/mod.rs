@@ -10,12 +10,11 @@ mod cache;
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use cache::{DecisionCache, Remembered};
+pub use cache::{DecisionCache, ENTRY_BYTES as CACHE_ENTRY_BYTES, Found, Remembered};
 
 use crate::model::{
     Decision, DecisionReason, ScannedSpan, SpanRef, SpanView, TraceId, TraceSummary,
@@ -91,7 +90,7 @@ pub enum Inserted {
     /// Buffered with its trace.
     Buffered,
     /// Its trace was decided before; the span follows that decision.
-    Late(Remembered),
+    Late(Remembered, Found),
     /// Buffering it made the trace hit a size limit, so it was decided.
     Decided(Decided),
 }
@@ -134,24 +133,10 @@ impl TraceEntry {
     }
 }
 
-/// Trace IDs are random already; fold them instead of SipHashing them.
-#[derive(Default)]
-struct TraceIdHasher(u64);
-
-impl Hasher for TraceIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-}
-
-type TraceMap = HashMap<TraceId, TraceEntry, BuildHasherDefault<TraceIdHasher>>;
+/// Keyed per process (foldhash's random state): trace IDs come from
+/// outside, and sequential or crafted IDs must spread over the buckets as
+/// well as random ones (benches/window.rs measures both).
+type TraceMap = HashMap<TraceId, TraceEntry, foldhash::fast::RandomState>;
 
 /// Candidate deadlines, earliest first: one per trace at first span +
 /// `decision_wait`, one more at root + `root_idle` once the root arrived.
@@ -218,8 +203,6 @@ pub struct TraceWindow {
     traces: TraceMap,
     deadlines: Deadlines,
     cache: Arc<DecisionCache>,
-    /// This window's scope in the shared decision cache (see `new`).
-    cache_scope: u64,
     occupancy: Arc<Occupancy>,
     metrics: DecisionMetrics,
 }
@@ -237,15 +220,6 @@ impl TraceWindow {
             traces: TraceMap::default(),
             deadlines: Deadlines::default(),
             cache,
-            // A window lives for one assignment of its partition. Assigned
-            // again (a rebalance, a group session lost in a broker outage),
-            // the partition replays from its watermark and must decide what
-            // it replays from what it replays, as another process would:
-            // decisions of the earlier assignment may have been taken on
-            // part of a trace (its rest arriving late, after the outage),
-            // and following them would drop the rest of an error trace.
-            // So each window remembers its decisions in a scope of its own.
-            cache_scope: rand::random(),
             occupancy,
             metrics: DecisionMetrics::default(),
         }
@@ -276,8 +250,8 @@ impl TraceWindow {
         let entry = match self.traces.entry(id) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(slot) => {
-                if let Some(r) = self.cache.lookup_in(self.cache_scope, &id) {
-                    return Inserted::Late(r);
+                if let Some((r, found)) = self.cache.lookup(&id) {
+                    return Inserted::Late(r, found);
                 }
                 self.occupancy.add(TRACE_OVERHEAD, 0, 1);
                 self.deadlines.push_wait(now + self.cfg.decision_wait, id);
@@ -373,9 +347,17 @@ impl TraceWindow {
         self.occupancy
             .sub(entry.charged, i64::from(entry.summary.span_count), 1);
         let decision = entry.engine.decide(&entry.summary, &entry.state, now);
-        self.cache.remember_in(self.cache_scope, id, &decision);
+        // A shutdown decision is provisional: the next owner replays the
+        // trace and decides it whole (see `PartitionTask::shutdown`).
+        if reason != DecisionReason::Shutdown {
+            self.cache.remember(id, &decision, Found::Memory);
+        }
         self.metrics
             .record(&decision, reason, entry.first_seen, now);
+        if !entry.summary.root_seen {
+            self.metrics
+                .fragment(&decision, u64::from(entry.summary.span_count));
+        }
         Some(Decided {
             trace_id: *id,
             would_drop: self.cfg.dry_run && !decision.keep,
@@ -406,6 +388,9 @@ struct DecisionMetrics {
     decisions: Vec<(Arc<str>, bool, metrics::Counter)>,
     reasons: HashMap<DecisionReason, metrics::Counter>,
     latency: Option<metrics::Histogram>,
+    /// Spans of rootless traces without a remembered decision, by outcome
+    /// (kept, dropped).
+    fragments: Option<[metrics::Counter; 2]>,
 }
 
 impl DecisionMetrics {
@@ -426,6 +411,23 @@ impl DecisionMetrics {
         self.latency
             .get_or_insert_with(|| metrics::histogram!("tailsift_decision_latency_seconds"))
             .record(now.saturating_duration_since(first_seen).as_secs_f64());
+    }
+
+    /// A trace decided without its root span and with no remembered
+    /// decision is most likely the late rest of a trace decided before,
+    /// whose decision is no longer known (older than the horizon, evicted):
+    /// its spans count as late spans whose decision was not found. (A
+    /// trace whose root never comes counts here too.)
+    fn fragment(&mut self, decision: &Decision, spans: u64) {
+        let [kept, dropped] = self.fragments.get_or_insert_with(|| {
+            ["kept", "dropped"].map(|outcome| {
+                metrics::counter!("tailsift_late_spans_total", "outcome" => outcome, "found" => "none")
+            })
+        });
+        match decision.keep {
+            true => kept.increment(spans),
+            false => dropped.increment(spans),
+        }
     }
 
     fn decision_counter(&mut self, decision: &Decision) -> &metrics::Counter {

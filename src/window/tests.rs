@@ -142,12 +142,12 @@ fn late_spans_follow_the_cached_decision() {
     assert_eq!(f.window.expire(t0 + Duration::from_secs(10)).len(), 2);
     let later = t0 + Duration::from_secs(11);
     match f.insert(span(4, 2, 1, SpanStatus::Ok), later) {
-        Inserted::Late(Remembered::Kept(d)) => assert_eq!(&*d.policy, "errors"),
+        Inserted::Late(Remembered::Kept(d), Found::Memory) => assert_eq!(&*d.policy, "errors"),
         other => panic!("expected late kept, got {other:?}"),
     }
     assert!(matches!(
         f.insert(span(5, 2, 1, SpanStatus::Ok), later),
-        Inserted::Late(Remembered::Dropped)
+        Inserted::Late(Remembered::Dropped, Found::Memory)
     ));
 }
 
@@ -209,20 +209,29 @@ fn extra_charges_count_until_the_trace_is_decided() {
 }
 
 #[test]
-fn a_new_window_does_not_follow_an_old_ones_decisions() {
+fn a_new_window_follows_the_earlier_assignments_decisions() {
     let mut f = fixture(cfg(), errors_only());
     let t0 = Instant::now();
     f.insert(span(1, 1, 0, SpanStatus::Unset), t0);
     assert_eq!(f.window.expire(t0 + Duration::from_secs(11)).len(), 1);
-    // Same window: the trace's next span follows the decision.
-    assert!(matches!(
-        f.insert(span(1, 2, 1, SpanStatus::Error), t0),
-        Inserted::Late(Remembered::Dropped)
-    ));
-    // The partition assigned again (new window, same shared cache): the
-    // replayed spans are buffered and decided afresh.
+    // The partition assigned again (new window, same shared cache): a late
+    // span of the trace follows the decision made before, as it would
+    // with the decision read back from the log in another process.
     let cache = f.window.cache.clone();
     f.window = TraceWindow::new(cfg(), errors_only(), cache, f.occupancy.clone());
+    assert!(matches!(
+        f.insert(span(1, 2, 1, SpanStatus::Error), t0),
+        Inserted::Late(Remembered::Dropped, Found::Memory)
+    ));
+}
+
+#[test]
+fn shutdown_decisions_are_not_remembered() {
+    let mut f = fixture(cfg(), errors_only());
+    let t0 = Instant::now();
+    f.insert(span(1, 1, 0, SpanStatus::Unset), t0);
+    assert_eq!(f.window.drain(t0).len(), 1);
+    // The next owner decides the replayed trace whole.
     assert!(matches!(
         f.insert(span(1, 2, 1, SpanStatus::Error), t0),
         Inserted::Buffered
