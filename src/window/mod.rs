@@ -354,7 +354,7 @@ impl TraceWindow {
         }
         self.metrics
             .record(&decision, reason, entry.first_seen, now);
-        if !entry.summary.root_seen {
+        if !entry.summary.root_seen && reason == DecisionReason::Timeout {
             self.metrics
                 .fragment(&decision, u64::from(entry.summary.span_count));
         }
@@ -413,7 +413,7 @@ impl DecisionMetrics {
             .record(now.saturating_duration_since(first_seen).as_secs_f64());
     }
 
-    /// A trace decided without its root span and with no remembered
+    /// A trace that timed out without its root span and with no remembered
     /// decision is most likely the late rest of a trace decided before,
     /// whose decision is no longer known (older than the horizon, evicted):
     /// its spans count as late spans whose decision was not found. (A

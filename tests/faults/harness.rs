@@ -32,9 +32,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use bytes::Bytes;
 use tailsift::config::EncodingSetting;
 use tailsift::decode::{Decoder, Encoding};
-use tailsift::loadgen::generator::{GenSpan, Profile, TraceGenerator};
+use tailsift::loadgen::generator::{GenSpan, GenTrace, Profile, TraceGenerator};
 use tailsift::loadgen::{self, TraceTruth, encode};
-use tailsift::model::ScanBatch;
+use tailsift::model::{ScanBatch, SpanId};
 use tailsift::model::TraceId;
 use tailsift::policy::probabilistic_hash;
 
@@ -204,9 +204,15 @@ pub struct Tuning {
     pub memory_limit_mib: u64,
     pub queue_bytes: Option<&'static str>,
     pub shutdown_timeout: &'static str,
-    /// Consumer group session timeout; short, so that a SIGKILLed member
-    /// is replaced within seconds.
-    pub session_timeout_ms: u32,
+    /// Consumer group session timeout; None: the shipped default.
+    pub session_timeout_ms: Option<u32>,
+    /// `kafka.group_protocol`; None: the shipped default.
+    pub group_protocol: Option<&'static str>,
+    /// Share of traces that get one more span this long after their end,
+    /// past `decision_wait`: it must follow its trace's decision, in
+    /// whichever process owns the partition by then.
+    pub late_share: f64,
+    pub late_after: Duration,
 }
 
 impl Default for Tuning {
@@ -217,7 +223,10 @@ impl Default for Tuning {
             memory_limit_mib: 256,
             queue_bytes: None,
             shutdown_timeout: "30s",
-            session_timeout_ms: 6000,
+            session_timeout_ms: None,
+            group_protocol: None,
+            late_share: 0.3,
+            late_after: Duration::from_secs(6),
         }
     }
 }
@@ -249,12 +258,16 @@ pub enum Counter {
     MemoryDecisions,
     /// Spans that arrived after their trace was decided and followed it.
     LateSpans,
+    /// Spans of rootless traces decided with no remembered decision: late
+    /// spans whose decision was not found.
+    LateUnfound,
 }
 
-const COUNTERS: [Counter; 3] = [
+const COUNTERS: [Counter; 4] = [
     Counter::Consumed,
     Counter::MemoryDecisions,
     Counter::LateSpans,
+    Counter::LateUnfound,
 ];
 
 impl Counter {
@@ -266,7 +279,13 @@ impl Counter {
                 "tailsift_decision_reasons_total",
                 &[("reason", "memory")],
             ),
-            Self::LateSpans => metric_sum(m, "tailsift_late_spans_total", &[]),
+            Self::LateSpans => {
+                metric_sum(m, "tailsift_late_spans_total", &[])
+                    - metric_sum(m, "tailsift_late_spans_total", &[("found", "none")])
+            }
+            Self::LateUnfound => {
+                metric_sum(m, "tailsift_late_spans_total", &[("found", "none")])
+            }
         }
     }
 }
@@ -325,10 +344,17 @@ impl Scenario {
             .queue_bytes
             .map(|q| format!("  queue_bytes: {q}\n"))
             .unwrap_or_default();
+        let session = t
+            .session_timeout_ms
+            .map(|ms| format!("  session_timeout: {ms}ms\n"))
+            .unwrap_or_default();
+        let protocol = t
+            .group_protocol
+            .map(|p| format!("  group_protocol: {p}\n"))
+            .unwrap_or_default();
         format!(
             "kafka:\n  brokers: {brokers}\n  topic: {topic}\n  group_id: {group}\n  encoding: {encoding}\n  \
-             dead_letter_topic: {dlq}\n  max_message_bytes: {MAX_MESSAGE_KIB}KiB\n  properties:\n    \
-             session.timeout.ms: \"{session}\"\n    heartbeat.interval.ms: \"500\"\n\
+             dead_letter_topic: {dlq}\n  max_message_bytes: {MAX_MESSAGE_KIB}KiB\n{session}{protocol}\
              sampling:\n  decision_wait: {wait}\n  root_idle: {idle}\n  policies:{POLICIES}\
              elasticsearch:\n  urls: [\"{es}\"]\n  index_prefix: {prefix}\n{queue}  bulk:\n    max_backoff: 5s\n\
              memory:\n  limit: {limit}MiB\n\
@@ -345,7 +371,6 @@ impl Scenario {
             prefix = self.prefix,
             limit = t.memory_limit_mib,
             shutdown = t.shutdown_timeout,
-            session = t.session_timeout_ms,
         )
     }
 
@@ -357,9 +382,21 @@ impl Scenario {
 
     /// Starts one more `tailsift run` in the group, tuned differently.
     pub fn spawn_with(&mut self, t: &Tuning) -> Result<Instance> {
+        let metrics = free_port()?;
+        self.spawn_at(t, metrics)
+    }
+
+    /// Starts `tailsift run` again in the place of one that is gone: same
+    /// metrics port, hence the same default `group.instance.id` — what a
+    /// restarted pod or service is.
+    pub fn respawn(&mut self, metrics: SocketAddr) -> Result<Instance> {
+        let t = self.tuning.clone();
+        self.spawn_at(&t, metrics)
+    }
+
+    fn spawn_at(&mut self, t: &Tuning, metrics: SocketAddr) -> Result<Instance> {
         self.spawned += 1;
         let id = self.spawned;
-        let metrics = free_port()?;
         let config = self.dir.join(format!("tailsift-{id}.yaml"));
         std::fs::write(&config, self.config_yaml(t, metrics))?;
         let log_path = self.dir.join(format!("tailsift-{id}.log"));
@@ -877,6 +914,8 @@ impl Load {
             encoding: s.encoding,
             garbage_rate,
             seed,
+            late_share: s.tuning.late_share,
+            late_after: s.tuning.late_after,
         };
         let task = tokio::spawn(driver.run(stop.clone(), rate_bits.clone()));
         Self {
@@ -916,6 +955,28 @@ struct Driver {
     encoding: Encoding,
     garbage_rate: f64,
     seed: u64,
+    late_share: f64,
+    late_after: Duration,
+}
+
+/// One more span for `trace`, a child of its root that starts `after` the
+/// trace ended: OK status, so only its trace's decision can keep it (an
+/// error trace's late span, decided alone, would be dropped).
+fn late_span(trace: &GenTrace, after: Duration, rng: &mut StdRng) -> Option<GenSpan> {
+    let root = trace.spans.iter().find(|s| s.parent.is_zero())?;
+    let end = trace.spans.iter().map(|s| s.end_unix_nano).max()?;
+    let start = end + after.as_nanos() as u64;
+    Some(GenSpan {
+        span_id: SpanId(rng.random::<u64>().max(1).to_be_bytes()),
+        parent: root.span_id,
+        name: "late-work".into(),
+        kind: 1,
+        start_unix_nano: start,
+        end_unix_nano: start + 1_000_000,
+        error: false,
+        attributes: Vec::new(),
+        ..root.clone()
+    })
 }
 
 /// A span waiting for its end time.
@@ -967,7 +1028,14 @@ impl Driver {
             if !stopping {
                 credit += f64::from_bits(rate.load(Ordering::Relaxed)) * (now - last).as_secs_f64();
                 while credit > 0.0 {
-                    let trace = generator.trace(unix_nanos());
+                    let mut trace = generator.trace(unix_nanos());
+                    let late = rng.random_bool(self.late_share.clamp(0.0, 1.0));
+                    if let Some(span) = late
+                        .then(|| late_span(&trace, self.late_after, &mut rng))
+                        .flatten()
+                    {
+                        trace.spans.push(span);
+                    }
                     let start = trace
                         .spans
                         .iter()
@@ -981,7 +1049,7 @@ impl Driver {
                         spans: trace.spans.len(),
                         error: trace.error,
                         slow: trace.slow,
-                        late_spans: 0,
+                        late_spans: usize::from(late),
                     });
                     ids.push(trace.trace_id);
                     let n = ids.len() - 1;
