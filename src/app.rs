@@ -40,10 +40,7 @@ pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
         engine.attribute_keys(),
         cfg.kafka.max_message_bytes.as_u64() as usize,
     );
-    Ok(Rules {
-        engine: Arc::new(engine),
-        decoder: Arc::new(decoder),
-    })
+    Ok(Rules::new(engine, decoder))
 }
 
 pub fn window_config(cfg: &Config) -> WindowConfig {
@@ -330,9 +327,10 @@ fn modified(path: &Path) -> Option<SystemTime> {
 fn reload(path: &Path, rules: &watch::Sender<Arc<Rules>>) {
     match Config::load(path)
         .map_err(anyhow::Error::from)
-        .and_then(|c| build_rules(&c))
+        .and_then(|c| Ok((build_rules(&c)?, c.sampling.decision_wait)))
     {
-        Ok(r) => {
+        Ok((r, wait)) => {
+            let r = r.replacing(&rules.borrow(), wait);
             rules.send_replace(Arc::new(r));
             metrics::counter!("tailsift_policy_reloads_total", "result" => "ok").increment(1);
             tracing::info!(path = %path.display(), "policies reloaded");

@@ -160,7 +160,7 @@ pub struct DecisionCacheConfig {
 impl Default for DecisionCacheConfig {
     fn default() -> Self {
         Self {
-            kept: 100_000,
+            kept: 300_000,
             dropped: 1_000_000,
             horizon: Duration::from_secs(600),
         }
@@ -318,7 +318,7 @@ pub struct MemoryConfig {
 /// - the decision cache: at most an eighth. The configured counts are
 ///   scaled down to fit it (and the scaling logged) so that a small limit
 ///   cannot be overrun by remembered decisions; at the default 1 GiB the
-///   default counts take about 45 MiB;
+///   default counts take at most about 55 MiB;
 /// - the rest, under half, covers what does not scale with the load or is
 ///   not counted: runtime, librdkafka, partition channels,
 ///   the binary's pages (~40 MiB for a debug build), the windows' maps and

@@ -203,7 +203,7 @@ fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let service = Service {
             dead_letters: tailsift::app::dead_letters(&cfg)?,
             cfg,
@@ -223,7 +223,11 @@ fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
                 service.serve(Monitored::new(sink).await).await
             }
         }
-    })
+    });
+    // Blocking work still running (a close stuck on an unreachable broker,
+    // bounded by the source) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {

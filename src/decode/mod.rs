@@ -139,6 +139,12 @@ impl Decoder {
         }
     }
 
+    /// This decoder scanning `other`'s attribute keys as well.
+    pub fn with_keys_of(&self, other: &Decoder) -> Self {
+        let keys = AttributeKeys::new(self.keys.iter().chain(other.keys.iter()));
+        Self::new(self.setting, keys, self.max_message_bytes)
+    }
+
     /// Normalizes one Kafka message to protobuf (JSON input is parsed and
     /// re-encoded once; protobuf input is kept as-is, zero-copy) and scans
     /// its spans into `batch` (cleared first). `content_type` is the value of

@@ -6,7 +6,7 @@ mod context;
 mod partition;
 mod registry;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ const STUCK: Duration = Duration::from_millis(200);
 /// be read at start-up (no broker yet, topic not created yet).
 const UNKNOWN_PARTITIONS: usize = 32;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most the last commit and the consumer's close may take at shutdown,
+/// after `shutdown.timeout`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Kafka = StreamConsumer<SourceContext>;
 
@@ -218,26 +221,28 @@ impl<S: TraceSink> Source<S> {
             self.shared.outage.clone(),
         ));
         let mut tasks = JoinSet::new();
-        let mut inputs: HashMap<i32, (Arc<PartitionHandle>, mpsc::Sender<Incoming>)> =
-            HashMap::new();
+        let mut main = MainQueue::default();
+        let mut retry = tokio::time::interval(MAIN_QUEUE_RETRY);
         let stop = self.shared.stop.clone();
         loop {
             tokio::select! {
+                biased;
                 _ = stop.cancelled() => break,
                 Some(Assigned(parts)) = self.assigned.recv() => {
                     for p in parts {
                         let input = self.start_partition(p, &mut tasks);
-                        inputs.insert(p, input);
+                        main.inputs.insert(p, input);
                     }
-                    inputs.retain(|_, (h, _)| !h.revoked.is_cancelled());
+                    main.forward();
                 }
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
                         self.shared.outage.up();
-                        dispatch(&inputs, &m).await
+                        main.dispatch(Incoming::from_message(&m), m.partition());
                     }
                     Err(e) => log_consumer_error(&self.shared.log_limiter, &e),
                 },
+                _ = retry.tick(), if main.has_waiting() => main.forward(),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
@@ -280,13 +285,17 @@ impl<S: TraceSink> Source<S> {
         let consumer = self.consumer;
         let registry = self.shared.registry.clone();
         // Committing and closing block on the network; keep them off the
-        // async workers.
-        let _ = tokio::task::spawn_blocking(move || {
+        // async workers, and bound them: with no broker reachable they
+        // would wait forever, and the next owner replays from the last
+        // commit anyway.
+        let close = tokio::task::spawn_blocking(move || {
             registry.commit(&*consumer);
             consumer.unsubscribe();
             drop(consumer);
-        })
-        .await;
+        });
+        if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+            tracing::warn!(timeout = ?CLOSE_TIMEOUT, "final commit and close did not finish; exiting");
+        }
     }
 }
 
@@ -377,16 +386,66 @@ async fn drain_half(tx: &mpsc::Sender<Incoming>, m: Incoming) -> bool {
     tx.reserve_many(PARTITION_CHANNEL / 2).await.is_ok()
 }
 
+/// How often messages waiting on the main queue's side are offered to their
+/// partition's task again.
+const MAIN_QUEUE_RETRY: Duration = Duration::from_millis(20);
+
 /// Messages fetched before a partition's queue was split arrive on the main
-/// queue; route them to their partition's task.
-async fn dispatch(
-    inputs: &HashMap<i32, (Arc<PartitionHandle>, mpsc::Sender<Incoming>)>,
-    m: &rdkafka::message::BorrowedMessage<'_>,
-) {
-    if let Some((handle, tx)) = inputs.get(&m.partition())
-        && !handle.revoked.is_cancelled()
-    {
-        let _ = tx.send(Incoming::from_message(m)).await;
+/// queue, possibly before the partition's task exists (its assignment is
+/// announced through a channel). They are routed to their task without
+/// waiting for room in its channel: the loop that receives them also serves
+/// rebalance callbacks, and must not block behind one busy partition. A
+/// message that cannot be handed over yet waits here, in offset order, and
+/// is never dropped while its partition is owned: a later offset of the
+/// partition resolving first would commit past it.
+#[derive(Default)]
+struct MainQueue {
+    inputs: HashMap<i32, (Arc<PartitionHandle>, mpsc::Sender<Incoming>)>,
+    waiting: HashMap<i32, VecDeque<Incoming>>,
+}
+
+impl MainQueue {
+    fn dispatch(&mut self, m: Incoming, partition: i32) {
+        self.waiting.entry(partition).or_default().push_back(m);
+        self.forward_partition(partition);
+    }
+
+    fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Hands over what the tasks have room for; forgets revoked partitions
+    /// (their next owner replays from the committed watermark).
+    fn forward(&mut self) {
+        self.inputs.retain(|_, (h, _)| !h.revoked.is_cancelled());
+        let parts: Vec<i32> = self.waiting.keys().copied().collect();
+        for p in parts {
+            self.forward_partition(p);
+        }
+    }
+
+    fn forward_partition(&mut self, partition: i32) {
+        let Some(queue) = self.waiting.get_mut(&partition) else {
+            return;
+        };
+        if let Some((handle, tx)) = self.inputs.get(&partition) {
+            if handle.revoked.is_cancelled() {
+                queue.clear();
+            }
+            while let Some(m) = queue.pop_front() {
+                match tx.try_send(m) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(m)) => {
+                        queue.push_front(m);
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => queue.clear(),
+                }
+            }
+        }
+        if queue.is_empty() {
+            self.waiting.remove(&partition);
+        }
     }
 }
 

@@ -36,6 +36,35 @@ const MESSAGE_OVERHEAD: usize = 96;
 pub struct Rules {
     pub engine: Arc<PolicyEngine>,
     pub decoder: Arc<Decoder>,
+    /// After a reload: a decoder that also scans the keys of the policies
+    /// before, which still decide the traces that started under them. A
+    /// partition uses it until those traces are decided (`decision_wait`).
+    pub bridge: Option<Arc<Decoder>>,
+    built: Instant,
+}
+
+impl Rules {
+    pub fn new(engine: PolicyEngine, decoder: Decoder) -> Self {
+        Self {
+            engine: Arc::new(engine),
+            decoder: Arc::new(decoder),
+            bridge: None,
+            built: Instant::now(),
+        }
+    }
+
+    /// These rules replacing `before`: the bridge scans the keys of both,
+    /// and those of `before`'s own bridge if `before` came less than
+    /// `decision_wait` ago (its predecessor's traces may still be waiting).
+    pub fn replacing(mut self, before: &Rules, decision_wait: Duration) -> Self {
+        let recent = before.built.elapsed() < decision_wait;
+        let old = match &before.bridge {
+            Some(bridge) if recent => bridge,
+            _ => &before.decoder,
+        };
+        self.bridge = Some(Arc::new(self.decoder.with_keys_of(old)));
+        self
+    }
 }
 
 /// A Kafka message copied out of librdkafka's buffer: buffered spans outlive
@@ -83,6 +112,8 @@ pub struct PartitionTask<S: TraceSink> {
     pub rules: watch::Receiver<Arc<Rules>>,
     window: TraceWindow,
     decoder: Arc<Decoder>,
+    /// Until when `decoder` is a reload's bridge (see `Rules::bridge`).
+    bridged_until: Option<Instant>,
     offsets: PartitionOffsets,
     acks_tx: mpsc::UnboundedSender<Resolved>,
     acks_rx: mpsc::UnboundedReceiver<Resolved>,
@@ -145,6 +176,7 @@ impl<S: TraceSink> PartitionTask<S> {
             rules,
             window,
             decoder: current.decoder.clone(),
+            bridged_until: None,
             offsets: PartitionOffsets::default(),
             acks_tx,
             acks_rx,
@@ -205,7 +237,12 @@ impl<S: TraceSink> PartitionTask<S> {
         if self.rules.has_changed().unwrap_or(false) {
             let rules = self.rules.borrow_and_update().clone();
             self.window.set_engine(rules.engine.clone());
-            self.decoder = rules.decoder.clone();
+            self.decoder = rules.bridge.clone().unwrap_or_else(|| rules.decoder.clone());
+            self.bridged_until = Some(self.clock() + self.shared.window.decision_wait);
+        }
+        if self.bridged_until.is_some_and(|t| t <= self.clock()) {
+            self.bridged_until = None;
+            self.decoder = self.rules.borrow().decoder.clone();
         }
     }
 
