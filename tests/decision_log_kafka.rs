@@ -190,3 +190,44 @@ async fn consumer_group_protocol_consumes_and_commits() -> Result<()> {
     }
     Ok(())
 }
+
+/// The read-back cost (README): one partition holding the decisions of a
+/// 10-minute horizon at 1,000 traces/s per partition (10k traces/s over 10
+/// partitions), read into a fresh cache. Prints the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --test decision_log_kafka -- --ignored --nocapture"]
+async fn read_back_cost() -> Result<()> {
+    const RECORDS: usize = 600_000;
+    let brokers = common::kafka_brokers();
+    let topic = common::unique_name("tailsift-decisions-cost");
+    let log = Arc::new(open(settings(&brokers, &topic, 1)).await?);
+    let (tx, mut acks) = mpsc::unbounded_channel();
+    let started = std::time::Instant::now();
+    let mut bytes = 0usize;
+    for i in 0..RECORDS {
+        let decision = match i % 10 {
+            0 => Decision::keep("baseline".into(), 10.0),
+            _ => Decision::drop("none".into()),
+        };
+        let record = DecisionRecord::new(&decision, DecisionReason::Root, 0, (i as i64, i as i64 + 3));
+        bytes += record.encoded_len() + 16;
+        let ack = AckHandle::new(tx.clone(), Resolved::default());
+        log.record(0, Pending::new(TraceId(rand::random()), record, ack)).await;
+    }
+    for _ in 0..RECORDS {
+        acks.recv().await.context("ack channel closed")?;
+    }
+    let wrote = started.elapsed();
+    let cache = Arc::new(DecisionCache::new(RECORDS, RECORDS));
+    let started = std::time::Instant::now();
+    load(&log, 0, &cache).await?;
+    let read = started.elapsed();
+    println!(
+        "{RECORDS} decisions: {:.1} key+value bytes each; written and acknowledged in {wrote:?} \
+         ({:.0}/s); read back in {read:?} ({:.0}/s)",
+        bytes as f64 / RECORDS as f64,
+        RECORDS as f64 / wrote.as_secs_f64(),
+        RECORDS as f64 / read.as_secs_f64()
+    );
+    Ok(())
+}

@@ -499,3 +499,6 @@ impl<S: TraceSink> PartitionTask<S> {
         self.handle.publish(self.offsets.committable());
     }
 }
+
+#[cfg(test)]
+mod tests;
