@@ -13,7 +13,7 @@ use tailsift::config::EncodingSetting;
 use tailsift::decode::Decoder;
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{Profile, TraceGenerator};
-use tailsift::model::{Payload, ScanBatch, SpanRef};
+use tailsift::model::{Payload, ScanBatch, SpanRef, TraceId};
 use tailsift::policy::PolicyEngine;
 use tailsift::window::{DecisionCache, Occupancy, TraceWindow, WindowConfig};
 
@@ -94,5 +94,59 @@ fn insert_and_decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, insert_and_decide);
+/// 50,000 single-span traces whose IDs are random, sequential 64-bit
+/// (what counter-style generators make), or crafted to differ only in the
+/// bytes a weak hash ignores: the keyed map hashing keeps all three within
+/// a small factor of each other (issue: crafted IDs must not make a
+/// partition's window quadratic).
+fn trace_id_shapes(c: &mut Criterion) {
+    const TRACES: u64 = 50_000;
+    let policies: Vec<serde_json::Value> = serde_json::from_str(DEFAULT_POLICIES).expect("json");
+    let engine = Arc::new(PolicyEngine::from_config(&policies).expect("policies"));
+    let decoder = Decoder::new(EncodingSetting::OtlpProto, engine.attribute_keys(), 1 << 24);
+    let msg = messages().remove(0);
+    let mut batch = ScanBatch::default();
+    let n = decoder.scan(msg, None, &mut batch).expect("scan");
+    let payload = Arc::new(Payload {
+        bytes: n.bytes,
+        format: n.format,
+        partition: 0,
+        offset: 0,
+    });
+    let shapes: [(&str, fn(u64) -> TraceId); 3] = [
+        ("random", |i| TraceId((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) as u128 * 0xD6E8_FEB8_6659_FD93u128).to_be_bytes())),
+        ("sequential-64bit", |i| TraceId((i as u128).to_be_bytes())),
+        ("crafted", |i| {
+            let mut b = [0u8; 16];
+            b[4..8].copy_from_slice(&(i as u32).to_be_bytes());
+            b[12..16].copy_from_slice(&((i >> 32) as u32 | 1).to_be_bytes());
+            TraceId(b)
+        }),
+    ];
+    let mut group = c.benchmark_group("window-trace-ids");
+    group.throughput(Throughput::Elements(TRACES));
+    for (name, id) in shapes {
+        let ids: Vec<TraceId> = (0..TRACES).map(id).collect();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut w = window(&engine);
+                let now = Instant::now();
+                let view = batch.view(0, &payload.bytes);
+                for id in &ids {
+                    let mut span = batch.spans[0].clone();
+                    span.trace_id = *id;
+                    let r = SpanRef {
+                        payload: payload.clone(),
+                        layout: span.layout,
+                    };
+                    black_box(w.insert(&span, &view, r, now, 1));
+                }
+                black_box(w.expire(now + Duration::from_secs(11)).len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, insert_and_decide, trace_id_shapes);
 criterion_main!(benches);

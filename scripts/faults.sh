@@ -2,7 +2,7 @@
 # The fault-injection suite (issue 5, tests/faults.rs) with one command:
 #
 #   bash scripts/faults.sh                 # every scenario (about 15 minutes)
-#   bash scripts/faults.sh fast            # the CI-fast ones (fast_sigkill, fast_garbage)
+#   bash scripts/faults.sh fast            # the CI-fast ones (fast_sigkill, fast_garbage, fast_restart_late_spans)
 #   bash scripts/faults.sh sigkill es_outage   # libtest name filters, OR-ed
 #
 # It builds tailsift (a DEBUG build: no --release on the shared build machines),

@@ -231,3 +231,97 @@ async fn read_back_cost() -> Result<()> {
     );
     Ok(())
 }
+
+/// Cache pressure as measured against the direct-mapped cache: 60,000 kept
+/// traces — fewer than the 100,000 the cache is configured for — then one
+/// late span for each of the 3,000 oldest. Every late span follows its
+/// trace's decision (the direct-mapped table lost 760 of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_pressure_below_capacity_loses_no_late_span() -> Result<()> {
+    const TRACES: usize = 60_000;
+    const LATE: usize = 3_000;
+    let brokers = common::kafka_brokers();
+    let topic = common::unique_name("tailsift-cache-pressure");
+    let group = common::unique_name("tailsift-cache-pressure-group");
+    common::kafka::create_topic(&brokers, &topic, 2).await?;
+    // The first span of each trace carries the attribute; a late span
+    // decided alone would be dropped.
+    let policies = r#"[{"name": "marked", "type": "string_attribute",
+                        "string_attribute": {"key": "keep", "values": ["yes"]}}]"#;
+    let mut cfg = common::pipeline::config(&brokers, &topic, &group, policies);
+    cfg.sampling.decision_cache.kept = 100_000;
+    cfg.sampling.root_idle = Duration::from_millis(100);
+    let sink = Arc::new(CollectingSink::default());
+    let running = Running::start(&cfg, sink.clone())?;
+    wait_assigned(&[&running], 2).await?;
+
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let ids: Vec<TraceId> = (0..TRACES).map(|_| TraceId(rand::random())).collect();
+    let root = |n: u64| tailsift::loadgen::generator::GenSpan {
+        span_id: tailsift::model::SpanId((n + 1).to_be_bytes()),
+        parent: tailsift::model::SpanId([0; 8]),
+        service: "svc".into(),
+        name: "op".into(),
+        kind: 2,
+        start_unix_nano: 1_700_000_000_000_000_000,
+        end_unix_nano: 1_700_000_000_001_000_000,
+        error: false,
+        attributes: vec![(
+            "keep".to_string(),
+            tailsift::loadgen::generator::GenValue::Str("yes".into()),
+        )],
+    };
+    let send = |id: TraceId, span: tailsift::loadgen::generator::GenSpan| {
+        let payload = tailsift::loadgen::encode::encode(Encoding::OtlpProto, &[(id, &span)]).remove(0);
+        let key = id.to_hex();
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            producer
+                .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        }
+    };
+    let sends: Vec<_> = ids.iter().map(|id| send(*id, root(0))).collect();
+    for r in futures::future::join_all(sends).await {
+        r?;
+    }
+    // Every trace decided: all 60,000 collected.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut collected = Vec::new();
+    while collected.len() < TRACES {
+        ensure!(std::time::Instant::now() < deadline, "only {} traces decided", collected.len());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        collected.extend(sink.take());
+    }
+    let late: Vec<_> = ids[..LATE]
+        .iter()
+        .map(|id| {
+            let mut s = root(1);
+            s.parent = tailsift::model::SpanId(1u64.to_be_bytes());
+            s.attributes.clear();
+            send(*id, s)
+        })
+        .collect();
+    for r in futures::future::join_all(late).await {
+        r?;
+    }
+    tokio::time::sleep(cfg.sampling.decision_wait + Duration::from_secs(2)).await;
+    running.stop().await?;
+    let followed: HashSet<TraceId> = sink
+        .take()
+        .into_iter()
+        .filter(|c| &*c.decision.policy == "marked")
+        .map(|c| c.trace_id)
+        .collect();
+    let oldest: HashSet<TraceId> = ids[..LATE].iter().copied().collect();
+    let lost = oldest.difference(&followed).count();
+    ensure!(lost == 0, "{lost} of {LATE} late spans found no decision");
+    Ok(())
+}
