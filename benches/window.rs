@@ -113,8 +113,14 @@ fn trace_id_shapes(c: &mut Criterion) {
         partition: 0,
         offset: 0,
     });
-    let shapes: [(&str, fn(u64) -> TraceId); 3] = [
-        ("random", |i| TraceId((i.wrapping_mul(0x9E37_79B9_7F4A_7C15) as u128 * 0xD6E8_FEB8_6659_FD93u128).to_be_bytes())),
+    type Shape = (&'static str, fn(u64) -> TraceId);
+    let shapes: [Shape; 3] = [
+        ("random", |i| {
+            TraceId(
+                (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) as u128 * 0xD6E8_FEB8_6659_FD93u128)
+                    .to_be_bytes(),
+            )
+        }),
         ("sequential-64bit", |i| TraceId((i as u128).to_be_bytes())),
         ("crafted", |i| {
             let mut b = [0u8; 16];

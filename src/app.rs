@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, EncodingSetting, KafkaConfig, MemoryPlan};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
+use crate::decision_log::{DecisionLog, LogSettings};
 use crate::decode::Decoder;
 use crate::policy::PolicyEngine;
 use crate::repartition::Repartitioner;
@@ -19,7 +20,6 @@ use crate::server::{self, Readiness};
 use crate::sink::TraceSink;
 use crate::source::{self, Registry, Rules, Shared, Source};
 use crate::telemetry::LogLimiter;
-use crate::decision_log::{DecisionLog, LogSettings};
 use crate::window::{CACHE_ENTRY_BYTES, DecisionCache, Occupancy, WindowConfig};
 
 /// How often the config file is checked for changes.
@@ -147,8 +147,13 @@ fn decision_cache(cfg: &Config) -> DecisionCache {
         (c.dropped as f64 * scale) as usize,
     );
     if scale < 1.0 {
-        tracing::warn!(configured_kept = c.kept, configured_dropped = c.dropped, kept, dropped,
-            "sampling.decision_cache does not fit an eighth of memory.limit; remembering fewer decisions");
+        tracing::warn!(
+            configured_kept = c.kept,
+            configured_dropped = c.dropped,
+            kept,
+            dropped,
+            "sampling.decision_cache does not fit an eighth of memory.limit; remembering fewer decisions"
+        );
     }
     DecisionCache::new(kept, dropped)
 }

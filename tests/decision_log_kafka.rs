@@ -129,8 +129,14 @@ async fn only_the_horizon_is_read_back() -> Result<()> {
     }
     let cache = Arc::new(DecisionCache::new(10, 10));
     load(&log, 0, &cache).await?;
-    ensure!(cache.lookup(&recent).is_some(), "a recent decision was not read back");
-    ensure!(cache.lookup(&old).is_none(), "a decision beyond the horizon was read back");
+    ensure!(
+        cache.lookup(&recent).is_some(),
+        "a recent decision was not read back"
+    );
+    ensure!(
+        cache.lookup(&old).is_none(),
+        "a decision beyond the horizon was read back"
+    );
     Ok(())
 }
 
@@ -143,8 +149,7 @@ async fn consumer_group_protocol_consumes_and_commits() -> Result<()> {
     let topic = common::unique_name("tailsift-kip848");
     let group = common::unique_name("tailsift-kip848-group");
     common::kafka::create_topic(&brokers, &topic, PARTITIONS).await?;
-    let policies =
-        r#"[{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]"#;
+    let policies = r#"[{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]"#;
     let mut cfg = common::pipeline::config(&brokers, &topic, &group, policies);
     cfg.kafka.properties.clear(); // the classic protocol's session settings
     cfg.kafka.group_protocol = GroupProtocol::Consumer;
@@ -186,7 +191,10 @@ async fn consumer_group_protocol_consumes_and_commits() -> Result<()> {
     }
     let offsets = common::kafka::committed_vs_end(&brokers, &topic, &group, PARTITIONS)?;
     for (p, (committed, end)) in offsets.iter().enumerate() {
-        ensure!(committed == end, "partition {p}: committed {committed}, end {end}");
+        ensure!(
+            committed == end,
+            "partition {p}: committed {committed}, end {end}"
+        );
     }
     Ok(())
 }
@@ -209,10 +217,12 @@ async fn read_back_cost() -> Result<()> {
             0 => Decision::keep("baseline".into(), 10.0),
             _ => Decision::drop("none".into()),
         };
-        let record = DecisionRecord::new(&decision, DecisionReason::Root, 0, (i as i64, i as i64 + 3));
+        let record =
+            DecisionRecord::new(&decision, DecisionReason::Root, 0, (i as i64, i as i64 + 3));
         bytes += record.encoded_len() + 16;
         let ack = AckHandle::new(tx.clone(), Resolved::default());
-        log.record(0, Pending::new(TraceId(rand::random()), record, ack)).await;
+        log.record(0, Pending::new(TraceId(rand::random()), record, ack))
+            .await;
     }
     for _ in 0..RECORDS {
         acks.recv().await.context("ack channel closed")?;
@@ -276,13 +286,17 @@ async fn cache_pressure_below_capacity_loses_no_late_span() -> Result<()> {
         )],
     };
     let send = |id: TraceId, span: tailsift::loadgen::generator::GenSpan| {
-        let payload = tailsift::loadgen::encode::encode(Encoding::OtlpProto, &[(id, &span)]).remove(0);
+        let payload =
+            tailsift::loadgen::encode::encode(Encoding::OtlpProto, &[(id, &span)]).remove(0);
         let key = id.to_hex();
         let producer = producer.clone();
         let topic = topic.clone();
         async move {
             producer
-                .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(30))
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&payload),
+                    Duration::from_secs(30),
+                )
                 .await
                 .map(|_| ())
                 .map_err(|(e, _)| e)
@@ -296,7 +310,11 @@ async fn cache_pressure_below_capacity_loses_no_late_span() -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut collected = Vec::new();
     while collected.len() < TRACES {
-        ensure!(std::time::Instant::now() < deadline, "only {} traces decided", collected.len());
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "only {} traces decided",
+            collected.len()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         collected.extend(sink.take());
     }

@@ -26,11 +26,7 @@ pub struct Loaded {
     pub complete: bool,
 }
 
-pub fn load(
-    s: &LogSettings,
-    partition: i32,
-    cache: &DecisionCache,
-) -> Result<Loaded, KafkaError> {
+pub fn load(s: &LogSettings, partition: i32, cache: &DecisionCache) -> Result<Loaded, KafkaError> {
     let started = Instant::now();
     let consumer: BaseConsumer = s
         .client
@@ -89,13 +85,10 @@ fn start_offset(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&s.topic, partition, Offset::Offset(since))?;
     let found = consumer.offsets_for_times(tpl, super::METADATA_TIMEOUT)?;
-    Ok(found
-        .elements()
-        .first()
-        .and_then(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }))
+    Ok(found.elements().first().and_then(|e| match e.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }))
 }
 
 fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Option<(TraceId, DecisionRecord)> {

@@ -165,7 +165,9 @@ fn create_topic(s: &LogSettings) -> Result<(), KafkaError> {
     let results = futures::executor::block_on(admin.create_topics([&topic], &opts))?;
     for r in results {
         match r {
-            Ok(_) => tracing::info!(topic = %s.topic, partitions = s.input_partitions, "created the decision log topic"),
+            Ok(_) => {
+                tracing::info!(topic = %s.topic, partitions = s.input_partitions, "created the decision log topic")
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((_, code)) => return Err(KafkaError::AdminOp(code)),
         }

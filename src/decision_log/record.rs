@@ -85,14 +85,29 @@ mod tests {
         let back = DecisionRecord::decode(&bytes[..]).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.decision(), d);
-        let dropped = DecisionRecord::new(&Decision::drop("none".into()), DecisionReason::Timeout, 0, (5, 5));
-        assert_eq!(DecisionRecord::decode(&dropped.encode_to_vec()[..]).unwrap().decision(), Decision::drop("none".into()));
+        let dropped = DecisionRecord::new(
+            &Decision::drop("none".into()),
+            DecisionReason::Timeout,
+            0,
+            (5, 5),
+        );
+        assert_eq!(
+            DecisionRecord::decode(&dropped.encode_to_vec()[..])
+                .unwrap()
+                .decision(),
+            Decision::drop("none".into())
+        );
     }
 
     /// A reader of this version skips fields a later writer adds.
     #[test]
     fn later_fields_are_skipped() {
-        let r = DecisionRecord::new(&Decision::drop("p".into()), DecisionReason::Limit, 1, (2, 3));
+        let r = DecisionRecord::new(
+            &Decision::drop("p".into()),
+            DecisionReason::Limit,
+            1,
+            (2, 3),
+        );
         let mut bytes = r.encode_to_vec();
         // Field 15, length-delimited: "xyz".
         bytes.extend_from_slice(&[0x7a, 3, b'x', b'y', b'z']);

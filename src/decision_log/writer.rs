@@ -95,7 +95,11 @@ impl Writer {
             producer,
             topic: topic.to_string(),
         };
-        tokio::spawn(retry_loop(writer.producer.clone(), writer.topic.clone(), retry_rx));
+        tokio::spawn(retry_loop(
+            writer.producer.clone(),
+            writer.topic.clone(),
+            retry_rx,
+        ));
         Ok(writer)
     }
 

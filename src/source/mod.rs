@@ -417,7 +417,16 @@ impl MainQueue {
     /// Hands over what the tasks have room for; forgets revoked partitions
     /// (their next owner replays from the committed watermark).
     fn forward(&mut self) {
-        self.inputs.retain(|_, (h, _)| !h.revoked.is_cancelled());
+        let revoked: Vec<i32> = self
+            .inputs
+            .iter()
+            .filter(|(_, (h, _))| h.revoked.is_cancelled())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in revoked {
+            self.inputs.remove(&p);
+            self.waiting.remove(&p);
+        }
         let parts: Vec<i32> = self.waiting.keys().copied().collect();
         for p in parts {
             self.forward_partition(p);
@@ -475,5 +484,51 @@ async fn commit_loop(
         if let Ok(Some(true)) = tokio::task::spawn_blocking(move || r.commit(&*c)).await {
             outage.up();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(offset: i64) -> Incoming {
+        Incoming {
+            offset,
+            payload: bytes::Bytes::new(),
+            key: None,
+            content_type: None,
+        }
+    }
+
+    /// A message for a partition whose task does not exist yet, or whose
+    /// channel is full, waits in order instead of being dropped (a later
+    /// offset resolving first would commit past it) or blocking the loop.
+    #[test]
+    fn main_queue_messages_wait_for_their_task() {
+        let mut main = MainQueue::default();
+        main.dispatch(message(5), 3);
+        main.dispatch(message(6), 3);
+        assert!(main.has_waiting());
+        let (tx, mut rx) = mpsc::channel(1);
+        main.inputs.insert(3, (PartitionHandle::new(3), tx));
+        main.forward();
+        assert_eq!(rx.try_recv().map(|m| m.offset).ok(), Some(5));
+        assert!(main.has_waiting(), "offset 6 waits for room");
+        main.forward();
+        assert_eq!(rx.try_recv().map(|m| m.offset).ok(), Some(6));
+        assert!(!main.has_waiting());
+    }
+
+    #[test]
+    fn a_revoked_partitions_messages_are_let_go() {
+        let mut main = MainQueue::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let handle = PartitionHandle::new(1);
+        main.inputs.insert(1, (handle.clone(), tx));
+        main.dispatch(message(1), 1);
+        main.dispatch(message(2), 1);
+        handle.revoked.cancel();
+        main.forward();
+        assert!(!main.has_waiting());
     }
 }

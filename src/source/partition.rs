@@ -18,12 +18,12 @@ use super::Shared;
 use super::registry::PartitionHandle;
 use crate::config::PendingOnShutdown;
 use crate::deadletter::DeadLetter;
+use crate::decision_log::{self, record::DecisionRecord};
 use crate::decode::{DecodeError, Decoder};
+use crate::model::{Decision, DecisionReason, Payload, ScanBatch, SpanRef, TraceId};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
 use crate::policy::PolicyEngine;
 use crate::sink::{KeptTrace, TraceSink};
-use crate::decision_log::{self, record::DecisionRecord};
-use crate::model::{Decision, DecisionReason, Payload, ScanBatch, SpanRef, TraceId};
 use crate::window::{Decided, Found, Inserted, Remembered, TraceWindow};
 
 /// How often deadlines are checked and the watermark is published.
@@ -237,7 +237,10 @@ impl<S: TraceSink> PartitionTask<S> {
         if self.rules.has_changed().unwrap_or(false) {
             let rules = self.rules.borrow_and_update().clone();
             self.window.set_engine(rules.engine.clone());
-            self.decoder = rules.bridge.clone().unwrap_or_else(|| rules.decoder.clone());
+            self.decoder = rules
+                .bridge
+                .clone()
+                .unwrap_or_else(|| rules.decoder.clone());
             self.bridged_until = Some(self.clock() + self.shared.window.decision_wait);
         }
         if self.bridged_until.is_some_and(|t| t <= self.clock()) {

@@ -272,7 +272,11 @@ mod tests {
         let ids: Vec<TraceId> = (0..60_000).map(|_| TraceId(rand::random())).collect();
         for (i, t) in ids.iter().enumerate() {
             let policy: Arc<str> = format!("p{}", i % 3).into();
-            c.remember(t, &Decision::keep(policy, 1.0 + (i % 3) as f64), Found::Memory);
+            c.remember(
+                t,
+                &Decision::keep(policy, 1.0 + (i % 3) as f64),
+                Found::Memory,
+            );
         }
         for (i, t) in ids.iter().take(3_000).enumerate() {
             let want = Decision::keep(format!("p{}", i % 3).into(), 1.0 + (i % 3) as f64);

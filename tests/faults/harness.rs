@@ -34,8 +34,8 @@ use tailsift::config::EncodingSetting;
 use tailsift::decode::{Decoder, Encoding};
 use tailsift::loadgen::generator::{GenSpan, GenTrace, Profile, TraceGenerator};
 use tailsift::loadgen::{self, TraceTruth, encode};
-use tailsift::model::{ScanBatch, SpanId};
 use tailsift::model::TraceId;
+use tailsift::model::{ScanBatch, SpanId};
 use tailsift::policy::probabilistic_hash;
 
 use crate::common;
@@ -283,9 +283,7 @@ impl Counter {
                 metric_sum(m, "tailsift_late_spans_total", &[])
                     - metric_sum(m, "tailsift_late_spans_total", &[("found", "none")])
             }
-            Self::LateUnfound => {
-                metric_sum(m, "tailsift_late_spans_total", &[("found", "none")])
-            }
+            Self::LateUnfound => metric_sum(m, "tailsift_late_spans_total", &[("found", "none")]),
         }
     }
 }

@@ -120,7 +120,8 @@ async fn a_reload_keeps_scanning_what_buffered_traces_need() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let after = build_rules(&config(errors, false)).expect("rules");
     let before = t.rules.borrow().clone();
-    t.rules.send_replace(Arc::new(after.replacing(&before, WAIT)));
+    t.rules
+        .send_replace(Arc::new(after.replacing(&before, WAIT)));
     let tenant = vec![("tenant".to_string(), GenValue::Str("vip".into()))];
     t.send(trace, &span(2, tenant)).await;
     let kept = t.collected_after_decisions().await;
