@@ -19,10 +19,12 @@
 //!
 //! A keep reports the policy with the smallest sample rate (the first in
 //! config order on ties): always_sample, latency, status_code, span_count,
-//! attribute, trace_state and rate_limiting policies imply rate 1,
+//! attribute, trace_state, trace_flags, ottl_condition, rate_limiting and
+//! bytes_limiting policies imply rate 1,
 //! probabilistic 100/pct, throughput its key's rate, `and` the product of
 //! its parts, `not` 1, composite the rate of the sub-policy that sampled.
 
+pub mod ottl;
 mod predicate;
 mod rate;
 mod rules;
@@ -140,6 +142,7 @@ impl PolicyEngine {
     /// Attribute keys any policy reads; scanners keep only these.
     pub fn attribute_keys(&self) -> AttributeKeys {
         AttributeKeys::new(self.preds.keys().chain(self.captures.iter().map(|k| &**k)))
+            .with_extras(self.preds.extras())
     }
 
     pub fn new_state(&self) -> TraceState {
