@@ -5,9 +5,11 @@
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
 //! until a decision, `source` drives it all from a Kafka consumer group,
 //! `app` wires it together behind the CLI; `retention` prunes old daily
-//! indices; `memory` holds the allocator to `memory.limit`.
+//! indices; `memory` holds the allocator to `memory.limit`; `collector`
+//! reads OpenTelemetry Collector configurations.
 
 pub mod app;
+pub mod collector;
 pub mod config;
 pub mod deadletter;
 pub mod decode;

@@ -385,9 +385,28 @@ pub struct AttributeKeys {
 pub struct ScanExtras {
     /// `InstrumentationScope.name`.
     pub scope_name: bool,
-    /// Span events (Jaeger logs), with their attributes named in `event_keys`.
+    /// Span events, with their attributes named in `event_keys`.
     pub events: bool,
     pub event_keys: Vec<Box<str>>,
+}
+
+impl ScanExtras {
+    /// What either asks for.
+    pub fn merge(&self, other: &ScanExtras) -> Self {
+        let mut event_keys: Vec<Box<str>> = self
+            .event_keys
+            .iter()
+            .chain(&other.event_keys)
+            .cloned()
+            .collect();
+        event_keys.sort();
+        event_keys.dedup();
+        Self {
+            scope_name: self.scope_name || other.scope_name,
+            events: self.events || other.events,
+            event_keys,
+        }
+    }
 }
 
 impl AttributeKeys {
@@ -412,6 +431,12 @@ impl AttributeKeys {
 
     pub fn extras(&self) -> &ScanExtras {
         &self.extras
+    }
+
+    /// Keys and extras wanted by either.
+    pub fn merge(&self, other: &AttributeKeys) -> Self {
+        let keys = self.iter().chain(other.iter());
+        Self::new(keys).with_extras(self.extras.merge(&other.extras))
     }
 
     /// Whether an event attribute with this key is wanted.

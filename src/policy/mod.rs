@@ -24,6 +24,7 @@
 //! probabilistic 100/pct, throughput its key's rate, `and` the product of
 //! its parts, `not` 1, composite the rate of the sub-policy that sampled.
 
+mod filter;
 pub mod ottl;
 mod predicate;
 mod rate;
@@ -39,6 +40,7 @@ use std::time::Instant;
 
 use crate::model::{AttributeKeys, Decision, RawValue, SpanView, TraceId, TraceSummary};
 
+pub use filter::{FilterError, SpanFilter};
 use predicate::{LeafBits, SERVICE_NAME, SpanPredicates};
 use rules::{Builder, Ctx, Policy, Rule};
 
@@ -66,6 +68,8 @@ pub struct PolicyEngine {
     captures: Vec<Box<str>>,
     epoch: Instant,
     none: Arc<str>,
+    /// The collector's `sample_on_first_match`.
+    first_match: bool,
 }
 
 /// A top-level policy with its evaluation counters.
@@ -136,7 +140,16 @@ impl PolicyEngine {
             captures: builder.captures,
             epoch: Instant::now(),
             none: NONE.into(),
+            first_match: false,
         })
+    }
+
+    /// Like the collector's `sample_on_first_match`: after the drop
+    /// policies, the first policy in config order that samples decides and
+    /// later ones are not evaluated (so they spend no rate budget).
+    pub fn sample_on_first_match(mut self, on: bool) -> Self {
+        self.first_match = on;
+        self
     }
 
     /// Attribute keys any policy reads; scanners keep only these.
@@ -207,6 +220,9 @@ impl PolicyEngine {
                 && best.is_none_or(|(r, _)| rate < r)
             {
                 best = Some((rate, &c.policy.name));
+            }
+            if self.first_match && best.is_some() {
+                break;
             }
         }
         match best {

@@ -216,16 +216,9 @@ impl SpanPredicates {
 
     /// The facts beyond the default scan that OTTL conditions read.
     pub(crate) fn extras(&self) -> ScanExtras {
-        let mut out = ScanExtras::default();
-        for leaf in &self.ottl {
-            let e = leaf.conditions.extras();
-            out.scope_name |= e.scope_name;
-            out.events |= e.events;
-            out.event_keys.extend(e.event_keys.iter().cloned());
-        }
-        out.event_keys.sort();
-        out.event_keys.dedup();
-        out
+        self.ottl
+            .iter()
+            .fold(ScanExtras::default(), |out, leaf| out.merge(leaf.conditions.extras()))
     }
 
     pub(crate) fn add_attr(&mut self, key: &str, test: AttrTest) -> u32 {

@@ -21,7 +21,7 @@ use crate::deadletter::DeadLetter;
 use crate::decode::{DecodeError, Decoder};
 use crate::model::{Payload, ScanBatch, SpanRef, TraceId};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
-use crate::policy::PolicyEngine;
+use crate::policy::{PolicyEngine, SpanFilter};
 use crate::sink::{KeptTrace, TraceSink};
 use crate::window::{Decided, Inserted, Remembered, TraceWindow};
 
@@ -31,9 +31,11 @@ const TICK: Duration = Duration::from_millis(100);
 /// the `Bytes` header, allocator rounding.
 const MESSAGE_OVERHEAD: usize = 96;
 
-/// The policies and the decoder built from them, swapped on reload.
+/// The policies, the span filter and the decoder built from them, swapped
+/// on reload.
 pub struct Rules {
     pub engine: Arc<PolicyEngine>,
+    pub filter: Arc<SpanFilter>,
     pub decoder: Arc<Decoder>,
 }
 
@@ -82,6 +84,7 @@ pub struct PartitionTask<S: TraceSink> {
     pub rules: watch::Receiver<Arc<Rules>>,
     window: TraceWindow,
     decoder: Arc<Decoder>,
+    filter: Arc<SpanFilter>,
     offsets: PartitionOffsets,
     acks_tx: mpsc::UnboundedSender<Resolved>,
     acks_rx: mpsc::UnboundedReceiver<Resolved>,
@@ -134,6 +137,7 @@ impl<S: TraceSink> PartitionTask<S> {
             rules,
             window,
             decoder: current.decoder.clone(),
+            filter: current.filter.clone(),
             offsets: PartitionOffsets::default(),
             acks_tx,
             acks_rx,
@@ -173,6 +177,7 @@ impl<S: TraceSink> PartitionTask<S> {
             let rules = self.rules.borrow_and_update().clone();
             self.window.set_engine(rules.engine.clone());
             self.decoder = rules.decoder.clone();
+            self.filter = rules.filter.clone();
         }
     }
 
@@ -216,6 +221,10 @@ impl<S: TraceSink> PartitionTask<S> {
         for i in 0..n {
             let span = &self.batch.spans[i];
             let view = self.batch.view(i, &payload.bytes);
+            if self.filter.drops(&view) {
+                self.offsets.resolve(payload.offset, 1);
+                continue;
+            }
             let span_ref = SpanRef {
                 payload: payload.clone(),
                 layout: span.layout,

@@ -144,26 +144,35 @@ impl SpanConditions {
     /// the span's events, holds. An error stops the evaluation only under
     /// `propagate`.
     pub fn matches(&self, span: &SpanView<'_>) -> Result<bool, EvalError> {
+        Ok(self.first_match(span)?.is_some())
+    }
+
+    /// Like [`Self::matches`], naming the condition that held: its index in
+    /// `span`, or `span.len()` plus its index in `spanevent`.
+    pub fn first_match(&self, span: &SpanView<'_>) -> Result<Option<usize>, EvalError> {
         let target = Target { span, event: None };
-        if self.any(&self.span, target)? {
-            return Ok(true);
+        if let Some(i) = self.first(&self.span, target)? {
+            return Ok(Some(i));
+        }
+        if self.event.is_empty() {
+            return Ok(None);
         }
         for event in span.events() {
             let target = Target {
                 span,
                 event: Some(event),
             };
-            if self.any(&self.event, target)? {
-                return Ok(true);
+            if let Some(i) = self.first(&self.event, target)? {
+                return Ok(Some(self.span.len() + i));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
-    fn any(&self, list: &[Compiled], target: Target<'_, '_>) -> Result<bool, EvalError> {
-        for c in list {
+    fn first(&self, list: &[Compiled], target: Target<'_, '_>) -> Result<Option<usize>, EvalError> {
+        for (i, c) in list.iter().enumerate() {
             match eval::cond(&c.cond, target) {
-                Ok(true) => return Ok(true),
+                Ok(true) => return Ok(Some(i)),
                 Ok(false) => {}
                 Err(e) => {
                     self.errors.increment(1);
@@ -177,7 +186,7 @@ impl SpanConditions {
                 }
             }
         }
-        Ok(false)
+        Ok(None)
     }
 }
 
