@@ -3,7 +3,7 @@
 //! Jaeger collector writes to Kafka, process embedded).
 //!
 //! Field numbers: Span { trace_id = 1; span_id = 2; operation_name = 3;
-//! repeated SpanRef references = 4; uint32 flags = 5; Timestamp start_time = 6; Duration duration = 7;
+//! repeated SpanRef references = 4; uint32 flags = 5; repeated Log logs = 9; Timestamp start_time = 6; Duration duration = 7;
 //! repeated KeyValue tags = 8; Process process = 10 }, SpanRef { trace_id = 1;
 //! span_id = 2; ref_type = 3 }, Timestamp/Duration { seconds = 1; nanos = 2 },
 //! KeyValue { key = 1; v_type = 2; v_str = 3; v_bool = 4; v_int64 = 5;
@@ -14,8 +14,8 @@ use std::ops::Range;
 use super::wire::{Reader, Value, str_range};
 use super::{DecodeError, ids};
 use crate::model::{
-    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedSpan, SpanId, SpanLayout,
-    SpanStatus, TraceId,
+    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedEvent, ScannedSpan, SpanId,
+    SpanLayout, SpanStatus, TraceId,
 };
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -77,6 +77,9 @@ pub(super) fn scan(
         span.service_name = scan_process(buf, range, keys, batch)?;
     }
     span.resource_attrs = (first_process_attr, batch.attrs.len() as u32);
+    if keys.extras().events {
+        span.events = scan_logs(buf, keys, batch)?;
+    }
     batch.spans.push(span);
     Ok(())
 }
@@ -263,6 +266,59 @@ fn span_tag(
         span.status = status;
     }
     tag.keep_if_wanted(buf, keys, batch)
+}
+
+/// The span's logs as events, in a walk of their own so that the span's
+/// tags and its process's stay contiguous in `batch.attrs`.
+fn scan_logs(
+    buf: &[u8],
+    keys: &AttributeKeys,
+    batch: &mut ScanBatch,
+) -> Result<(u32, u32), DecodeError> {
+    let first = batch.events.len() as u32;
+    let mut fields = Reader::new(buf, 0..buf.len());
+    while let Some((number, value)) = fields.next_field()? {
+        if number == 9 {
+            let event = scan_log(buf, value.len_range()?, keys, batch)?;
+            batch.events.push(event);
+        }
+    }
+    Ok((first, batch.events.len() as u32))
+}
+
+/// Log { Timestamp timestamp = 1; repeated KeyValue fields = 2 }. Like
+/// Jaeger's OTLP translation, the `event` field is the event's name.
+fn scan_log(
+    buf: &[u8],
+    range: Range<usize>,
+    keys: &AttributeKeys,
+    batch: &mut ScanBatch,
+) -> Result<ScannedEvent, DecodeError> {
+    let mut event = ScannedEvent::default();
+    let first_attr = batch.attrs.len() as u32;
+    let mut fields = Reader::new(buf, range);
+    while let Some((number, value)) = fields.next_field()? {
+        match number {
+            1 => event.time_unix_nano = unix_nanos(buf, value.len_range()?)?,
+            2 => {
+                let tag = Tag::read(buf, value.len_range()?)?;
+                let key = tag.key.of(buf);
+                if key == b"event" {
+                    event.name = tag.str(buf)?;
+                } else if keys.event_key(key)
+                    && let Some(value) = tag.value(buf)?
+                {
+                    batch.attrs.push(ScannedAttr {
+                        key: tag.key,
+                        value,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    event.attrs = (first_attr, batch.attrs.len() as u32);
+    Ok(event)
 }
 
 /// The OTLP `SpanKind` number of a Jaeger `span.kind` tag value.

@@ -258,6 +258,19 @@ fn needs_name_exactly_what_is_read() {
 }
 
 #[test]
+fn jaeger_logs_are_span_events() {
+    let c = compile(
+        &[],
+        &[r#"name == "error" and attributes["message"] == "connection reset""#],
+        ErrorMode::Propagate,
+    )
+    .unwrap();
+    assert!(eval_bytes(&c, jaeger_proto(&spec()), EncodingSetting::JaegerProto).unwrap());
+    let ok = SpanSpec::new([7; 16], [1; 8]).service("checkout");
+    assert!(!eval_bytes(&c, jaeger_proto(&ok), EncodingSetting::JaegerProto).unwrap());
+}
+
+#[test]
 fn jaeger_spans_expose_name_kind_and_status_message() {
     let c = compile(
         &[r#"name == "GET /cart" and kind == SPAN_KIND_SERVER and status.code == STATUS_CODE_ERROR and attributes["http.route"] == "/cart""#],
