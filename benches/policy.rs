@@ -1,6 +1,9 @@
 //! Policy evaluation throughput: `observe` every span of a trace, then
 //! `decide` it, for the shipped default policy set and for a heavier set
-//! (regex string_attribute, and, throughput). Elements are spans.
+//! (regex string_attribute, and, throughput), and for `ottl_condition`
+//! policies next to the string_attribute / numeric_attribute policies
+//! they are equivalent to (the target: at most 2× their cost per span).
+//! Elements are spans.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -36,6 +39,20 @@ const RICH_POLICIES: &str = "
   type: throughput
   throughput: {goal_traces_per_second: 100, key_attributes: [service.name, http.route]}
 ";
+
+/// Pairs of equivalent policies: (name, attribute policy, OTTL policy).
+const EQUIVALENT: [(&str, &str, &str); 2] = [
+    (
+        "string",
+        "- {name: p, type: string_attribute, string_attribute: {key: http.route, values: [/health]}}",
+        r#"- {name: p, type: ottl_condition, ottl_condition: {span: ['attributes["http.route"] == "/health"']}}"#,
+    ),
+    (
+        "numeric",
+        "- {name: p, type: numeric_attribute, numeric_attribute: {key: http.status_code, min_value: 500, max_value: 599}}",
+        r#"- {name: p, type: ottl_condition, ottl_condition: {span: ['attributes["http.status_code"] >= 500 and attributes["http.status_code"] <= 599']}}"#,
+    ),
+];
 
 const SERVICES: [&str; 3] = ["checkout", "cart", "frontend"];
 const ROUTES: [&str; 5] = [
@@ -97,9 +114,14 @@ fn corpus() -> Corpus {
                     key: route_key,
                     value: RawValue::Str(routes[route]),
                 });
+                let status = if next(&mut rng).is_multiple_of(50) {
+                    503
+                } else {
+                    200
+                };
                 batch.attrs.push(ScannedAttr {
                     key: status_key,
-                    value: RawValue::Int(200),
+                    value: RawValue::Int(status),
                 });
                 batch.attrs.push(ScannedAttr {
                     key: service_key,
@@ -164,6 +186,18 @@ fn bench(c: &mut Criterion) {
     ] {
         let e = engine(yaml);
         group.bench_function(name, |b| b.iter(|| black_box(run(&e, &corpus))));
+    }
+    for (name, attribute, ottl) in EQUIVALENT {
+        let (a, o) = (engine(attribute), engine(ottl));
+        let kept = run(&a, &corpus);
+        assert_eq!(kept, run(&o, &corpus), "{name}: the pair must decide alike");
+        assert!(kept > 0 && kept < TRACES, "{name}: {kept} kept, not a test");
+        group.bench_function(format!("{name}_attribute"), |b| {
+            b.iter(|| black_box(run(&a, &corpus)))
+        });
+        group.bench_function(format!("{name}_ottl"), |b| {
+            b.iter(|| black_box(run(&o, &corpus)))
+        });
     }
     group.finish();
 }

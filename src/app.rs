@@ -14,7 +14,7 @@ use crate::config::{Config, EncodingSetting, KafkaConfig, MemoryPlan};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decision_log::{DecisionLog, LogSettings};
 use crate::decode::Decoder;
-use crate::policy::PolicyEngine;
+use crate::policy::{PolicyEngine, SpanFilter};
 use crate::repartition::Repartitioner;
 use crate::server::{self, Readiness};
 use crate::sink::TraceSink;
@@ -25,10 +25,13 @@ use crate::window::{CACHE_ENTRY_BYTES, DecisionCache, Occupancy, WindowConfig};
 /// How often the config file is checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
 
-/// Builds the policies and the decoder that scans for their attributes.
+/// Builds the policies, the span filter and the decoder that scans for
+/// what they read.
 pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
-    let engine =
-        PolicyEngine::from_config(&cfg.sampling.policies).context("invalid sampling.policies")?;
+    let engine = PolicyEngine::from_config(&cfg.sampling.policies)
+        .context("invalid sampling.policies")?
+        .sample_on_first_match(cfg.sampling.sample_on_first_match);
+    let filter = SpanFilter::from_config(&cfg.filter)?;
     // Repartitioned pieces are protobuf in the input's model (OTLP or
     // Jaeger), tagged with a content type: let the decoder tell which.
     let encoding = match cfg.kafka.repartition {
@@ -37,10 +40,10 @@ pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
     };
     let decoder = Decoder::new(
         encoding,
-        engine.attribute_keys(),
+        engine.attribute_keys().merge(&filter.attribute_keys()),
         cfg.kafka.max_message_bytes.as_u64() as usize,
     );
-    Ok(Rules::new(engine, decoder))
+    Ok(Rules::new(engine, filter, decoder))
 }
 
 pub fn window_config(cfg: &Config) -> WindowConfig {

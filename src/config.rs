@@ -32,6 +32,25 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub logging: LoggingConfig,
     pub shutdown: ShutdownConfig,
+    /// Spans dropped before buffering (the collector's `filter` processor).
+    pub filter: FilterConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    pub spans: Option<SpanFilterConfig>,
+}
+
+/// The `filter` processor's `traces` block: a span matching any `span`
+/// condition is dropped. `spanevent` is parsed so that its use is reported
+/// (tailsift writes spans as they came and cannot remove single events).
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpanFilterConfig {
+    pub error_mode: crate::policy::ottl::ErrorMode,
+    pub span: Vec<String>,
+    pub spanevent: Vec<String>,
 }
 
 /// How Kafka message payloads are encoded.
@@ -128,6 +147,22 @@ pub struct SamplingConfig {
     pub dry_run: bool,
     /// OpenTelemetry `tail_sampling` policies, verbatim; parsed by `policy`.
     pub policies: Vec<serde_json::Value>,
+    /// The first sampling policy in order decides (the collector's option).
+    pub sample_on_first_match: bool,
+    /// The rest of the collector's `tail_sampling` options, accepted as
+    /// pasted; `crate::collector` maps each onto its tailsift equivalent.
+    pub num_traces: Option<u64>,
+    pub expected_new_traces_per_sec: Option<u64>,
+    #[serde(with = "humantime_serde::option")]
+    pub decision_wait_after_root_received: Option<Duration>,
+    pub drop_pending_traces_on_shutdown: Option<bool>,
+    pub maximum_trace_size_bytes: Option<u64>,
+    pub block_on_overflow: Option<bool>,
+    pub num_shards: Option<u64>,
+    pub sampling_strategy: Option<String>,
+    /// What the collector options above became, for `check-config`.
+    #[serde(skip)]
+    pub collector_mapping: Vec<String>,
 }
 
 impl Default for SamplingConfig {
@@ -141,6 +176,16 @@ impl Default for SamplingConfig {
             decision_log: DecisionLogConfig::default(),
             dry_run: false,
             policies: Vec::new(),
+            sample_on_first_match: false,
+            num_traces: None,
+            expected_new_traces_per_sec: None,
+            decision_wait_after_root_received: None,
+            drop_pending_traces_on_shutdown: None,
+            maximum_trace_size_bytes: None,
+            block_on_overflow: None,
+            num_shards: None,
+            sampling_strategy: None,
+            collector_mapping: Vec::new(),
         }
     }
 }
@@ -155,6 +200,9 @@ pub struct DecisionCacheConfig {
     /// How far back a newly assigned partition reads the decision log.
     #[serde(with = "humantime_serde")]
     pub horizon: Duration,
+    /// The collector's names for `kept` and `dropped`.
+    pub sampled_cache_size: Option<usize>,
+    pub non_sampled_cache_size: Option<usize>,
 }
 
 impl Default for DecisionCacheConfig {
@@ -163,6 +211,8 @@ impl Default for DecisionCacheConfig {
             kept: 300_000,
             dropped: 1_000_000,
             horizon: Duration::from_secs(600),
+            sampled_cache_size: None,
+            non_sampled_cache_size: None,
         }
     }
 }
@@ -488,8 +538,9 @@ impl Config {
                 path: path.display().to_string(),
                 source,
             })?;
-        cfg.validate()?;
         let mut cfg = cfg;
+        crate::collector::apply_options(&mut cfg);
+        cfg.validate()?;
         cfg.apply_memory_plan();
         Ok(cfg)
     }
@@ -563,7 +614,7 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -572,7 +623,7 @@ mod tests {
     }
 
     /// A throwaway file under the system temp dir, removed on drop.
-    mod tempfile_path {
+    pub(crate) mod tempfile_path {
         use super::Write;
         pub struct TempPath(pub std::path::PathBuf);
         impl TempPath {

@@ -6,9 +6,11 @@
 //! until a decision, `decision_log` records decisions on Kafka for the
 //! partition's next owner, `source` drives it all from a Kafka consumer group,
 //! `app` wires it together behind the CLI; `retention` prunes old daily
-//! indices; `memory` holds the allocator to `memory.limit`.
+//! indices; `memory` holds the allocator to `memory.limit`; `collector`
+//! reads OpenTelemetry Collector configurations.
 
 pub mod app;
+pub mod collector;
 pub mod config;
 pub mod deadletter;
 pub mod decision_log;

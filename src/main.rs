@@ -42,6 +42,9 @@ enum Command {
     },
     /// Validate a config file, including every policy, and exit.
     CheckConfig { file: PathBuf },
+    /// Print the tailsift configuration equivalent to an OpenTelemetry
+    /// Collector configuration's `tail_sampling` and `filter` processors.
+    ImportOtel { file: PathBuf },
     /// Produce realistic generated traces to Kafka and print the ground truth.
     Loadgen(LoadgenArgs),
     /// Delete daily span and service indices older than N days.
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, sink } => run(config, sink),
         Command::CheckConfig { file } => check_config(&file),
+        Command::ImportOtel { file } => import_otel(&file),
         Command::Loadgen(args) => loadgen(args),
         Command::PruneIndices(args) => prune_indices(args),
     };
@@ -190,6 +194,23 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("  elasticsearch: {}", cfg.elasticsearch.urls.join(","));
     println!("  policies ({}): {}", names.len(), names.join(", "));
+    if let Some(spans) = &cfg.filter.spans {
+        println!("  filter.spans: {} span condition(s)", spans.span.len());
+    }
+    if !cfg.sampling.collector_mapping.is_empty() {
+        println!("  collector options:");
+        for line in &cfg.sampling.collector_mapping {
+            println!("    {line}");
+        }
+    }
+    Ok(())
+}
+
+fn import_otel(file: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let out = tailsift::collector::import::import(&text, &file.display().to_string())?;
+    print!("{out}");
     Ok(())
 }
 

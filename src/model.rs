@@ -222,6 +222,20 @@ pub struct ScannedSpan {
     pub status: SpanStatus,
     pub trace_state: ByteRange,
     pub service_name: ByteRange,
+    /// The span (operation) name; not UTF-8 checked by the scan.
+    pub name: ByteRange,
+    /// OTLP `SpanKind`: 0 unspecified, 1 internal … 5 consumer.
+    pub kind: u8,
+    /// OTLP `Span.flags` / Jaeger `flags`: W3C trace flags in the low byte.
+    pub flags: u32,
+    /// `Status.message`; not UTF-8 checked by the scan.
+    pub status_message: ByteRange,
+    /// The instrumentation scope's name; scanned only when
+    /// [`ScanExtras::scope_name`] asks for it.
+    pub scope_name: ByteRange,
+    /// Indices into [`ScanBatch::events`]; scanned only when
+    /// [`ScanExtras::events`] asks for them.
+    pub events: (u32, u32),
     /// Indices into [`ScanBatch::attrs`]: the span's interesting attributes.
     pub span_attrs: (u32, u32),
     /// Indices into [`ScanBatch::attrs`]: the resource's (process's)
@@ -230,18 +244,29 @@ pub struct ScannedSpan {
     pub layout: SpanLayout,
 }
 
+/// One span event (Jaeger: log) as a scan stores it.
+#[derive(Clone, Copy, PartialEq, Debug, Default)]
+pub struct ScannedEvent {
+    pub name: ByteRange,
+    pub time_unix_nano: u64,
+    /// Indices into [`ScanBatch::attrs`]: the event's interesting attributes.
+    pub attrs: (u32, u32),
+}
+
 /// Spans scanned from one message; reused across messages to avoid
 /// allocating per message.
 #[derive(Default, Debug)]
 pub struct ScanBatch {
     pub spans: Vec<ScannedSpan>,
     pub attrs: Vec<ScannedAttr>,
+    pub events: Vec<ScannedEvent>,
 }
 
 impl ScanBatch {
     pub fn clear(&mut self) {
         self.spans.clear();
         self.attrs.clear();
+        self.events.clear();
     }
 
     /// A borrowed view of span `i` over the payload bytes it was scanned from.
@@ -249,6 +274,7 @@ impl ScanBatch {
         SpanView {
             span: &self.spans[i],
             attrs: &self.attrs,
+            events: &self.events,
             bytes,
         }
     }
@@ -259,12 +285,18 @@ impl ScanBatch {
 pub struct SpanView<'a> {
     pub span: &'a ScannedSpan,
     attrs: &'a [ScannedAttr],
+    events: &'a [ScannedEvent],
     bytes: &'a [u8],
 }
 
 impl<'a> SpanView<'a> {
     pub fn new(span: &'a ScannedSpan, attrs: &'a [ScannedAttr], bytes: &'a [u8]) -> Self {
-        Self { span, attrs, bytes }
+        Self {
+            span,
+            attrs,
+            events: &[],
+            bytes,
+        }
     }
 
     pub fn str_at(&self, r: ByteRange) -> &'a str {
@@ -304,6 +336,31 @@ impl<'a> SpanView<'a> {
             .chain(attrs.get(r0 as usize..r1 as usize).unwrap_or_default())
     }
 
+    /// The span's own interesting attributes (not its resource's).
+    pub fn span_attributes(&self) -> &'a [ScannedAttr] {
+        self.attr_range(self.span.span_attrs)
+    }
+
+    /// The resource's (Jaeger: process's) interesting attributes.
+    pub fn resource_attributes(&self) -> &'a [ScannedAttr] {
+        self.attr_range(self.span.resource_attrs)
+    }
+
+    /// Attributes by index range, e.g. an event's.
+    pub fn attr_range(&self, (start, end): (u32, u32)) -> &'a [ScannedAttr] {
+        self.attrs
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    /// The span's events, when the scan recorded them.
+    pub fn events(&self) -> &'a [ScannedEvent] {
+        let (start, end) = self.span.events;
+        self.events
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
     fn value(&self, v: RawValue) -> AttrValue<'a> {
         match v {
             RawValue::Str(r) => AttrValue::Str(self.str_at(r)),
@@ -319,6 +376,37 @@ impl<'a> SpanView<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct AttributeKeys {
     keys: Vec<Box<[u8]>>,
+    extras: ScanExtras,
+}
+
+/// Span facts beyond the always-scanned ones, recorded only when a
+/// compiled condition reads them: they cost a walk of nested messages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanExtras {
+    /// `InstrumentationScope.name`.
+    pub scope_name: bool,
+    /// Span events, with their attributes named in `event_keys`.
+    pub events: bool,
+    pub event_keys: Vec<Box<str>>,
+}
+
+impl ScanExtras {
+    /// What either asks for.
+    pub fn merge(&self, other: &ScanExtras) -> Self {
+        let mut event_keys: Vec<Box<str>> = self
+            .event_keys
+            .iter()
+            .chain(&other.event_keys)
+            .cloned()
+            .collect();
+        event_keys.sort();
+        event_keys.dedup();
+        Self {
+            scope_name: self.scope_name || other.scope_name,
+            events: self.events || other.events,
+            event_keys,
+        }
+    }
 }
 
 impl AttributeKeys {
@@ -329,7 +417,31 @@ impl AttributeKeys {
             .collect();
         keys.sort();
         keys.dedup();
-        Self { keys }
+        Self {
+            keys,
+            extras: ScanExtras::default(),
+        }
+    }
+
+    /// Also scan the facts `extras` asks for.
+    pub fn with_extras(mut self, extras: ScanExtras) -> Self {
+        self.extras = extras;
+        self
+    }
+
+    pub fn extras(&self) -> &ScanExtras {
+        &self.extras
+    }
+
+    /// Keys and extras wanted by either.
+    pub fn merge(&self, other: &AttributeKeys) -> Self {
+        let keys = self.iter().chain(other.iter());
+        Self::new(keys).with_extras(self.extras.merge(&other.extras))
+    }
+
+    /// Whether an event attribute with this key is wanted.
+    pub fn event_key(&self, key: &[u8]) -> bool {
+        self.extras.event_keys.iter().any(|k| k.as_bytes() == key)
     }
 
     /// Linear search: policy sets name a handful of keys, so this beats

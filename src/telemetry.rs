@@ -158,6 +158,18 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Policy evaluations, by policy and result (sampled, not_sampled)",
     ),
     (
+        "tailsift_ottl_errors_total",
+        Kind::Counter,
+        Unit::Count,
+        "OTTL condition evaluation errors, by policy or filter rule (each error_mode)",
+    ),
+    (
+        "tailsift_spans_filtered_total",
+        Kind::Counter,
+        Unit::Count,
+        "Spans dropped by filter.spans before buffering, by rule",
+    ),
+    (
         "tailsift_policy_reloads_total",
         Kind::Counter,
         Unit::Count,

@@ -2,8 +2,8 @@
 //! `proto/jaeger/model.proto`, and the scan of one `Span` message (what the
 //! Jaeger collector writes to Kafka, process embedded).
 //!
-//! Field numbers: Span { trace_id = 1; span_id = 2; repeated SpanRef
-//! references = 4; Timestamp start_time = 6; Duration duration = 7;
+//! Field numbers: Span { trace_id = 1; span_id = 2; operation_name = 3;
+//! repeated SpanRef references = 4; uint32 flags = 5; repeated Log logs = 9; Timestamp start_time = 6; Duration duration = 7;
 //! repeated KeyValue tags = 8; Process process = 10 }, SpanRef { trace_id = 1;
 //! span_id = 2; ref_type = 3 }, Timestamp/Duration { seconds = 1; nanos = 2 },
 //! KeyValue { key = 1; v_type = 2; v_str = 3; v_bool = 4; v_int64 = 5;
@@ -14,8 +14,8 @@ use std::ops::Range;
 use super::wire::{Reader, Value, str_range};
 use super::{DecodeError, ids};
 use crate::model::{
-    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedSpan, SpanId, SpanLayout,
-    SpanStatus, TraceId,
+    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedEvent, ScannedSpan, SpanId,
+    SpanLayout, SpanStatus, TraceId,
 };
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -50,10 +50,12 @@ pub(super) fn scan(
         match number {
             1 => trace_id = value.byte_range()?.of(buf),
             2 => span_id = value.byte_range()?.of(buf),
+            3 => span.name = value.byte_range()?,
             4 => {
                 value.len_range()?;
                 has_refs = true;
             }
+            5 => span.flags = value.varint()? as u32,
             6 => start = unix_nanos(buf, value.len_range()?)?,
             7 => duration = signed_nanos(buf, value.len_range()?)?,
             8 => span_tag(buf, value.len_range()?, keys, &mut span, batch)?,
@@ -75,6 +77,9 @@ pub(super) fn scan(
         span.service_name = scan_process(buf, range, keys, batch)?;
     }
     span.resource_attrs = (first_process_attr, batch.attrs.len() as u32);
+    if keys.extras().events {
+        span.events = scan_logs(buf, keys, batch)?;
+    }
     batch.spans.push(span);
     Ok(())
 }
@@ -241,6 +246,19 @@ fn span_tag(
             span.trace_state = tag.str(buf)?;
             SpanStatus::Unset
         }
+        // The tags Jaeger's OTLP translation writes for OTLP-only fields.
+        b"span.kind" => {
+            span.kind = span_kind(tag.str(buf)?.of(buf));
+            SpanStatus::Unset
+        }
+        b"otel.status_description" => {
+            span.status_message = tag.str(buf)?;
+            SpanStatus::Unset
+        }
+        b"otel.scope.name" | b"otel.library.name" => {
+            span.scope_name = tag.str(buf)?;
+            SpanStatus::Unset
+        }
         _ => SpanStatus::Unset,
     };
     // An error from either tag wins over OK.
@@ -248,6 +266,71 @@ fn span_tag(
         span.status = status;
     }
     tag.keep_if_wanted(buf, keys, batch)
+}
+
+/// The span's logs as events, in a walk of their own so that the span's
+/// tags and its process's stay contiguous in `batch.attrs`.
+fn scan_logs(
+    buf: &[u8],
+    keys: &AttributeKeys,
+    batch: &mut ScanBatch,
+) -> Result<(u32, u32), DecodeError> {
+    let first = batch.events.len() as u32;
+    let mut fields = Reader::new(buf, 0..buf.len());
+    while let Some((number, value)) = fields.next_field()? {
+        if number == 9 {
+            let event = scan_log(buf, value.len_range()?, keys, batch)?;
+            batch.events.push(event);
+        }
+    }
+    Ok((first, batch.events.len() as u32))
+}
+
+/// Log { Timestamp timestamp = 1; repeated KeyValue fields = 2 }. Like
+/// Jaeger's OTLP translation, the `event` field is the event's name.
+fn scan_log(
+    buf: &[u8],
+    range: Range<usize>,
+    keys: &AttributeKeys,
+    batch: &mut ScanBatch,
+) -> Result<ScannedEvent, DecodeError> {
+    let mut event = ScannedEvent::default();
+    let first_attr = batch.attrs.len() as u32;
+    let mut fields = Reader::new(buf, range);
+    while let Some((number, value)) = fields.next_field()? {
+        match number {
+            1 => event.time_unix_nano = unix_nanos(buf, value.len_range()?)?,
+            2 => {
+                let tag = Tag::read(buf, value.len_range()?)?;
+                let key = tag.key.of(buf);
+                if key == b"event" {
+                    event.name = tag.str(buf)?;
+                } else if keys.event_key(key)
+                    && let Some(value) = tag.value(buf)?
+                {
+                    batch.attrs.push(ScannedAttr {
+                        key: tag.key,
+                        value,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    event.attrs = (first_attr, batch.attrs.len() as u32);
+    Ok(event)
+}
+
+/// The OTLP `SpanKind` number of a Jaeger `span.kind` tag value.
+fn span_kind(value: &[u8]) -> u8 {
+    match value {
+        b"internal" => 1,
+        b"server" => 2,
+        b"client" => 3,
+        b"producer" => 4,
+        b"consumer" => 5,
+        _ => 0,
+    }
 }
 
 /// `error=true` as a bool tag, or as the string "true" some clients write.

@@ -141,8 +141,11 @@ impl Decoder {
 
     /// This decoder scanning `other`'s attribute keys as well.
     pub fn with_keys_of(&self, other: &Decoder) -> Self {
-        let keys = AttributeKeys::new(self.keys.iter().chain(other.keys.iter()));
-        Self::new(self.setting, keys, self.max_message_bytes)
+        Self::new(
+            self.setting,
+            self.keys.merge(&other.keys),
+            self.max_message_bytes,
+        )
     }
 
     /// Normalizes one Kafka message to protobuf (JSON input is parsed and

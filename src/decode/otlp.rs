@@ -5,9 +5,12 @@
 //! - ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2 }
 //! - ScopeSpans { InstrumentationScope scope = 1; repeated Span spans = 2 }
 //! - Resource { repeated KeyValue attributes = 1 }
+//! - InstrumentationScope { name = 1 }
 //! - Span { trace_id = 1; span_id = 2; trace_state = 3; parent_span_id = 4;
-//!   fixed64 start = 7; fixed64 end = 8; repeated KeyValue attributes = 9;
-//!   Status status = 15 }, Status { code = 3 }
+//!   name = 5; SpanKind kind = 6; fixed64 start = 7; fixed64 end = 8;
+//!   repeated KeyValue attributes = 9; repeated Event events = 11;
+//!   Status status = 15; fixed32 flags = 16 }, Status { message = 2; code = 3 },
+//!   Event { fixed64 time_unix_nano = 1; name = 2; repeated KeyValue attributes = 3 }
 //! - KeyValue { key = 1; AnyValue value = 2 }, AnyValue oneof { string = 1;
 //!   bool = 2; int = 3; double = 4; array = 5; kvlist = 6; bytes = 7 }
 
@@ -16,7 +19,8 @@ use std::ops::Range;
 use super::wire::{Reader, str_range};
 use super::{DecodeError, ids};
 use crate::model::{
-    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedSpan, SpanLayout, SpanStatus,
+    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedEvent, ScannedSpan,
+    SpanLayout, SpanStatus,
 };
 
 const SERVICE_NAME: &[u8] = b"service.name";
@@ -120,10 +124,26 @@ fn scan_scope_spans(
             _ => {}
         }
     }
+    let scope_name = match keys.extras().scope_name {
+        true => scope_name(buf, scope)?,
+        false => ByteRange::default(),
+    };
     for span in &mut batch.spans[first_span..] {
         span.layout.scope = scope;
+        span.scope_name = scope_name;
     }
     Ok(())
+}
+
+fn scope_name(buf: &[u8], scope: ByteRange) -> Result<ByteRange, DecodeError> {
+    let mut name = ByteRange::default();
+    let mut fields = Reader::new(buf, scope.start as usize..scope.end as usize);
+    while let Some((number, value)) = fields.next_field()? {
+        if number == 1 {
+            name = value.byte_range()?;
+        }
+    }
+    Ok(name)
 }
 
 fn scan_span(
@@ -148,6 +168,10 @@ fn scan_span(
             2 => span_id = value.byte_range()?.of(buf),
             3 => span.trace_state = str_range(buf, value)?,
             4 => parent_id = value.byte_range()?.of(buf),
+            // Recorded unchecked: a range costs nothing, and readers of the
+            // name check UTF-8 themselves (a kept span's decode does too).
+            5 => span.name = value.byte_range()?,
+            6 => span.kind = value.varint()?.min(u64::from(u8::MAX)) as u8,
             7 => span.start_unix_nano = value.fixed64()?,
             8 => span.end_unix_nano = value.fixed64()?,
             // With no keys wanted, attributes are skipped unread.
@@ -156,7 +180,8 @@ fn scan_span(
                     batch.attrs.push(attr);
                 }
             }
-            15 => span.status = status(buf, value.len_range()?)?,
+            15 => (span.status, span.status_message) = status(buf, value.len_range()?)?,
+            16 => span.flags = value.fixed32()?,
             _ => {}
         }
     }
@@ -164,23 +189,74 @@ fn scan_span(
     span.span_id = ids::span_id(span_id)?;
     span.parent_span_id = ids::optional_span_id(parent_id)?;
     span.span_attrs = (first_attr, batch.attrs.len() as u32);
+    if keys.extras().events {
+        span.events = scan_events(buf, span.layout.span, keys, batch)?;
+    }
     batch.spans.push(span);
     Ok(())
 }
 
-fn status(buf: &[u8], range: Range<usize>) -> Result<SpanStatus, DecodeError> {
-    let mut code = SpanStatus::Unset;
-    let mut fields = Reader::new(buf, range);
+/// A second walk over the span for its events, so that the span's own
+/// attributes stay contiguous in `batch.attrs`.
+fn scan_events(
+    buf: &[u8],
+    span: ByteRange,
+    keys: &AttributeKeys,
+    batch: &mut ScanBatch,
+) -> Result<(u32, u32), DecodeError> {
+    let first = batch.events.len() as u32;
+    let mut fields = Reader::new(buf, span.start as usize..span.end as usize);
     while let Some((number, value)) = fields.next_field()? {
-        if number == 3 {
-            code = match value.varint()? {
-                1 => SpanStatus::Ok,
-                2 => SpanStatus::Error,
-                _ => SpanStatus::Unset,
-            };
+        if number == 11 {
+            let event = scan_event(buf, value.len_range()?, keys, batch)?;
+            batch.events.push(event);
         }
     }
-    Ok(code)
+    Ok((first, batch.events.len() as u32))
+}
+
+fn scan_event(
+    buf: &[u8],
+    range: Range<usize>,
+    keys: &AttributeKeys,
+    batch: &mut ScanBatch,
+) -> Result<ScannedEvent, DecodeError> {
+    let mut event = ScannedEvent::default();
+    let first_attr = batch.attrs.len() as u32;
+    let mut fields = Reader::new(buf, range);
+    while let Some((number, value)) = fields.next_field()? {
+        match number {
+            1 => event.time_unix_nano = value.fixed64()?,
+            2 => event.name = value.byte_range()?,
+            3 => {
+                if let Some(attr) = key_value(buf, value.len_range()?, |k| keys.event_key(k))? {
+                    batch.attrs.push(attr);
+                }
+            }
+            _ => {}
+        }
+    }
+    event.attrs = (first_attr, batch.attrs.len() as u32);
+    Ok(event)
+}
+
+fn status(buf: &[u8], range: Range<usize>) -> Result<(SpanStatus, ByteRange), DecodeError> {
+    let (mut code, mut message) = (SpanStatus::Unset, ByteRange::default());
+    let mut fields = Reader::new(buf, range);
+    while let Some((number, value)) = fields.next_field()? {
+        match number {
+            2 => message = value.byte_range()?,
+            3 => {
+                code = match value.varint()? {
+                    1 => SpanStatus::Ok,
+                    2 => SpanStatus::Error,
+                    _ => SpanStatus::Unset,
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((code, message))
 }
 
 /// Reads one `KeyValue`; its value is decoded only when `wanted(key)`.

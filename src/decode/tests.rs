@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::fixtures::{self, SpanSpec, Value};
 use super::*;
-use crate::model::{AttrValue, Payload, SpanId, SpanRef, SpanStatus, TraceId};
+use crate::model::{AttrValue, Payload, ScanExtras, SpanId, SpanRef, SpanStatus, TraceId};
 
 /// The attribute keys "policies" read in these tests.
 const KEYS: [&str; 6] = [
@@ -958,4 +958,77 @@ fn encodings_have_their_config_names() {
 fn decoder_is_send_sync_and_cheap_to_share() {
     fn shareable<T: Send + Sync + Clone>() {}
     shareable::<Decoder>();
+}
+
+/// Scope names and events cost a walk of nested messages: recorded only
+/// when asked for, in both wire models, with event attributes limited to
+/// the keys asked for and the span's own attributes kept contiguous.
+#[test]
+fn scope_name_and_events_are_scanned_only_on_request() {
+    let error = SpanSpec::new([3; 16], [1; 8])
+        .status(SpanStatus::Error)
+        .name("GET /x")
+        .attr("http.route", "/x");
+    for (setting, raw) in [
+        (
+            EncodingSetting::OtlpProto,
+            fixtures::otlp_proto(std::slice::from_ref(&error)),
+        ),
+        (EncodingSetting::JaegerProto, fixtures::jaeger_proto(&error)),
+    ] {
+        let (n, batch) = scan(setting, raw.clone());
+        let v = batch.view(0, &n.bytes);
+        assert!(
+            batch.events.is_empty() && v.span.scope_name.is_empty(),
+            "{setting:?}"
+        );
+        assert_eq!(v.bytes_at(v.span.name), b"GET /x");
+        assert_eq!(v.span.kind, 2, "a root is a server span");
+        assert_eq!(v.span.flags & 1, 1, "sampled");
+
+        let extras = ScanExtras {
+            scope_name: true,
+            events: true,
+            event_keys: vec!["exception.type".into(), "message".into()],
+        };
+        let d = Decoder::new(
+            setting,
+            AttributeKeys::new(KEYS).with_extras(extras),
+            1 << 20,
+        );
+        let mut batch = ScanBatch::default();
+        let n = d.scan(Bytes::from(raw), None, &mut batch).expect("scan");
+        let v = batch.view(0, &n.bytes);
+        let events = v.events();
+        assert_eq!(events.len(), 1, "{setting:?}");
+        let attrs: Vec<_> = v
+            .attr_range(events[0].attrs)
+            .iter()
+            .map(|a| String::from_utf8_lossy(v.bytes_at(a.key)).into_owned())
+            .collect();
+        let span_keys: Vec<_> = v
+            .span_attributes()
+            .iter()
+            .map(|a| String::from_utf8_lossy(v.bytes_at(a.key)).into_owned())
+            .collect();
+        assert_eq!(span_keys, ["http.route"], "{setting:?}");
+        match setting {
+            EncodingSetting::OtlpProto => {
+                assert_eq!(v.bytes_at(events[0].name), b"exception");
+                assert_eq!(attrs, ["exception.type"]);
+                assert_eq!(
+                    v.bytes_at(v.span.scope_name),
+                    b"io.opentelemetry.tomcat-10.0"
+                );
+                assert_eq!(
+                    v.bytes_at(v.span.status_message),
+                    b"upstream request failed"
+                );
+            }
+            _ => {
+                assert_eq!(v.bytes_at(events[0].name), b"error");
+                assert_eq!(attrs, ["message"]);
+            }
+        }
+    }
 }

@@ -42,6 +42,13 @@ impl Value {
         }
     }
 
+    pub(crate) fn fixed32(self) -> Result<u32, DecodeError> {
+        match self {
+            Value::Fixed32(v) => Ok(v),
+            _ => Err(DecodeError::InvalidProtobuf("wrong wire type")),
+        }
+    }
+
     pub(crate) fn fixed64(self) -> Result<u64, DecodeError> {
         match self {
             Value::Fixed64(v) => Ok(v),

@@ -19,10 +19,13 @@
 //!
 //! A keep reports the policy with the smallest sample rate (the first in
 //! config order on ties): always_sample, latency, status_code, span_count,
-//! attribute, trace_state and rate_limiting policies imply rate 1,
+//! attribute, trace_state, trace_flags, ottl_condition, rate_limiting and
+//! bytes_limiting policies imply rate 1,
 //! probabilistic 100/pct, throughput its key's rate, `and` the product of
 //! its parts, `not` 1, composite the rate of the sub-policy that sampled.
 
+mod filter;
+pub mod ottl;
 mod predicate;
 mod rate;
 mod rules;
@@ -37,6 +40,7 @@ use std::time::Instant;
 
 use crate::model::{AttributeKeys, Decision, RawValue, SpanView, TraceId, TraceSummary};
 
+pub use filter::{FilterError, SpanFilter};
 use predicate::{LeafBits, SERVICE_NAME, SpanPredicates};
 use rules::{Builder, Ctx, Policy, Rule};
 
@@ -64,6 +68,8 @@ pub struct PolicyEngine {
     captures: Vec<Box<str>>,
     epoch: Instant,
     none: Arc<str>,
+    /// The collector's `sample_on_first_match`.
+    first_match: bool,
 }
 
 /// A top-level policy with its evaluation counters.
@@ -134,12 +140,22 @@ impl PolicyEngine {
             captures: builder.captures,
             epoch: Instant::now(),
             none: NONE.into(),
+            first_match: false,
         })
+    }
+
+    /// Like the collector's `sample_on_first_match`: after the drop
+    /// policies, the first policy in config order that samples decides and
+    /// later ones are not evaluated (so they spend no rate budget).
+    pub fn sample_on_first_match(mut self, on: bool) -> Self {
+        self.first_match = on;
+        self
     }
 
     /// Attribute keys any policy reads; scanners keep only these.
     pub fn attribute_keys(&self) -> AttributeKeys {
         AttributeKeys::new(self.preds.keys().chain(self.captures.iter().map(|k| &**k)))
+            .with_extras(self.preds.extras())
     }
 
     pub fn new_state(&self) -> TraceState {
@@ -204,6 +220,9 @@ impl PolicyEngine {
                 && best.is_none_or(|(r, _)| rate < r)
             {
                 best = Some((rate, &c.policy.name));
+            }
+            if self.first_match && best.is_some() {
+                break;
             }
         }
         match best {

@@ -7,7 +7,11 @@ use std::collections::HashSet;
 
 use regex::bytes::RegexSet;
 
-use crate::model::{RawValue, SpanView};
+use super::ottl::SpanConditions;
+use crate::model::{RawValue, ScanExtras, SpanView};
+
+/// The W3C `sampled` trace flag.
+const FLAG_SAMPLED: u32 = 0x01;
 
 /// OpenTelemetry spans carry the service as a resource attribute; Jaeger
 /// spans only in their process, which the scan exposes as `service_name`.
@@ -130,6 +134,28 @@ impl TraceStateTest {
     }
 }
 
+/// An `ottl_condition` leaf. Like the collector, evaluation stops at the
+/// first span that matches or fails (under `error_mode: propagate`); a
+/// failure leaves the policy not sampled.
+struct OttlLeaf {
+    hit: u32,
+    failed: u32,
+    conditions: SpanConditions,
+}
+
+impl OttlLeaf {
+    fn observe(&self, bits: &mut LeafBits, span: &SpanView<'_>) {
+        if bits.get(self.hit) || bits.get(self.failed) {
+            return;
+        }
+        match self.conditions.matches(span) {
+            Ok(true) => bits.set(self.hit),
+            Ok(false) => {}
+            Err(_) => bits.set(self.failed),
+        }
+    }
+}
+
 /// All leaf predicates of an engine, grouped by what of a span they read.
 #[derive(Default)]
 pub(crate) struct SpanPredicates {
@@ -137,7 +163,10 @@ pub(crate) struct SpanPredicates {
     /// (bit, mask of `1 << SpanStatus`).
     status: Vec<(u32, u8)>,
     trace_state: Vec<(u32, TraceStateTest)>,
+    /// Bits of `trace_flags` policies.
+    sampled_flag: Vec<u32>,
     attrs: Vec<AttrGroup>,
+    ottl: Vec<OttlLeaf>,
 }
 
 impl SpanPredicates {
@@ -167,6 +196,31 @@ impl SpanPredicates {
         bit
     }
 
+    pub(crate) fn add_sampled_flag(&mut self) -> u32 {
+        let bit = self.next_bit();
+        self.sampled_flag.push(bit);
+        bit
+    }
+
+    /// Returns the bit set when some span matches.
+    pub(crate) fn add_ottl(&mut self, conditions: SpanConditions) -> u32 {
+        let hit = self.next_bit();
+        let failed = self.next_bit();
+        self.ottl.push(OttlLeaf {
+            hit,
+            failed,
+            conditions,
+        });
+        hit
+    }
+
+    /// The facts beyond the default scan that OTTL conditions read.
+    pub(crate) fn extras(&self) -> ScanExtras {
+        self.ottl.iter().fold(ScanExtras::default(), |out, leaf| {
+            out.merge(leaf.conditions.extras())
+        })
+    }
+
     pub(crate) fn add_attr(&mut self, key: &str, test: AttrTest) -> u32 {
         let bit = self.next_bit();
         match self.attrs.iter_mut().find(|g| &*g.key == key) {
@@ -181,7 +235,10 @@ impl SpanPredicates {
 
     /// The attribute keys the predicates read.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
-        self.attrs.iter().map(|g| &*g.key)
+        self.attrs
+            .iter()
+            .map(|g| &*g.key)
+            .chain(self.ottl.iter().flat_map(|l| l.conditions.attribute_keys()))
     }
 
     /// Sets the bit of every predicate this span satisfies.
@@ -194,6 +251,14 @@ impl SpanPredicates {
         }
         if !self.trace_state.is_empty() {
             self.observe_trace_state(bits, span.trace_state());
+        }
+        if span.span.flags & FLAG_SAMPLED != 0 {
+            for &bit in &self.sampled_flag {
+                bits.set(bit);
+            }
+        }
+        for leaf in &self.ottl {
+            leaf.observe(bits, span);
         }
         if self.attrs.is_empty() {
             return;

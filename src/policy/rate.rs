@@ -10,9 +10,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A token bucket of spans, as the collector's `rate_limiting` builds with
-/// `golang.org/x/time/rate`: refills at `rate` spans/s up to `burst`, starts
-/// full, and a trace passes only if all its spans fit.
+/// A token bucket of spans (or bytes), as the collector's `rate_limiting`
+/// (`bytes_limiting`) builds with `golang.org/x/time/rate`: refills at
+/// `rate` per second up to `burst`, starts full, and a trace passes only if
+/// all its spans (bytes) fit.
 pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
@@ -25,9 +26,9 @@ struct Bucket {
 }
 
 impl TokenBucket {
-    pub(crate) fn new(spans_per_second: u64, burst: u64) -> Self {
+    pub(crate) fn new(per_second: u64, burst: u64) -> Self {
         Self {
-            rate: spans_per_second as f64,
+            rate: per_second as f64,
             burst: burst as f64,
             state: Mutex::new(Bucket {
                 tokens: burst as f64,
@@ -36,8 +37,8 @@ impl TokenBucket {
         }
     }
 
-    /// Takes `spans` tokens if available at `now`.
-    pub(crate) fn allow(&self, spans: u32, now: Instant) -> bool {
+    /// Takes `amount` tokens if available at `now`.
+    pub(crate) fn allow(&self, amount: u64, now: Instant) -> bool {
         let mut b = lock(&self.state);
         let tokens = match b.last {
             None => self.burst,
@@ -46,7 +47,7 @@ impl TokenBucket {
                 (b.tokens + refill).min(self.burst)
             }
         };
-        let need = f64::from(spans);
+        let need = amount as f64;
         if need > tokens {
             // Like x/time/rate: a refused request leaves the bucket as it was.
             return false;

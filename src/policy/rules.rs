@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use regex::bytes::{Regex, RegexSet};
 use serde_json::Value;
 
+use super::ottl::SpanConditions;
 use super::predicate::{AttrTest, SpanPredicates, StrMatch};
 use super::rate::{SecondWindow, TokenBucket};
 use super::syntax::*;
@@ -50,6 +51,8 @@ pub(crate) enum Node {
     },
     Probabilistic(Probabilistic),
     RateLimit(TokenBucket),
+    /// `bytes_limiting`: a token bucket of trace bytes.
+    ByteLimit(TokenBucket),
     Throughput(Box<Throughput>),
     /// All sampled; the rate is the product (independent samplers).
     And(Vec<Node>),
@@ -91,7 +94,8 @@ impl Node {
                 let h = probabilistic_hash(&p.salt, &cx.summary.trace_id);
                 (p.rate.is_finite() && h <= p.threshold).then_some(p.rate)
             }
-            Self::RateLimit(bucket) => keep(bucket.allow(cx.summary.span_count, cx.now)),
+            Self::RateLimit(bucket) => keep(bucket.allow(cx.summary.span_count.into(), cx.now)),
+            Self::ByteLimit(bucket) => keep(bucket.allow(cx.summary.bytes, cx.now)),
             Self::Throughput(t) => t.decide(&cx.summary.trace_id, &cx.state.captured, cx.now),
             // In order, stopping at the first miss: later stateful nodes
             // spend budget only on traces the earlier ones let through.
@@ -240,6 +244,14 @@ impl Builder {
             PolicyType::SpanCount => span_count(path, e.settings(kind).map_err(err)?)?,
             PolicyType::RateLimiting => rate_limiting(path, e.settings(kind).map_err(err)?)?,
             PolicyType::TraceState => self.trace_state(path, e.settings(kind).map_err(err)?)?,
+            PolicyType::TraceFlags => {
+                e.settings::<EmptyCfg>(kind).map_err(err)?;
+                leaf(self.preds.add_sampled_flag())
+            }
+            PolicyType::OttlCondition => {
+                self.ottl_condition(path, name, e.settings(kind).map_err(err)?)?
+            }
+            PolicyType::BytesLimiting => bytes_limiting(path, e.settings(kind).map_err(err)?)?,
             PolicyType::Throughput => {
                 self.throughput(path, name, e.settings(kind).map_err(err)?)?
             }
@@ -346,6 +358,12 @@ impl Builder {
         }
     }
 
+    fn ottl_condition(&mut self, path: &Path, name: &str, cfg: OttlConditionCfg) -> Result<Node> {
+        let conditions = SpanConditions::compile(&cfg.span, &cfg.spanevent, cfg.error_mode, name)
+            .map_err(|e| path.err(format!("ottl_condition: {e}")))?;
+        Ok(leaf(self.preds.add_ottl(conditions)))
+    }
+
     fn trace_state(&mut self, path: &Path, cfg: TraceStateCfg) -> Result<Node> {
         require_key(path, &cfg.key)?;
         // A tracestate member ("key=value") is at most 256 characters: the
@@ -422,6 +440,15 @@ impl Builder {
             subs,
             max_total,
         })
+    }
+}
+
+/// A plain span-level leaf: sampled when some span matched.
+fn leaf(bit: u32) -> Node {
+    Node::Leaf {
+        bit,
+        invert: false,
+        on_error: false,
     }
 }
 
@@ -549,6 +576,25 @@ fn rate_limiting(path: &Path, cfg: RateLimitingCfg) -> Result<Node> {
         rate.saturating_mul(2)
     };
     Ok(Node::RateLimit(TokenBucket::new(rate, burst)))
+}
+
+/// The trace's bytes are its spans' wire bytes, where the collector
+/// estimates the size of its in-memory spans; budgets are comparable, not
+/// byte-identical.
+fn bytes_limiting(path: &Path, cfg: BytesLimitingCfg) -> Result<Node> {
+    if cfg.bytes_per_second <= 0 {
+        return Err(path.err("`bytes_per_second` must be greater than 0"));
+    }
+    if cfg.burst_capacity < 0 {
+        return Err(path.err("`burst_capacity` must not be negative"));
+    }
+    let rate = cfg.bytes_per_second as u64;
+    let burst = if cfg.burst_capacity > 0 {
+        cfg.burst_capacity as u64
+    } else {
+        rate.saturating_mul(2)
+    };
+    Ok(Node::ByteLimit(TokenBucket::new(rate, burst)))
 }
 
 fn sub_names(values: &[Value]) -> Vec<Option<&str>> {

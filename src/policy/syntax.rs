@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// Every policy type tailsift knows, plus the collector types it refuses.
+use super::ottl::ErrorMode;
+
+/// Every policy type tailsift knows: the collector's, plus `throughput`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PolicyType {
     AlwaysSample,
@@ -25,6 +27,9 @@ pub(crate) enum PolicyType {
     Not,
     Drop,
     Composite,
+    OttlCondition,
+    TraceFlags,
+    BytesLimiting,
     /// tailsift's own: a per-key throughput target.
     Throughput,
 }
@@ -46,6 +51,9 @@ impl PolicyType {
             "not" => Self::Not,
             "drop" => Self::Drop,
             "composite" => Self::Composite,
+            "ottl_condition" => Self::OttlCondition,
+            "trace_flags" => Self::TraceFlags,
+            "bytes_limiting" => Self::BytesLimiting,
             "throughput" => Self::Throughput,
             _ => return None,
         })
@@ -68,13 +76,13 @@ impl PolicyType {
             Self::Not => "not",
             Self::Drop => "drop",
             Self::Composite => "composite",
+            Self::OttlCondition => "ottl_condition",
+            Self::TraceFlags => "trace_flags",
+            Self::BytesLimiting => "bytes_limiting",
             Self::Throughput => "throughput",
         }
     }
 }
-
-/// Collector policy types that need data tailsift does not scan.
-const UNSUPPORTED_TYPES: &[&str] = &["ottl_condition", "bytes_limiting", "trace_flags"];
 
 /// Settings blocks the collector accepts on every policy whatever its type
 /// (its `PolicyCfg` has one field per type). Pasted configs may carry one
@@ -122,13 +130,8 @@ impl<'a> Entry<'a> {
             Some(_) => return Err("`type` must be a string".into()),
             None => return Err("missing field `type`".into()),
         };
-        let kind = match PolicyType::parse(type_name) {
-            Some(k) => Ok(k),
-            None if UNSUPPORTED_TYPES.contains(&type_name) => Err(format!(
-                "policy type `{type_name}` is not supported by tailsift"
-            )),
-            None => Err(format!("unknown policy type `{type_name}`")),
-        };
+        let kind = PolicyType::parse(type_name)
+            .ok_or_else(|| format!("unknown policy type `{type_name}`"));
         Ok(Self {
             name,
             type_name,
@@ -233,6 +236,24 @@ pub(crate) struct SpanCountCfg {
 pub(crate) struct RateLimitingCfg {
     pub spans_per_second: i64,
     /// Token bucket size; 0 means twice `spans_per_second`.
+    pub burst_capacity: i64,
+}
+
+/// `ottl_condition`: sampled when a `span` condition holds on some span,
+/// or a `spanevent` condition on some event.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OttlConditionCfg {
+    pub error_mode: ErrorMode,
+    pub span: Vec<String>,
+    pub spanevent: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BytesLimitingCfg {
+    pub bytes_per_second: i64,
+    /// Token bucket size in bytes; 0 means twice `bytes_per_second`.
     pub burst_capacity: i64,
 }
 

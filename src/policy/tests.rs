@@ -39,6 +39,8 @@ struct Span {
     resource: Vec<(&'static str, Val)>,
     start_ms: u64,
     end_ms: u64,
+    name: &'static str,
+    flags: u32,
 }
 
 fn span() -> Span {
@@ -67,6 +69,14 @@ impl Span {
     }
     fn resource(mut self, k: &'static str, v: Val) -> Self {
         self.resource.push((k, v));
+        self
+    }
+    fn name(mut self, n: &'static str) -> Self {
+        self.name = n;
+        self
+    }
+    fn flags(mut self, f: u32) -> Self {
+        self.flags = f;
         self
     }
     fn time(mut self, start_ms: u64, end_ms: u64) -> Self {
@@ -108,7 +118,10 @@ impl Scanned {
         push(&s.resource, &mut attrs);
         let service_name = put(s.service);
         let trace_state = put(s.trace_state);
+        let name = put(s.name);
         let scanned = ScannedSpan {
+            name,
+            flags: s.flags,
             trace_id,
             span_id: SpanId([1; 8]),
             start_unix_nano: s.start_ms * 1_000_000,
@@ -124,6 +137,7 @@ impl Scanned {
             batch: ScanBatch {
                 spans: vec![scanned],
                 attrs,
+                events: Vec::new(),
             },
             bytes,
         }
@@ -772,6 +786,86 @@ fn rate_limiting_burst_capacity_and_oversized_traces() {
     assert!(decide_at(&e, TraceId([1; 16]), &vec![span(); 3], now).keep);
 }
 
+// ---- ottl_condition, trace_flags, bytes_limiting -------------------------
+
+#[test]
+fn ottl_condition_samples_when_any_span_matches() {
+    let e = engine(
+        r#"
+- name: slow-checkout
+  type: ottl_condition
+  ottl_condition:
+    span:
+      - 'attributes["http.route"] == "/checkout" and end_time_unix_nano - start_time_unix_nano > 1000000000'
+      - 'resource.attributes["tier"] == "gold"'
+"#,
+    );
+    let slow = span().attr("http.route", Val::S("/checkout")).time(0, 1500);
+    let fast = span().attr("http.route", Val::S("/checkout")).time(0, 500);
+    assert_eq!(
+        decide(&e, &[fast.clone(), slow]),
+        Decision::keep("slow-checkout".into(), 1.0)
+    );
+    assert!(!kept(&e, &[fast.clone()]));
+    assert!(kept(&e, &[fast.resource("tier", Val::S("gold"))]));
+    let keys: Vec<String> = e.attribute_keys().iter().map(String::from).collect();
+    assert_eq!(keys, ["http.route", "tier"]);
+}
+
+#[test]
+fn ottl_condition_error_mode_like_the_collector() {
+    let policy = |mode: &str| {
+        engine(&format!(
+            r#"
+- name: p
+  type: ottl_condition
+  ottl_condition:
+    error_mode: {mode}
+    span: ['ToLowerCase(attributes["code"]) == "x" or name == "hit"']
+"#
+        ))
+    };
+    // The first span fails (an int is not a string), the second matches.
+    let failing = span().attr("code", Val::I(1));
+    let hit = span().attr("code", Val::S("y")).name("hit");
+    // propagate: evaluation stops at the error; the policy does not sample.
+    assert!(!kept(&policy("propagate"), &[failing.clone(), hit.clone()]));
+    // A match seen before the error still samples.
+    assert!(kept(&policy("propagate"), &[hit.clone(), failing.clone()]));
+    // ignore / silent: the failing condition is false, evaluation goes on.
+    assert!(kept(&policy("ignore"), &[failing.clone(), hit.clone()]));
+    assert!(kept(&policy("silent"), &[failing.clone(), hit]));
+    assert!(!kept(&policy("silent"), &[failing]));
+}
+
+#[test]
+fn trace_flags_samples_a_span_with_the_sampled_flag() {
+    let e = engine("- {name: flagged, type: trace_flags}");
+    assert!(!kept(&e, &[span(), span().flags(0x100)]));
+    assert!(kept(&e, &[span(), span().flags(0x101)]));
+}
+
+#[test]
+fn bytes_limiting_spends_trace_bytes() {
+    // The harness charges 100 bytes per span.
+    let e = engine(
+        "- {name: bytes, type: bytes_limiting, bytes_limiting: {bytes_per_second: 200, burst_capacity: 500}}",
+    );
+    let t0 = Instant::now();
+    let three = vec![span(); 3];
+    let at = |ms: u64| decide_at(&e, TraceId([1; 16]), &three, t0 + Duration::from_millis(ms));
+    assert!(at(0).keep, "300 of 500");
+    assert!(!at(0).keep, "200 left");
+    assert!(at(500).keep, "100 refilled");
+    let e =
+        engine("- {name: bytes, type: bytes_limiting, bytes_limiting: {bytes_per_second: 100}}");
+    assert!(
+        decide_at(&e, TraceId([1; 16]), &vec![span(); 2], t0).keep,
+        "burst 2 × rate"
+    );
+    assert!(!decide_at(&e, TraceId([1; 16]), &[span()], t0).keep);
+}
+
 fn composite_engine(order: &str) -> PolicyEngine {
     engine(&format!(
         "
@@ -933,7 +1027,23 @@ fn validation_errors_name_the_policy() {
         ),
         (
             "- {name: x, type: ottl_condition}",
-            "policy 'x' (ottl_condition): policy type `ottl_condition` is not supported",
+            "policy 'x' (ottl_condition): ottl_condition: expected at least one OTTL condition",
+        ),
+        (
+            "- {name: x, type: ottl_condition, ottl_condition: {span: ['links == nil']}}",
+            "policy 'x' (ottl_condition): ottl_condition: span[0] `links == nil`: not supported by tailsift: path `links`",
+        ),
+        (
+            "- {name: x, type: ottl_condition, ottl_condition: {error_mode: loud, span: ['true']}}",
+            "policy 'x' (ottl_condition): ottl_condition: unknown variant `loud`",
+        ),
+        (
+            "- {name: x, type: bytes_limiting, bytes_limiting: {bytes_per_second: 0}}",
+            "policy 'x' (bytes_limiting): `bytes_per_second` must be greater than 0",
+        ),
+        (
+            "- {name: x, type: trace_flags, trace_flags: {sampled: true}}",
+            "policy 'x' (trace_flags): trace_flags: unknown field `sampled`",
         ),
         (
             "- {name: slow, type: latency, latency: {treshold_ms: 5}}",

@@ -22,7 +22,7 @@ use crate::decision_log::{self, record::DecisionRecord};
 use crate::decode::{DecodeError, Decoder};
 use crate::model::{Decision, DecisionReason, Payload, ScanBatch, SpanRef, TraceId};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
-use crate::policy::PolicyEngine;
+use crate::policy::{PolicyEngine, SpanFilter};
 use crate::sink::{KeptTrace, TraceSink};
 use crate::window::{Decided, Found, Inserted, Remembered, TraceWindow};
 
@@ -32,9 +32,11 @@ const TICK: Duration = Duration::from_millis(100);
 /// the `Bytes` header, allocator rounding.
 const MESSAGE_OVERHEAD: usize = 96;
 
-/// The policies and the decoder built from them, swapped on reload.
+/// The policies, the span filter and the decoder built from them, swapped
+/// on reload.
 pub struct Rules {
     pub engine: Arc<PolicyEngine>,
+    pub filter: Arc<SpanFilter>,
     pub decoder: Arc<Decoder>,
     /// After a reload: a decoder that also scans the keys of the policies
     /// before, which still decide the traces that started under them. A
@@ -44,9 +46,10 @@ pub struct Rules {
 }
 
 impl Rules {
-    pub fn new(engine: PolicyEngine, decoder: Decoder) -> Self {
+    pub fn new(engine: PolicyEngine, filter: SpanFilter, decoder: Decoder) -> Self {
         Self {
             engine: Arc::new(engine),
+            filter: Arc::new(filter),
             decoder: Arc::new(decoder),
             bridge: None,
             built: Instant::now(),
@@ -114,6 +117,7 @@ pub struct PartitionTask<S: TraceSink> {
     decoder: Arc<Decoder>,
     /// Until when `decoder` is a reload's bridge (see `Rules::bridge`).
     bridged_until: Option<Instant>,
+    filter: Arc<SpanFilter>,
     offsets: PartitionOffsets,
     acks_tx: mpsc::UnboundedSender<Resolved>,
     acks_rx: mpsc::UnboundedReceiver<Resolved>,
@@ -177,6 +181,7 @@ impl<S: TraceSink> PartitionTask<S> {
             window,
             decoder: current.decoder.clone(),
             bridged_until: None,
+            filter: current.filter.clone(),
             offsets: PartitionOffsets::default(),
             acks_tx,
             acks_rx,
@@ -241,6 +246,7 @@ impl<S: TraceSink> PartitionTask<S> {
                 .bridge
                 .clone()
                 .unwrap_or_else(|| rules.decoder.clone());
+            self.filter = rules.filter.clone();
             self.bridged_until = Some(self.clock() + self.shared.window.decision_wait);
         }
         if self.bridged_until.is_some_and(|t| t <= self.clock()) {
@@ -289,6 +295,10 @@ impl<S: TraceSink> PartitionTask<S> {
         for i in 0..n {
             let span = &self.batch.spans[i];
             let view = self.batch.view(i, &payload.bytes);
+            if self.filter.drops(&view) {
+                self.offsets.resolve(payload.offset, 1);
+                continue;
+            }
             let span_ref = SpanRef {
                 payload: payload.clone(),
                 layout: span.layout,
