@@ -77,6 +77,7 @@ fn insert_and_decide(c: &mut Criterion) {
                     format: n.format,
                     partition: 0,
                     offset: offset as i64,
+                    times: tailsift::span_time::TimeBounds::UNBOUNDED,
                 });
                 for i in 0..batch.spans.len() {
                     let span = &batch.spans[i];

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, EncodingSetting, KafkaConfig, MemoryPlan};
-use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
+use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters, ensure_topic};
 use crate::decode::Decoder;
 use crate::policy::PolicyEngine;
 use crate::repartition::Repartitioner;
@@ -38,7 +38,8 @@ pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
         encoding,
         engine.attribute_keys(),
         cfg.kafka.max_message_bytes.as_u64() as usize,
-    );
+    )
+    .with_time_limits(cfg.sampling.time_limits());
     Ok(Rules {
         engine: Arc::new(engine),
         decoder: Arc::new(decoder),
@@ -55,14 +56,23 @@ pub fn window_config(cfg: &Config) -> WindowConfig {
     }
 }
 
-pub fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
-    Ok(match &cfg.kafka.dead_letter_topic {
-        Some(topic) => Arc::new(
-            KafkaDeadLetters::new(&source::client_config(&cfg.kafka), topic, &cfg.kafka.topic)
-                .context("cannot create the dead-letter producer")?,
-        ),
-        None => Arc::new(CountOnly),
-    })
+/// The dead-letter topic's producer, after creating the topic if it is
+/// missing; only counting after the explicit opt-out.
+pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
+    let Some(topic) = cfg.kafka.dead_letter_topic() else {
+        tracing::warn!(
+            "kafka.dead_letter_topic is none: bad input and rejected documents are counted and dropped"
+        );
+        return Ok(Arc::new(CountOnly));
+    };
+    let client = source::client_config(&cfg.kafka);
+    ensure_topic(&client, &topic)
+        .await
+        .with_context(|| format!("cannot create the dead-letter topic {topic}"))?;
+    Ok(Arc::new(
+        KafkaDeadLetters::new(&client, &topic, &cfg.kafka.topic)
+            .context("cannot create the dead-letter producer")?,
+    ))
 }
 
 /// The pieces a running pipeline is made of, for the service and for tests.

@@ -10,6 +10,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+use crate::sink::index::IndexNames;
+use crate::span_time::TimeLimits;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot load configuration from {path}: {source}")]
@@ -54,6 +57,8 @@ pub struct KafkaConfig {
     pub topic: String,
     pub group_id: String,
     pub encoding: EncodingSetting,
+    /// Unset: `<topic>-dlq`; `none`: no dead-letter topic (see
+    /// [`KafkaConfig::dead_letter_topic`]).
     pub dead_letter_topic: Option<String>,
     /// librdkafka properties, passed through to consumer and producers.
     pub properties: BTreeMap<String, String>,
@@ -71,6 +76,22 @@ pub struct RepartitionConfig {
     /// The unkeyed topic producers write to; `topic` becomes the internal,
     /// trace-keyed topic the sampler reads.
     pub input_topic: String,
+}
+
+/// The `kafka.dead_letter_topic` value that switches dead letters off.
+pub const NO_DEAD_LETTER_TOPIC: &str = "none";
+
+impl KafkaConfig {
+    /// Where bad input and rejected documents go: the set topic, by default
+    /// `<topic>-dlq`; `None` after the explicit opt-out (`none`), when they
+    /// are only counted and then lost.
+    pub fn dead_letter_topic(&self) -> Option<String> {
+        match self.dead_letter_topic.as_deref().map(str::trim) {
+            None => Some(format!("{}-dlq", self.topic)),
+            Some(t) if t.eq_ignore_ascii_case(NO_DEAD_LETTER_TOPIC) || t.is_empty() => None,
+            Some(t) => Some(t.to_string()),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -98,11 +119,28 @@ pub struct SamplingConfig {
     pub root_idle: Duration,
     pub max_spans_per_trace: u32,
     pub max_bytes_per_trace: ByteSize,
+    /// Spans starting earlier than this before their message's Kafka
+    /// timestamp (or now) get corrected times (see `span_time`).
+    #[serde(with = "humantime_serde")]
+    pub max_span_age: Duration,
+    /// Spans starting (or ending) later than now plus this get corrected
+    /// times.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     pub decision_cache: DecisionCacheConfig,
     /// Write every trace; tag spans of traces the policies would drop.
     pub dry_run: bool,
     /// OpenTelemetry `tail_sampling` policies, verbatim; parsed by `policy`.
     pub policies: Vec<serde_json::Value>,
+}
+
+impl SamplingConfig {
+    pub fn time_limits(&self) -> TimeLimits {
+        TimeLimits {
+            max_span_age: self.max_span_age,
+            max_clock_skew: self.max_clock_skew,
+        }
+    }
 }
 
 impl Default for SamplingConfig {
@@ -112,6 +150,8 @@ impl Default for SamplingConfig {
             root_idle: Duration::from_secs(2),
             max_spans_per_trace: 10_000,
             max_bytes_per_trace: ByteSize::mib(8),
+            max_span_age: TimeLimits::default().max_span_age,
+            max_clock_skew: TimeLimits::default().max_clock_skew,
             decision_cache: DecisionCacheConfig::default(),
             dry_run: false,
             policies: Vec::new(),
@@ -143,6 +183,8 @@ pub struct ElasticsearchConfig {
     pub urls: Vec<String>,
     pub index_prefix: String,
     pub create_templates: bool,
+    /// Replace same-named templates tailsift did not create.
+    pub overwrite_templates: bool,
     /// Write to `<prefix>jaeger-span-write` / `jaeger-service-write` aliases.
     pub use_aliases: bool,
     /// Write 64-bit trace IDs in their 16-hex form (what Jaeger v1 expects).
@@ -198,6 +240,7 @@ impl Default for ElasticsearchConfig {
             urls: vec!["http://127.0.0.1:9200".into()],
             index_prefix: String::new(),
             create_templates: true,
+            overwrite_templates: false,
             use_aliases: false,
             short_trace_ids: false,
             username: None,
@@ -206,7 +249,9 @@ impl Default for ElasticsearchConfig {
             ca_file: None,
             gzip: false,
             shards: 1,
-            replicas: 0,
+            // One copy besides the primary: losing a node must not lose
+            // acknowledged (committed) spans. A single node needs 0.
+            replicas: 1,
             bulk: BulkConfig::default(),
             queue_bytes: None,
             redaction: RedactionConfig::default(),
@@ -459,8 +504,18 @@ impl Config {
         {
             return invalid("kafka.repartition.input_topic must differ from kafka.topic");
         }
+        if self.kafka.dead_letter_topic() == Some(self.kafka.topic.clone()) {
+            return invalid("kafka.dead_letter_topic must differ from kafka.topic");
+        }
+        let names = IndexNames::new(&self.index_prefix(), self.elasticsearch.use_aliases);
+        names
+            .validate()
+            .map_err(|m| ConfigError::Invalid(format!("elasticsearch.index_prefix: {m}")))?;
         if self.sampling.decision_wait.is_zero() {
             return invalid("sampling.decision_wait must be greater than 0");
+        }
+        if self.sampling.max_span_age.is_zero() {
+            return invalid("sampling.max_span_age must be greater than 0");
         }
         if self.sampling.max_spans_per_trace == 0 {
             return invalid("sampling.max_spans_per_trace must be at least 1");
@@ -627,6 +682,34 @@ mod tests {
         let f = write("memory:\n  limit: 16MiB\n");
         let err = Config::load(&f.0).unwrap_err().to_string();
         assert!(err.contains("memory.limit"), "{err}");
+    }
+
+    #[test]
+    fn dead_letters_go_to_a_topic_unless_switched_off() {
+        let mut k = KafkaConfig::default();
+        assert_eq!(k.dead_letter_topic().as_deref(), Some("jaeger-spans-dlq"));
+        k.dead_letter_topic = Some("bad-spans".into());
+        assert_eq!(k.dead_letter_topic().as_deref(), Some("bad-spans"));
+        k.dead_letter_topic = Some("none".into());
+        assert_eq!(k.dead_letter_topic(), None);
+        let f = write("kafka:\n  dead_letter_topic: jaeger-spans\n");
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("kafka.dead_letter_topic"), "{err}");
+    }
+
+    #[test]
+    fn bad_index_prefixes_are_named() {
+        for bad in ["Prod", "a b", "a*", "-x", "_x", "+x", "a#b", "a,b", "a\\\\b", "."] {
+            let f = write(&format!("elasticsearch:\n  index_prefix: '{bad}'\n"));
+            let err = Config::load(&f.0).unwrap_err().to_string();
+            assert!(err.contains("elasticsearch.index_prefix"), "{bad}: {err}");
+        }
+        let long = "p".repeat(240);
+        let f = write(&format!("elasticsearch:\n  index_prefix: {long}\n"));
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("255"), "{err}");
+        let f = write("elasticsearch:\n  index_prefix: prod.eu-1\n");
+        assert!(Config::load(&f.0).is_ok());
     }
 
     #[test]

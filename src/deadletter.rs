@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -41,6 +45,25 @@ impl DeadLetterSink for CountOnly {
             .increment(1);
         ack.ack();
     }
+}
+
+/// Creates `topic` with the broker's default partitions and replication
+/// unless it exists. Failing here stops the start: producing to a missing
+/// topic would hold every dead letter (and its source offset) until an
+/// operator creates it.
+pub async fn ensure_topic(client: &ClientConfig, topic: &str) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    // -1: the broker's `num.partitions` and `default.replication.factor`.
+    let new = NewTopic::new(topic, -1, TopicReplication::Fixed(-1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics([&new], &opts).await? {
+        match result {
+            Ok(_) => tracing::info!(topic, "created the dead-letter topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+        }
+    }
+    Ok(())
 }
 
 /// Produces dead letters to a Kafka topic.

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::span_time::TimeBounds;
+
 /// A 128-bit trace ID. 64-bit IDs are stored in the low 8 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct TraceId(pub [u8; 16]);
@@ -164,6 +166,9 @@ pub struct Payload {
     pub format: WireFormat,
     pub partition: i32,
     pub offset: i64,
+    /// The span times this message may carry, fixed at scan time so the
+    /// documents get the corrections the policies saw.
+    pub times: TimeBounds,
 }
 
 /// Where one span lives inside its payload. For OTLP, the span's enclosing

@@ -175,6 +175,7 @@ fn payload(bytes: Vec<u8>, format: WireFormat) -> Arc<Payload> {
         format,
         partition: 0,
         offset: 100,
+        times: tailsift::span_time::TimeBounds::UNBOUNDED,
     })
 }
 

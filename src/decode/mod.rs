@@ -22,11 +22,13 @@ mod otlp;
 mod wire;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
 use crate::config::EncodingSetting;
 use crate::model::{AttributeKeys, ScanBatch, WireFormat};
+use crate::span_time::{TimeBounds, TimeLimits};
 
 pub use full::{DecodedSpan, OtlpSpan, decode_span};
 
@@ -125,6 +127,7 @@ pub struct Decoder {
     setting: EncodingSetting,
     keys: Arc<AttributeKeys>,
     max_message_bytes: usize,
+    time_limits: TimeLimits,
 }
 
 impl Decoder {
@@ -136,7 +139,32 @@ impl Decoder {
             setting,
             keys: Arc::new(keys),
             max_message_bytes: max_message_bytes.min(u32::MAX as usize),
+            time_limits: TimeLimits::default(),
         }
+    }
+
+    /// Bounds for [`Decoder::correct_times`] other than the defaults.
+    pub fn with_time_limits(mut self, limits: TimeLimits) -> Self {
+        self.time_limits = limits;
+        self
+    }
+
+    /// Corrects impossible span times in a scanned `batch` (see
+    /// `span_time`), counting each by reason, and returns the bounds used,
+    /// for the message's [`crate::model::Payload`]. `kafka_millis` is the
+    /// message's Kafka timestamp.
+    pub fn correct_times(&self, kafka_millis: Option<i64>, batch: &mut ScanBatch) -> TimeBounds {
+        let bounds = TimeBounds::new(self.time_limits, kafka_millis, SystemTime::now());
+        for span in &mut batch.spans {
+            let c = bounds.correct(span.start_unix_nano, span.end_unix_nano);
+            if let Some(fault) = c.fault {
+                metrics::counter!("tailsift_span_time_corrections_total", "reason" => fault.as_str())
+                    .increment(1);
+                span.start_unix_nano = c.start;
+                span.end_unix_nano = c.end;
+            }
+        }
+        bounds
     }
 
     /// Normalizes one Kafka message to protobuf (JSON input is parsed and

@@ -119,6 +119,7 @@ fn decode(n: &Normalized, batch: &ScanBatch, i: usize) -> DecodedSpan {
         format: n.format,
         partition: 0,
         offset: 0,
+        times: crate::span_time::TimeBounds::UNBOUNDED,
     });
     decode_span(&SpanRef {
         payload,
@@ -915,6 +916,7 @@ fn decode_span_checks_the_layout() {
             format: WireFormat::Jaeger,
             partition: 0,
             offset: 0,
+            times: crate::span_time::TimeBounds::UNBOUNDED,
         }),
         layout: crate::model::SpanLayout {
             span: crate::model::ByteRange::new(0, 10_000),

@@ -29,6 +29,7 @@ use super::document::{
 };
 use super::index::{Day, IndexNames, Kind};
 use super::redact::Redactor;
+use super::retime;
 use crate::deadletter::DeadLetter;
 use crate::decode::{DecodedSpan, decode_span};
 use crate::model::SpanRef;
@@ -97,6 +98,7 @@ impl Encoder {
                 }
             };
             self.redactor.apply(&mut decoded);
+            retime::apply(&mut decoded, &span.payload.times);
             body.clear();
             let meta = match &decoded {
                 DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
@@ -294,6 +296,7 @@ mod tests {
                 format: WireFormat::Jaeger,
                 partition: 3,
                 offset: 42,
+                times: crate::span_time::TimeBounds::UNBOUNDED,
             }),
         }
     }
@@ -409,6 +412,7 @@ mod tests {
             format: WireFormat::Jaeger,
             partition: 1,
             offset: 9,
+            times: crate::span_time::TimeBounds::UNBOUNDED,
         });
         bad.layout.span = ByteRange::new(0, 3);
         let e = enc.encode(&kept(vec![bad, jaeger_ref(2, 1, "a")]));

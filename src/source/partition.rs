@@ -42,6 +42,8 @@ pub struct Rules {
 #[derive(Debug)]
 pub struct Incoming {
     pub offset: i64,
+    /// The Kafka timestamp (ms), a witness for the spans' own clocks.
+    pub timestamp: Option<i64>,
     pub payload: Bytes,
     pub key: Option<Bytes>,
     pub content_type: Option<String>,
@@ -58,6 +60,7 @@ impl Incoming {
         });
         Self {
             offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
             payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
             key: m.key().map(Bytes::copy_from_slice),
             content_type,
@@ -192,11 +195,13 @@ impl<S: TraceSink> PartitionTask<S> {
             &mut self.batch,
         ) {
             Ok(normalized) => {
+                let times = self.decoder.correct_times(m.timestamp, &mut self.batch);
                 let payload = Arc::new(Payload {
                     bytes: normalized.bytes,
                     format: normalized.format,
                     partition: self.handle.partition,
                     offset: m.offset,
+                    times,
                 });
                 self.buffer_spans(payload).await;
             }
