@@ -48,6 +48,8 @@ fn prefix(test: &str) -> String {
 fn config() -> ElasticsearchConfig {
     let mut cfg = ElasticsearchConfig {
         urls: vec![es_url()],
+        // The local stack is one node.
+        replicas: 0,
         ..Default::default()
     };
     cfg.bulk.linger = Duration::from_millis(20);
