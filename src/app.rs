@@ -70,7 +70,12 @@ pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink
         .await
         .with_context(|| format!("cannot create the dead-letter topic {topic}"))?;
     Ok(Arc::new(
-        KafkaDeadLetters::new(&client, &topic, &cfg.kafka.topic)
+        KafkaDeadLetters::new(
+            &client,
+            &topic,
+            &cfg.kafka.topic,
+            MemoryPlan::new(cfg).dead_letters as usize,
+        )
             .context("cannot create the dead-letter producer")?,
     ))
 }

@@ -304,6 +304,9 @@ pub struct MemoryConfig {
 ///   decided early (reason `memory`);
 /// - the sink queue (`elasticsearch.queue_bytes` unless set): a tenth, at
 ///   most 64 MiB. Beyond it partitions are paused;
+/// - dead letters in flight to Kafka, and in repartition mode the pieces
+///   in flight: a sixteenth (each). Beyond it the producing partition
+///   waits, so a refusing broker cannot hold bad input without bound;
 /// - librdkafka's prefetch (`queued.max.messages.kbytes` unless set in
 ///   `kafka.properties`): a sixteenth, divided over the topic's partitions,
 ///   as an instance may be assigned all of them and librdkafka applies the
@@ -325,6 +328,9 @@ pub struct MemoryConfig {
 pub struct MemoryPlan {
     pub traces: u64,
     pub sink_queue: u64,
+    /// Payload bytes of dead letters (and repartitioned pieces) on their way
+    /// to Kafka; beyond it the producing partition waits.
+    pub dead_letters: u64,
     /// All partitions together; see [`MemoryPlan::prefetch_per_partition`].
     pub prefetch: u64,
 }
@@ -341,6 +347,7 @@ impl MemoryPlan {
         Self {
             traces: limit / 6,
             sink_queue,
+            dead_letters: limit / 16,
             prefetch: limit / 16,
         }
     }

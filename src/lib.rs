@@ -9,6 +9,7 @@
 //! indices; `memory` holds the allocator to `memory.limit`.
 
 pub mod app;
+pub mod budget;
 pub mod config;
 pub mod deadletter;
 pub mod decode;

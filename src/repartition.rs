@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MemoryPlan};
+use crate::budget::ByteBudget;
 use crate::deadletter::{DeadLetter, DeadLetterSink};
 use crate::decode::Decoder;
 use crate::model::{AttributeKeys, ScanBatch, TraceId, WireFormat};
@@ -154,6 +155,9 @@ pub struct Repartitioner {
     decoder: Decoder,
     registry: Arc<Registry>,
     dead_letters: Arc<dyn DeadLetterSink>,
+    /// Bytes of pieces produced and not yet acknowledged by the broker;
+    /// when full, forwarding (and so consuming) waits.
+    in_flight: ByteBudget,
     stop: CancellationToken,
 }
 
@@ -194,6 +198,7 @@ impl Repartitioner {
             ),
             registry,
             dead_letters,
+            in_flight: ByteBudget::new(plan.dead_letters as usize),
             stop,
         })
     }
@@ -226,7 +231,7 @@ impl Repartitioner {
                         let incoming = Incoming::from_message(&m);
                         drop(m);
                         if let Some(ip) = partitions.get_mut(&p) {
-                            self.forward(incoming, &mut ip.offsets, &mut batch, &ip.acks);
+                            self.forward(incoming, &mut ip.offsets, &mut batch, &ip.acks).await;
                             ip.handle.publish(ip.offsets.committable());
                         }
                     }
@@ -260,7 +265,7 @@ impl Repartitioner {
         .await;
     }
 
-    fn forward(
+    async fn forward(
         &self,
         m: Incoming,
         offsets: &mut PartitionOffsets,
@@ -284,7 +289,9 @@ impl Repartitioner {
                     payload: m.payload,
                     key: m.key,
                 };
-                self.dead_letters.send(letter, ack.handle(m.offset, 1));
+                self.dead_letters
+                    .send(letter, ack.handle(m.offset, 1))
+                    .await;
                 return;
             }
         };
@@ -293,8 +300,10 @@ impl Repartitioner {
             let producer = self.producer.clone();
             let topic = self.output.clone();
             let handle = ack.handle(m.offset, 1);
+            let permit = self.in_flight.reserve(piece.payload.len()).await;
             tokio::spawn(async move {
                 produce_until_acked(&producer, &topic, &piece).await;
+                drop(permit);
                 handle.ack();
             });
         }

@@ -38,6 +38,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Messages and documents set aside, by reason and outcome",
     ),
     (
+        "tailsift_dead_letter_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Payload bytes of dead letters on their way to Kafka (bounded by the memory plan)",
+    ),
+    (
         "tailsift_span_time_corrections_total",
         Kind::Counter,
         Unit::Count,

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use serde_json::{Value, json};
 use tailsift::config::ElasticsearchConfig;
-use tailsift::deadletter::{DeadLetter, DeadLetterSink};
+use tailsift::deadletter::{DeadLetter, DeadLetterSink, Queued};
 use tailsift::decode::jaeger;
 use tailsift::model::{ByteRange, Decision, Payload, SpanLayout, SpanRef, TraceId, WireFormat};
 use tailsift::offsets::{AckHandle, Resolved};
@@ -61,9 +61,10 @@ fn config() -> ElasticsearchConfig {
 struct Recorder(Mutex<Vec<DeadLetter>>);
 
 impl DeadLetterSink for Recorder {
-    fn send(&self, letter: DeadLetter, ack: AckHandle) {
+    fn send(&self, letter: DeadLetter, ack: AckHandle) -> Queued<'_> {
         self.0.lock().unwrap().push(letter);
         ack.ack();
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -129,7 +129,7 @@ impl TraceSink for ElasticsearchSink {
         let units = encoded.docs.len() + encoded.rejects.len();
         let ticket = Ticket::new(self.backlog.clone(), trace.ack, units, bytes, encoded.key);
         for letter in encoded.rejects {
-            self.dead_letters.send(letter, ticket.dead_letter_ack());
+            self.dead_letters.send(letter, ticket.dead_letter_ack()).await;
         }
         if encoded.docs.is_empty() {
             return;
@@ -287,10 +287,10 @@ impl Writer {
             }),
             docs.len(),
         );
-        self.apply(docs, verdict, reply.as_ref())
+        self.apply(docs, verdict, reply.as_ref()).await
     }
 
-    fn apply(&self, docs: Vec<Doc>, verdict: Verdict, reply: Option<&BulkReply>) -> Outcome {
+    async fn apply(&self, docs: Vec<Doc>, verdict: Verdict, reply: Option<&BulkReply>) -> Outcome {
         match verdict {
             Verdict::Acknowledge => {
                 request_done("ok");
@@ -314,12 +314,12 @@ impl Writer {
             }
             Verdict::Items(actions) => {
                 request_done("item_errors");
-                self.per_item(docs, actions)
+                self.per_item(docs, actions).await
             }
         }
     }
 
-    fn per_item(&self, docs: Vec<Doc>, actions: Vec<Action>) -> Outcome {
+    async fn per_item(&self, docs: Vec<Doc>, actions: Vec<Action>) -> Outcome {
         let mut retry = Vec::new();
         let mut first_reason = None;
         let mut rejected = 0;
@@ -337,7 +337,7 @@ impl Writer {
                     }
                     rejected += 1;
                     metrics::counter!("tailsift_es_errors_total", "type" => kind).increment(1);
-                    self.reject(doc, error);
+                    self.reject(doc, error).await;
                 }
             }
         }
@@ -356,7 +356,7 @@ impl Writer {
 
     /// Permanently refused: counted, handed to the dead-letter sink, and
     /// resolved once the dead letter is stored.
-    fn reject(&self, doc: Doc, error: String) {
+    async fn reject(&self, doc: Doc, error: String) {
         metrics::counter!("tailsift_es_documents_total", "result" => "rejected").increment(1);
         let letter = DeadLetter {
             payload: doc.body,
@@ -366,7 +366,7 @@ impl Writer {
             partition: doc.partition,
             offset: doc.offset,
         };
-        self.dead_letters.send(letter, doc.ticket.dead_letter_ack());
+        self.dead_letters.send(letter, doc.ticket.dead_letter_ack()).await;
     }
 }
 

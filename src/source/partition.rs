@@ -205,7 +205,7 @@ impl<S: TraceSink> PartitionTask<S> {
                 });
                 self.buffer_spans(payload).await;
             }
-            Err(e) => self.dead_letter(m, e),
+            Err(e) => self.dead_letter(m, e).await,
         }
         self.relieve_memory().await;
     }
@@ -333,7 +333,7 @@ impl<S: TraceSink> PartitionTask<S> {
         self.offsets.resolve_all(r);
     }
 
-    fn dead_letter(&mut self, m: Incoming, e: DecodeError) {
+    async fn dead_letter(&mut self, m: Incoming, e: DecodeError) {
         let reason = e.reason();
         metrics::counter!("tailsift_decode_errors_total", "reason" => reason).increment(1);
         self.shared.log_limiter.warn(reason, || {
@@ -351,7 +351,7 @@ impl<S: TraceSink> PartitionTask<S> {
             offset: m.offset,
         };
         let ack = self.ack_handle(resolved);
-        self.shared.dead_letters.send(letter, ack);
+        self.shared.dead_letters.send(letter, ack).await;
     }
 
     /// Over the trace budget (`memory.limit`'s share), decide this
