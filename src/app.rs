@@ -39,7 +39,8 @@ pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
         engine.attribute_keys(),
         cfg.kafka.max_message_bytes.as_u64() as usize,
     )
-    .with_time_limits(cfg.sampling.time_limits());
+    .with_time_limits(cfg.sampling.time_limits())
+    .with_max_spans(cfg.kafka.max_spans_per_message);
     Ok(Rules {
         engine: Arc::new(engine),
         decoder: Arc::new(decoder),

@@ -64,6 +64,9 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// Messages larger than this are rejected as bad input.
     pub max_message_bytes: ByteSize,
+    /// Messages with more spans are rejected as bad input: the scan of one
+    /// message is held in memory at once, outside the trace budget.
+    pub max_spans_per_message: usize,
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Input not keyed by trace ID: re-key it into `topic` first.
@@ -77,6 +80,10 @@ pub struct RepartitionConfig {
     /// trace-keyed topic the sampler reads.
     pub input_topic: String,
 }
+
+/// `kafka.max_spans_per_message` unless set: a message's scan is ~120 bytes
+/// per span, 8 MiB at this many.
+pub const DEFAULT_MAX_SPANS_PER_MESSAGE: usize = 65_536;
 
 /// The `kafka.dead_letter_topic` value that switches dead letters off.
 pub const NO_DEAD_LETTER_TOPIC: &str = "none";
@@ -104,6 +111,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: None,
             properties: BTreeMap::new(),
             max_message_bytes: ByteSize::mib(16),
+            max_spans_per_message: DEFAULT_MAX_SPANS_PER_MESSAGE,
             commit_interval: Duration::from_secs(1),
             repartition: None,
         }
@@ -520,6 +528,9 @@ impl Config {
             .map_err(|m| ConfigError::Invalid(format!("elasticsearch.index_prefix: {m}")))?;
         if self.sampling.decision_wait.is_zero() {
             return invalid("sampling.decision_wait must be greater than 0");
+        }
+        if self.kafka.max_spans_per_message == 0 {
+            return invalid("kafka.max_spans_per_message must be at least 1");
         }
         if self.sampling.max_span_age.is_zero() {
             return invalid("sampling.max_span_age must be greater than 0");

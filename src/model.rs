@@ -241,6 +241,37 @@ pub struct ScannedSpan {
 pub struct ScanBatch {
     pub spans: Vec<ScannedSpan>,
     pub attrs: Vec<ScannedAttr>,
+    /// Spans cut out of the message for a bad ID; the others go on.
+    pub rejected: Vec<RejectedSpan>,
+}
+
+/// A span of a multi-span message that cannot be sampled (a zero or
+/// malformed ID): its bytes and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectedSpan {
+    pub span: ByteRange,
+    /// The decode-error reason (a metric label).
+    pub reason: &'static str,
+    pub error: String,
+}
+
+impl ScanBatch {
+    /// The error text of a dead letter for the rejected spans, naming each
+    /// by its byte range in the message (at most ten of them).
+    pub fn rejection_summary(&self) -> Option<(&'static str, String)> {
+        let first = self.rejected.first()?;
+        let mut text = self
+            .rejected
+            .iter()
+            .take(10)
+            .map(|r| format!("span at bytes {}..{}: {}", r.span.start, r.span.end, r.error))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.rejected.len() > 10 {
+            text.push_str(&format!("; and {} more", self.rejected.len() - 10));
+        }
+        Some((first.reason, text))
+    }
 }
 
 /// What a [`ScanBatch`] keeps between messages. One 16 MiB message of tiny
@@ -255,6 +286,7 @@ impl ScanBatch {
     pub fn clear(&mut self) {
         self.spans.clear();
         self.attrs.clear();
+        self.rejected.clear();
         self.spans.shrink_to(KEPT_SPANS);
         self.attrs.shrink_to(KEPT_ATTRS);
     }

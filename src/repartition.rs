@@ -279,27 +279,24 @@ impl Repartitioner {
             Ok(n) => split_by_trace(&n.bytes, n.format, batch),
             Err(e) => {
                 offsets.track(m.offset, 1);
-                metrics::counter!("tailsift_decode_errors_total", "reason" => e.reason())
-                    .increment(1);
-                let letter = DeadLetter {
-                    reason: e.reason(),
-                    error: e.to_string(),
-                    partition: ack.partition,
-                    offset: m.offset,
-                    payload: m.payload,
-                    key: m.key,
-                };
-                self.dead_letters
-                    .send(letter, ack.handle(m.offset, 1))
-                    .await;
+                self.dead_letter(m, ack, e.reason(), e.to_string()).await;
                 return;
             }
         };
-        offsets.track(m.offset, pieces.len() as u32);
+        let offset = m.offset;
+        let rejected = batch.rejection_summary();
+        offsets.track(
+            offset,
+            pieces.len() as u32 + u32::from(rejected.is_some()),
+        );
+        if let Some((reason, error)) = rejected {
+            // Spans cut out for a bad ID: the original, naming them.
+            self.dead_letter(m, ack, reason, error).await;
+        }
         for piece in pieces {
             let producer = self.producer.clone();
             let topic = self.output.clone();
-            let handle = ack.handle(m.offset, 1);
+            let handle = ack.handle(offset, 1);
             let permit = self.in_flight.reserve(piece.payload.len()).await;
             tokio::spawn(async move {
                 produce_until_acked(&producer, &topic, &piece).await;
@@ -307,6 +304,23 @@ impl Repartitioner {
                 handle.ack();
             });
         }
+    }
+}
+
+impl Repartitioner {
+    async fn dead_letter(&self, m: Incoming, ack: &AckSender, reason: &'static str, error: String) {
+        metrics::counter!("tailsift_decode_errors_total", "reason" => reason).increment(1);
+        let letter = DeadLetter {
+            reason,
+            error,
+            partition: ack.partition,
+            offset: m.offset,
+            payload: m.payload,
+            key: m.key,
+        };
+        self.dead_letters
+            .send(letter, ack.handle(m.offset, 1))
+            .await;
     }
 }
 

@@ -5,8 +5,11 @@
 //! documents are retried, not dead-lettered: nothing is acknowledged while
 //! the refusal lasts, the reason shows in `tailsift_es_retries_total`, and
 //! once it is lifted every span of every trace the policies keep is in
-//! Elasticsearch. Both settings only touch the scenario's own indices, so
-//! these run on the shared stack.
+//! Elasticsearch. Those two settings only touch the scenario's own
+//! indices, so they run on the shared stack (and in every `cargo test`).
+//! The third, a low `cluster.max_shards_per_node`, stops every index
+//! creation in the cluster: it only runs on a stack of its own
+//! (`bash scripts/faults.sh shard_limit`, which sets FAULTS_STACK_DIR).
 
 mod common;
 #[path = "faults/harness.rs"]
@@ -129,14 +132,14 @@ async fn auto_create_index_forbids_the_new_index() -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("auto_create", Encoding::JaegerProto, Tuning::default()).await?;
     let es = harness::es_client(&s.env.es_url)?;
-    let previous = auto_create_index(&es).await?;
+    let previous = cluster_setting(&es, AUTO_CREATE).await?;
     let pattern = format!("-{}-*,+*", s.prefix);
-    put_auto_create_index(&es, json!(pattern)).await?;
+    put_cluster_setting(&es, AUTO_CREATE, json!(pattern)).await?;
     log(format!(
         "action.auto_create_index: {pattern} (was {previous})"
     ));
-    let run = refused_run(s).await;
-    put_auto_create_index(&es, previous.clone()).await?;
+    let run = refused_run(s, "index_missing").await;
+    put_cluster_setting(&es, AUTO_CREATE, previous.clone()).await?;
     log(format!("action.auto_create_index restored to {previous}"));
     let (s, a, load, retries) = run?;
     let note = format!(
@@ -146,16 +149,18 @@ async fn auto_create_index_forbids_the_new_index() -> Result<()> {
     finish(s, a, load, note).await
 }
 
-async fn refused_run(mut s: Scenario) -> Result<(Scenario, Instance, Load, f64)> {
+/// An instance and its load started while today's index cannot be
+/// created; the refusal held with retries for `reason`.
+async fn refused_run(mut s: Scenario, reason: &str) -> Result<(Scenario, Instance, Load, f64)> {
     let mut a = s.spawn()?;
     s.wait_assigned(&[&a], 1, SETTLE).await?;
     let load = Load::start(&s, RATE, 0.0, 12);
-    let retries = hold_refusal(&mut a, "index_missing").await?;
+    let retries = hold_refusal(&mut a, reason).await?;
     let es = harness::es_client(&s.env.es_url)?;
     let index = format!("{}-jaeger-span-{}", s.prefix, today());
     ensure!(
         !exists(&es, &index).await?,
-        "{index} was created despite auto_create_index"
+        "{index} was created despite the refusal"
     );
     Ok((s, a, load, retries))
 }
@@ -182,8 +187,10 @@ async fn set_write_block(es: &elasticsearch::Elasticsearch, index: &str, on: boo
     Ok(())
 }
 
-/// The persistent `action.auto_create_index`, `null` when unset.
-async fn auto_create_index(es: &elasticsearch::Elasticsearch) -> Result<Value> {
+const AUTO_CREATE: &str = "action.auto_create_index";
+
+/// A persistent cluster setting, `null` when unset.
+async fn cluster_setting(es: &elasticsearch::Elasticsearch, key: &str) -> Result<Value> {
     let r: Value = es
         .cluster()
         .get_settings()
@@ -192,18 +199,55 @@ async fn auto_create_index(es: &elasticsearch::Elasticsearch) -> Result<Value> {
         .await?
         .json()
         .await?;
-    Ok(r["persistent"]["action.auto_create_index"].clone())
+    Ok(r["persistent"][key].clone())
 }
 
-async fn put_auto_create_index(es: &elasticsearch::Elasticsearch, value: Value) -> Result<()> {
+async fn put_cluster_setting(
+    es: &elasticsearch::Elasticsearch,
+    key: &str,
+    value: Value,
+) -> Result<()> {
     let r = es
         .cluster()
         .put_settings()
-        .body(json!({"persistent": {"action.auto_create_index": value}}))
+        .body(json!({"persistent": {key: value}}))
         .send()
         .await
         .context("cluster settings")?;
     let status = r.status_code();
     ensure!(status.is_success(), "cluster settings: {}", r.text().await?);
     Ok(())
+}
+
+/// `cluster.max_shards_per_node` at the cluster's current shard count, so
+/// that today's index cannot be created, restored after 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "cluster-wide setting: run on a stack of its own with scripts/faults.sh shard_limit"]
+async fn long_shard_limit_stops_the_new_index() -> Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scenario::new("shard_limit", Encoding::OtlpProto, Tuning::default()).await?;
+    ensure!(
+        s.env.stack_dir.is_some(),
+        "a cluster-wide setting: run with FAULTS_STACK_DIR (scripts/faults.sh shard_limit), \
+         never on a stack others use"
+    );
+    let es = harness::es_client(&s.env.es_url)?;
+    let stats: Value = es.cluster().stats(elasticsearch::cluster::ClusterStatsParts::None).send().await?.json().await?;
+    let shards = stats["indices"]["shards"]["total"].as_u64().unwrap_or(0);
+    let previous = cluster_setting(&es, "cluster.max_shards_per_node").await?;
+    // At least 1: the setting refuses 0. With no shard yet, one index fits.
+    let limit = shards.max(1);
+    put_cluster_setting(&es, "cluster.max_shards_per_node", json!(limit)).await?;
+    log(format!(
+        "cluster.max_shards_per_node: {limit} ({shards} shards open; was {previous})"
+    ));
+    let run = refused_run(s, "shard_limit").await;
+    put_cluster_setting(&es, "cluster.max_shards_per_node", previous.clone()).await?;
+    log(format!("cluster.max_shards_per_node restored to {previous}"));
+    let (s, a, load, retries) = run?;
+    let note = format!(
+        "max_shards_per_node reached {}s; {retries} documents retried",
+        REFUSAL.as_secs()
+    );
+    finish(s, a, load, note).await
 }

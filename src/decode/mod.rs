@@ -26,7 +26,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::config::EncodingSetting;
+use crate::config::{DEFAULT_MAX_SPANS_PER_MESSAGE, EncodingSetting};
 use crate::model::{AttributeKeys, ScanBatch, WireFormat};
 use crate::span_time::{TimeBounds, TimeLimits};
 
@@ -84,10 +84,15 @@ pub enum DecodeError {
     InvalidSpanId(usize),
     #[error("message holds no spans")]
     NoSpans,
+    #[error("message holds more than {0} spans (kafka.max_spans_per_message)")]
+    TooManySpans(usize),
     #[error("cannot detect the encoding: {0}")]
     UnknownEncoding(&'static str),
     #[error("span byte range lies outside its payload")]
     BadLayout,
+    /// Every span of the message was cut out (see [`ScanBatch::rejected`]).
+    #[error("{1}")]
+    AllSpansRejected(&'static str, String),
     #[error("full decode failed: {0}")]
     FullDecode(#[from] prost::DecodeError),
 }
@@ -105,8 +110,10 @@ impl DecodeError {
             Self::ZeroTraceId => "zero_trace_id",
             Self::InvalidTraceId(_) | Self::InvalidSpanId(_) => "invalid_id",
             Self::NoSpans => "no_spans",
+            Self::TooManySpans(_) => "too_many_spans",
             Self::UnknownEncoding(_) => "unknown_encoding",
             Self::BadLayout => "invalid_layout",
+            Self::AllSpansRejected(reason, _) => *reason,
         }
     }
 }
@@ -127,6 +134,7 @@ pub struct Decoder {
     setting: EncodingSetting,
     keys: Arc<AttributeKeys>,
     max_message_bytes: usize,
+    max_spans: usize,
     time_limits: TimeLimits,
 }
 
@@ -139,8 +147,15 @@ impl Decoder {
             setting,
             keys: Arc::new(keys),
             max_message_bytes: max_message_bytes.min(u32::MAX as usize),
+            max_spans: DEFAULT_MAX_SPANS_PER_MESSAGE,
             time_limits: TimeLimits::default(),
         }
+    }
+
+    /// Messages with more spans are rejected whole (dead-lettered).
+    pub fn with_max_spans(mut self, max_spans: usize) -> Self {
+        self.max_spans = max_spans.max(1);
+        self
     }
 
     /// Bounds for [`Decoder::correct_times`] other than the defaults.
@@ -219,11 +234,14 @@ impl Decoder {
         let format = encoding.wire_format();
         batch.clear();
         match format {
-            WireFormat::Otlp => otlp::scan(&bytes, &self.keys, batch)?,
+            WireFormat::Otlp => otlp::scan(&bytes, &self.keys, self.max_spans, batch)?,
             WireFormat::Jaeger => jaeger::scan(&bytes, &self.keys, batch)?,
         }
         if batch.spans.is_empty() {
-            return Err(DecodeError::NoSpans);
+            return Err(match batch.rejection_summary() {
+                Some((reason, error)) => DecodeError::AllSpansRejected(reason, error),
+                None => DecodeError::NoSpans,
+            });
         }
         Ok(Normalized {
             bytes,

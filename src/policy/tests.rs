@@ -124,6 +124,7 @@ impl Scanned {
             batch: ScanBatch {
                 spans: vec![scanned],
                 attrs,
+                ..ScanBatch::default()
             },
             bytes,
         }

@@ -203,16 +203,24 @@ impl<S: TraceSink> PartitionTask<S> {
                     offset: m.offset,
                     times,
                 });
-                self.buffer_spans(payload).await;
+                let rejected = self.batch.rejection_summary();
+                self.buffer_spans(payload, rejected.is_some()).await;
+                if let Some((reason, error)) = rejected {
+                    self.log_bad(&m, reason, &error);
+                    self.send_dead_letter(m, reason, error).await;
+                }
             }
             Err(e) => self.dead_letter(m, e).await,
         }
         self.relieve_memory().await;
     }
 
-    async fn buffer_spans(&mut self, payload: Arc<Payload>) {
+    /// `dead_letter`: one more unit to resolve, the dead letter of the
+    /// spans cut out of the message.
+    async fn buffer_spans(&mut self, payload: Arc<Payload>, dead_letter: bool) {
         let n = self.batch.spans.len();
-        self.offsets.track(payload.offset, n as u32);
+        self.offsets
+            .track(payload.offset, n as u32 + u32::from(dead_letter));
         self.metrics.spans.increment(n as u64);
         let now = self.clock();
         let expected = spans_per_trace(&self.batch);
@@ -334,19 +342,29 @@ impl<S: TraceSink> PartitionTask<S> {
     }
 
     async fn dead_letter(&mut self, m: Incoming, e: DecodeError) {
-        let reason = e.reason();
+        let (reason, error) = (e.reason(), e.to_string());
+        self.log_bad(&m, reason, &error);
+        self.offsets.track(m.offset, 1);
+        self.send_dead_letter(m, reason, error).await;
+    }
+
+    fn log_bad(&self, m: &Incoming, reason: &'static str, error: &str) {
         metrics::counter!("tailsift_decode_errors_total", "reason" => reason).increment(1);
         self.shared.log_limiter.warn(reason, || {
-            tracing::warn!(partition = self.handle.partition, offset = m.offset, reason, error = %e, "bad message");
+            tracing::warn!(partition = self.handle.partition, offset = m.offset, reason, error, "bad message");
         });
-        self.offsets.track(m.offset, 1);
+    }
+
+    /// The whole message with `error` naming what is wrong; resolves one
+    /// unit of it once stored.
+    async fn send_dead_letter(&mut self, m: Incoming, reason: &'static str, error: String) {
         let mut resolved = Resolved::default();
         resolved.add(m.offset, 1);
         let letter = DeadLetter {
             payload: m.payload,
             key: m.key,
             reason,
-            error: e.to_string(),
+            error,
             partition: self.handle.partition,
             offset: m.offset,
         };
