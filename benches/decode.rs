@@ -144,6 +144,7 @@ fn full_decode(c: &mut Criterion) {
                 format: n.format,
                 partition: 0,
                 offset: 0,
+                times: tailsift::span_time::TimeBounds::UNBOUNDED,
             }),
             layout: batch.spans[batch.spans.len() / 2].layout,
         };

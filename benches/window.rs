@@ -77,6 +77,7 @@ fn insert_and_decide(c: &mut Criterion) {
                     format: n.format,
                     partition: 0,
                     offset: offset as i64,
+                    times: tailsift::span_time::TimeBounds::UNBOUNDED,
                 });
                 for i in 0..batch.spans.len() {
                     let span = &batch.spans[i];
@@ -112,6 +113,7 @@ fn trace_id_shapes(c: &mut Criterion) {
         format: n.format,
         partition: 0,
         offset: 0,
+        times: tailsift::span_time::TimeBounds::UNBOUNDED,
     });
     type Shape = (&'static str, fn(u64) -> TraceId);
     let shapes: [Shape; 3] = [

@@ -36,6 +36,8 @@ export TAILSIFT_ELASTICSEARCH__URLS="$ES_URL"
 export TAILSIFT_SAMPLING__DECISION_WAIT=5s
 export TAILSIFT_SAMPLING__ROOT_IDLE=1s
 export TAILSIFT_METRICS__LISTEN="127.0.0.1:$PORT"
+# The local stack is one Elasticsearch node: a replica could never be placed.
+export TAILSIFT_ELASTICSEARCH__REPLICAS=0
 unset TAILSIFT_KAFKA__DEAD_LETTER_TOPIC
 
 # A topic of its own per run, so the figures are this run's alone (the

@@ -4,6 +4,7 @@
 #   bash scripts/faults.sh                 # every scenario (about 15 minutes)
 #   bash scripts/faults.sh fast            # the CI-fast ones (fast_sigkill, fast_garbage, fast_restart_late_spans)
 #   bash scripts/faults.sh sigkill es_outage   # libtest name filters, OR-ed
+#   bash scripts/faults.sh shard_limit     # cluster.max_shards_per_node reached under load
 #
 # It builds tailsift (a DEBUG build: no --release on the shared build machines),
 # brings up a Kafka + Elasticsearch stack of its OWN (deploy/local/stack.sh with
@@ -57,12 +58,17 @@ trap stop_stack EXIT
 export KAFKA_BROKERS ES_URL
 echo "KAFKA_BROKERS=$KAFKA_BROKERS ES_URL=$ES_URL FAULTS_STACK_DIR=${FAULTS_STACK_DIR:-<none>}"
 
+# The suite's test binaries: the fault scenarios, Elasticsearch refusing writes
+# (write block, auto_create_index, and the cluster-wide shard limit that only
+# runs here, on a stack of its own) and impossible span times.
+SUITES="--test faults --test es_refusals --test span_times"
+
 # A profile of its own (= dev, a debug build): the target dir may be shared with
 # other checkouts, whose builds would replace target/debug/tailsift under a
 # running suite (seen: a child process that was another branch's binary).
 export CARGO_PROFILE_FAULTS_INHERITS=dev
 phase "building tailsift and the suite (debug, profile 'faults')"
-cargo test --profile faults --test faults --no-run
+cargo test --profile faults $SUITES --no-run
 export FAULTS_WORK_DIR="${FAULTS_WORK_DIR:-$ROOT/.stack-faults-work}"
 mkdir -p "$FAULTS_WORK_DIR"
 export FAULTS_RESULTS="$FAULTS_WORK_DIR/results-$(date +%Y%m%d-%H%M%S).tsv"
@@ -75,7 +81,7 @@ unset TAILSIFT_CACHE TAILSIFT_MAVEN_REPO TAILSIFT_STACK_DIR TAILSIFT_JAVA_HOME T
 phase "running scenarios: ${*:-all}"
 t0=$SECONDS
 rc=0
-cargo test --profile faults --test faults -- --include-ignored --nocapture --test-threads 1 "$@" || rc=$?
+cargo test --profile faults $SUITES -- --include-ignored --nocapture --test-threads 1 "$@" || rc=$?
 
 phase "results ($((SECONDS - t0))s; debug build; rows also in $FAULTS_RESULTS)"
 header="$(printf 'scenario\tcycles\tspans checked\tlost\tduplicated\tpeak RSS MiB\tmemory.limit MiB\tearly decisions\tDLQ\tsecs\tnote')"

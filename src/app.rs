@@ -42,7 +42,9 @@ pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
         encoding,
         engine.attribute_keys().merge(&filter.attribute_keys()),
         cfg.kafka.max_message_bytes.as_u64() as usize,
-    );
+    )
+    .with_time_limits(cfg.sampling.time_limits())
+    .with_max_spans(cfg.kafka.max_spans_per_message);
     Ok(Rules::new(engine, filter, decoder))
 }
 
@@ -56,14 +58,33 @@ pub fn window_config(cfg: &Config) -> WindowConfig {
     }
 }
 
-pub fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
-    Ok(match &cfg.kafka.dead_letter_topic {
-        Some(topic) => Arc::new(
-            KafkaDeadLetters::new(&source::client_config(&cfg.kafka), topic, &cfg.kafka.topic)
-                .context("cannot create the dead-letter producer")?,
-        ),
-        None => Arc::new(CountOnly),
-    })
+/// The dead-letter topic's producer, after creating the topic if it is
+/// missing; only counting after the explicit opt-out.
+pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
+    let Some(topic) = cfg.kafka.dead_letter_topic() else {
+        tracing::warn!(
+            "kafka.dead_letter_topic is none: bad input and rejected documents are counted and dropped"
+        );
+        return Ok(Arc::new(CountOnly));
+    };
+    let client = source::client_config(&cfg.kafka);
+    // Failing here stops the start: producing to a missing topic would hold
+    // every dead letter (and its source offset) until an operator creates it.
+    let created = crate::topics::ensure_topic(&client, &topic, -1, &[])
+        .await
+        .with_context(|| format!("cannot create the dead-letter topic {topic}"))?;
+    if created {
+        tracing::info!(%topic, "created the dead-letter topic");
+    }
+    Ok(Arc::new(
+        KafkaDeadLetters::new(
+            &client,
+            &topic,
+            &cfg.kafka.topic,
+            MemoryPlan::new(cfg).dead_letters as usize,
+        )
+        .context("cannot create the dead-letter producer")?,
+    ))
 }
 
 /// The pieces a running pipeline is made of, for the service and for tests.

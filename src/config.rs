@@ -10,6 +10,9 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+use crate::sink::index::IndexNames;
+use crate::span_time::TimeLimits;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot load configuration from {path}: {source}")]
@@ -73,11 +76,16 @@ pub struct KafkaConfig {
     pub topic: String,
     pub group_id: String,
     pub encoding: EncodingSetting,
+    /// Unset: `<topic>-dlq`; `none`: no dead-letter topic (see
+    /// [`KafkaConfig::dead_letter_topic`]).
     pub dead_letter_topic: Option<String>,
     /// librdkafka properties, passed through to consumer and producers.
     pub properties: BTreeMap<String, String>,
     /// Messages larger than this are rejected as bad input.
     pub max_message_bytes: ByteSize,
+    /// Messages with more spans are rejected as bad input: the scan of one
+    /// message is held in memory at once, outside the trace budget.
+    pub max_spans_per_message: usize,
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// Input not keyed by trace ID: re-key it into `topic` first.
@@ -113,6 +121,26 @@ pub struct RepartitionConfig {
     pub input_topic: String,
 }
 
+/// `kafka.max_spans_per_message` unless set: a message's scan is ~120 bytes
+/// per span, 8 MiB at this many.
+pub const DEFAULT_MAX_SPANS_PER_MESSAGE: usize = 65_536;
+
+/// The `kafka.dead_letter_topic` value that switches dead letters off.
+pub const NO_DEAD_LETTER_TOPIC: &str = "none";
+
+impl KafkaConfig {
+    /// Where bad input and rejected documents go: the set topic, by default
+    /// `<topic>-dlq`; `None` after the explicit opt-out (`none`), when they
+    /// are only counted and then lost.
+    pub fn dead_letter_topic(&self) -> Option<String> {
+        match self.dead_letter_topic.as_deref().map(str::trim) {
+            None => Some(format!("{}-dlq", self.topic)),
+            Some(t) if t.eq_ignore_ascii_case(NO_DEAD_LETTER_TOPIC) || t.is_empty() => None,
+            Some(t) => Some(t.to_string()),
+        }
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
@@ -123,6 +151,7 @@ impl Default for KafkaConfig {
             dead_letter_topic: None,
             properties: BTreeMap::new(),
             max_message_bytes: ByteSize::mib(16),
+            max_spans_per_message: DEFAULT_MAX_SPANS_PER_MESSAGE,
             commit_interval: Duration::from_secs(1),
             repartition: None,
             group_instance_id: None,
@@ -141,6 +170,14 @@ pub struct SamplingConfig {
     pub root_idle: Duration,
     pub max_spans_per_trace: u32,
     pub max_bytes_per_trace: ByteSize,
+    /// Spans starting earlier than this before their message's Kafka
+    /// timestamp (or now) get corrected times (see `span_time`).
+    #[serde(with = "humantime_serde")]
+    pub max_span_age: Duration,
+    /// Spans starting (or ending) later than now plus this get corrected
+    /// times.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     pub decision_cache: DecisionCacheConfig,
     pub decision_log: DecisionLogConfig,
     /// Write every trace; tag spans of traces the policies would drop.
@@ -165,6 +202,15 @@ pub struct SamplingConfig {
     pub collector_mapping: Vec<String>,
 }
 
+impl SamplingConfig {
+    pub fn time_limits(&self) -> TimeLimits {
+        TimeLimits {
+            max_span_age: self.max_span_age,
+            max_clock_skew: self.max_clock_skew,
+        }
+    }
+}
+
 impl Default for SamplingConfig {
     fn default() -> Self {
         Self {
@@ -172,6 +218,8 @@ impl Default for SamplingConfig {
             root_idle: Duration::from_secs(2),
             max_spans_per_trace: 10_000,
             max_bytes_per_trace: ByteSize::mib(8),
+            max_span_age: TimeLimits::default().max_span_age,
+            max_clock_skew: TimeLimits::default().max_clock_skew,
             decision_cache: DecisionCacheConfig::default(),
             decision_log: DecisionLogConfig::default(),
             dry_run: false,
@@ -242,6 +290,8 @@ pub struct ElasticsearchConfig {
     pub urls: Vec<String>,
     pub index_prefix: String,
     pub create_templates: bool,
+    /// Replace same-named templates tailsift did not create.
+    pub overwrite_templates: bool,
     /// Write to `<prefix>jaeger-span-write` / `jaeger-service-write` aliases.
     pub use_aliases: bool,
     /// Write 64-bit trace IDs in their 16-hex form (what Jaeger v1 expects).
@@ -297,6 +347,7 @@ impl Default for ElasticsearchConfig {
             urls: vec!["http://127.0.0.1:9200".into()],
             index_prefix: String::new(),
             create_templates: true,
+            overwrite_templates: false,
             use_aliases: false,
             short_trace_ids: false,
             username: None,
@@ -305,7 +356,9 @@ impl Default for ElasticsearchConfig {
             ca_file: None,
             gzip: false,
             shards: 1,
-            replicas: 0,
+            // One copy besides the primary: losing a node must not lose
+            // acknowledged (committed) spans. A single node needs 0.
+            replicas: 1,
             bulk: BulkConfig::default(),
             queue_bytes: None,
             redaction: RedactionConfig::default(),
@@ -358,6 +411,9 @@ pub struct MemoryConfig {
 ///   decided early (reason `memory`);
 /// - the sink queue (`elasticsearch.queue_bytes` unless set): a tenth, at
 ///   most 64 MiB. Beyond it partitions are paused;
+/// - dead letters in flight to Kafka, and in repartition mode the pieces
+///   in flight: a sixteenth (each). Beyond it the producing partition
+///   waits, so a refusing broker cannot hold bad input without bound;
 /// - librdkafka's prefetch (`queued.max.messages.kbytes` unless set in
 ///   `kafka.properties`): a sixteenth, divided over the topic's partitions,
 ///   as an instance may be assigned all of them and librdkafka applies the
@@ -383,6 +439,9 @@ pub struct MemoryConfig {
 pub struct MemoryPlan {
     pub traces: u64,
     pub sink_queue: u64,
+    /// Payload bytes of dead letters (and repartitioned pieces) on their way
+    /// to Kafka; beyond it the producing partition waits.
+    pub dead_letters: u64,
     /// All partitions together; see [`MemoryPlan::prefetch_per_partition`].
     pub prefetch: u64,
     /// The most the decision cache may take.
@@ -401,6 +460,7 @@ impl MemoryPlan {
         Self {
             traces: limit / 6,
             sink_queue,
+            dead_letters: limit / 16,
             prefetch: limit / 16,
             decision_cache: limit / 8,
         }
@@ -566,8 +626,21 @@ impl Config {
         {
             return invalid("kafka.repartition.input_topic must differ from kafka.topic");
         }
+        if self.kafka.dead_letter_topic() == Some(self.kafka.topic.clone()) {
+            return invalid("kafka.dead_letter_topic must differ from kafka.topic");
+        }
+        let names = IndexNames::new(&self.index_prefix(), self.elasticsearch.use_aliases);
+        names
+            .validate()
+            .map_err(|m| ConfigError::Invalid(format!("elasticsearch.index_prefix: {m}")))?;
         if self.sampling.decision_wait.is_zero() {
             return invalid("sampling.decision_wait must be greater than 0");
+        }
+        if self.kafka.max_spans_per_message == 0 {
+            return invalid("kafka.max_spans_per_message must be at least 1");
+        }
+        if self.sampling.max_span_age.is_zero() {
+            return invalid("sampling.max_span_age must be greater than 0");
         }
         if self.sampling.max_spans_per_trace == 0 {
             return invalid("sampling.max_spans_per_trace must be at least 1");
@@ -734,6 +807,36 @@ pub(crate) mod tests {
         let f = write("memory:\n  limit: 16MiB\n");
         let err = Config::load(&f.0).unwrap_err().to_string();
         assert!(err.contains("memory.limit"), "{err}");
+    }
+
+    #[test]
+    fn dead_letters_go_to_a_topic_unless_switched_off() {
+        let mut k = KafkaConfig::default();
+        assert_eq!(k.dead_letter_topic().as_deref(), Some("jaeger-spans-dlq"));
+        k.dead_letter_topic = Some("bad-spans".into());
+        assert_eq!(k.dead_letter_topic().as_deref(), Some("bad-spans"));
+        k.dead_letter_topic = Some("none".into());
+        assert_eq!(k.dead_letter_topic(), None);
+        let f = write("kafka:\n  dead_letter_topic: jaeger-spans\n");
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("kafka.dead_letter_topic"), "{err}");
+    }
+
+    #[test]
+    fn bad_index_prefixes_are_named() {
+        for bad in [
+            "Prod", "a b", "a*", "-x", "_x", "+x", "a#b", "a,b", "a\\\\b", ".",
+        ] {
+            let f = write(&format!("elasticsearch:\n  index_prefix: '{bad}'\n"));
+            let err = Config::load(&f.0).unwrap_err().to_string();
+            assert!(err.contains("elasticsearch.index_prefix"), "{bad}: {err}");
+        }
+        let long = "p".repeat(240);
+        let f = write(&format!("elasticsearch:\n  index_prefix: {long}\n"));
+        let err = Config::load(&f.0).unwrap_err().to_string();
+        assert!(err.contains("255"), "{err}");
+        let f = write("elasticsearch:\n  index_prefix: prod.eu-1\n");
+        assert!(Config::load(&f.0).is_ok());
     }
 
     #[test]

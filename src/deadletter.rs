@@ -2,6 +2,8 @@
 //! rejects are forwarded there with headers naming the error and the source,
 //! then resolved so they never hold back a watermark.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::budget::ByteBudget;
 use crate::offsets::AckHandle;
 
 /// One message set aside.
@@ -25,21 +28,27 @@ pub struct DeadLetter {
     pub offset: i64,
 }
 
-/// Where dead letters go. `send` must not block; `ack` is acknowledged once
-/// the letter is safely stored (or counted, when no topic is configured), so
-/// the source message is resolved only then.
+/// What [`DeadLetterSink::send`] returns: resolves once the letter is
+/// taken in (not stored).
+pub type Queued<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Where dead letters go. `send` waits while the letters in flight fill
+/// their budget (the producing partition waits with it: backpressure);
+/// `ack` is acknowledged once the letter is safely stored (or counted, when
+/// no topic is configured), so the source message is resolved only then.
 pub trait DeadLetterSink: Send + Sync {
-    fn send(&self, letter: DeadLetter, ack: AckHandle);
+    fn send(&self, letter: DeadLetter, ack: AckHandle) -> Queued<'_>;
 }
 
 /// Dead letters that go nowhere but the metric (no topic configured).
 pub struct CountOnly;
 
 impl DeadLetterSink for CountOnly {
-    fn send(&self, letter: DeadLetter, ack: AckHandle) {
+    fn send(&self, letter: DeadLetter, ack: AckHandle) -> Queued<'_> {
         metrics::counter!("tailsift_dead_letters_total", "reason" => letter.reason, "outcome" => "not_configured")
             .increment(1);
         ack.ack();
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -49,18 +58,24 @@ pub struct KafkaDeadLetters {
     producer: FutureProducer,
     topic: Arc<str>,
     source_topic: Arc<str>,
+    /// Payload bytes of letters not yet stored: a broker that refuses them
+    /// (a missing topic, an ACL) holds at most this much in memory.
+    in_flight: ByteBudget,
 }
 
 impl KafkaDeadLetters {
+    /// `budget`: the bytes of letters in flight, the memory plan's share.
     pub fn new(
         client: &ClientConfig,
         topic: &str,
         source_topic: &str,
+        budget: usize,
     ) -> Result<Self, rdkafka::error::KafkaError> {
         Ok(Self {
             producer: client.create()?,
             topic: topic.into(),
             source_topic: source_topic.into(),
+            in_flight: ByteBudget::new(budget),
         })
     }
 
@@ -107,25 +122,33 @@ impl KafkaDeadLetters {
 }
 
 impl DeadLetterSink for KafkaDeadLetters {
-    /// Delivers in the background, retrying until the broker takes it: a dead
-    /// letter is resolved only once it is stored.
-    fn send(&self, letter: DeadLetter, ack: AckHandle) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                match this.deliver(&letter).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, reason = letter.reason, "dead-letter produce failed, retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            }
-            metrics::counter!("tailsift_dead_letters_total", "reason" => letter.reason, "outcome" => "produced")
-                .increment(1);
-            ack.ack();
-        });
+    /// Waits for room in the budget, then delivers in the background,
+    /// retrying until the broker takes it: a dead letter is resolved only
+    /// once it is stored.
+    fn send(&self, letter: DeadLetter, ack: AckHandle) -> Queued<'_> {
+        Box::pin(async move {
+            let permit = self.in_flight.reserve(letter.payload.len()).await;
+            metrics::gauge!("tailsift_dead_letter_bytes").set(self.in_flight.used() as f64);
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.deliver_until_stored(&letter).await;
+                drop(permit);
+                metrics::gauge!("tailsift_dead_letter_bytes").set(this.in_flight.used() as f64);
+                ack.ack();
+            });
+        })
+    }
+}
+
+impl KafkaDeadLetters {
+    async fn deliver_until_stored(&self, letter: &DeadLetter) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.deliver(letter).await {
+            tracing::warn!(error = %e, reason = letter.reason, "dead-letter produce failed, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+        metrics::counter!("tailsift_dead_letters_total", "reason" => letter.reason, "outcome" => "produced")
+            .increment(1);
     }
 }

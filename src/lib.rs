@@ -1,6 +1,7 @@
 //! tailsift: tail sampling from Kafka into Jaeger's Elasticsearch indices.
 //!
-//! Data flow, bottom to top: `model` and `offsets` are shared by all;
+//! Data flow, bottom to top: `model`, `span_time` and `offsets` are shared
+//! by all;
 //! `decode` scans Kafka payloads, `policy` decides whole traces, `sink`
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
 //! until a decision, `decision_log` records decisions on Kafka for the
@@ -10,6 +11,7 @@
 //! reads OpenTelemetry Collector configurations.
 
 pub mod app;
+pub mod budget;
 pub mod collector;
 pub mod config;
 pub mod deadletter;
@@ -25,5 +27,7 @@ pub mod retention;
 pub mod server;
 pub mod sink;
 pub mod source;
+pub mod span_time;
 pub mod telemetry;
+pub mod topics;
 pub mod window;

@@ -194,6 +194,13 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     );
     println!("  elasticsearch: {}", cfg.elasticsearch.urls.join(","));
     println!("  policies ({}): {}", names.len(), names.join(", "));
+    match cfg.kafka.dead_letter_topic() {
+        Some(topic) => println!("  dead letters: {topic}"),
+        None => println!(
+            "  warning: kafka.dead_letter_topic is none: undecodable messages and documents \
+             Elasticsearch rejects are counted, then lost"
+        ),
+    }
     if let Some(spans) = &cfg.filter.spans {
         println!("  filter.spans: {} span condition(s)", spans.span.len());
     }
@@ -226,7 +233,7 @@ fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
         let service = Service {
-            dead_letters: tailsift::app::dead_letters(&cfg)?,
+            dead_letters: tailsift::app::dead_letters(&cfg).await?,
             cfg,
             config_path: path,
             metrics,

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::span_time::TimeBounds;
+
 /// A 128-bit trace ID. 64-bit IDs are stored in the low 8 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct TraceId(pub [u8; 16]);
@@ -164,6 +166,9 @@ pub struct Payload {
     pub format: WireFormat,
     pub partition: i32,
     pub offset: i64,
+    /// The span times this message may carry, fixed at scan time so the
+    /// documents get the corrections the policies saw.
+    pub times: TimeBounds,
 }
 
 /// Where one span lives inside its payload. For OTLP, the span's enclosing
@@ -260,13 +265,60 @@ pub struct ScanBatch {
     pub spans: Vec<ScannedSpan>,
     pub attrs: Vec<ScannedAttr>,
     pub events: Vec<ScannedEvent>,
+    /// Spans cut out of the message for a bad ID; the others go on.
+    pub rejected: Vec<RejectedSpan>,
+}
+
+/// A span of a multi-span message that cannot be sampled (a zero or
+/// malformed ID): its bytes and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectedSpan {
+    pub span: ByteRange,
+    /// The decode-error reason (a metric label).
+    pub reason: &'static str,
+    pub error: String,
 }
 
 impl ScanBatch {
+    /// The error text of a dead letter for the rejected spans, naming each
+    /// by its byte range in the message (at most ten of them).
+    pub fn rejection_summary(&self) -> Option<(&'static str, String)> {
+        let first = self.rejected.first()?;
+        let mut text = self
+            .rejected
+            .iter()
+            .take(10)
+            .map(|r| {
+                format!(
+                    "span at bytes {}..{}: {}",
+                    r.span.start, r.span.end, r.error
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.rejected.len() > 10 {
+            text.push_str(&format!("; and {} more", self.rejected.len() - 10));
+        }
+        Some((first.reason, text))
+    }
+}
+
+/// What a [`ScanBatch`] keeps between messages. One 16 MiB message of tiny
+/// spans scans to ~560k spans (~70 MiB of facts); without a bound the
+/// batch would keep that capacity for good, outside any budget.
+const KEPT_SPANS: usize = 4096;
+const KEPT_ATTRS: usize = 4 * KEPT_SPANS;
+
+impl ScanBatch {
+    /// Empties the batch, and frees what an outlier message made it grow
+    /// beyond the usual.
     pub fn clear(&mut self) {
         self.spans.clear();
         self.attrs.clear();
         self.events.clear();
+        self.rejected.clear();
+        self.spans.shrink_to(KEPT_SPANS);
+        self.attrs.shrink_to(KEPT_ATTRS);
     }
 
     /// A borrowed view of span `i` over the payload bytes it was scanned from.

@@ -25,6 +25,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::ByteBudget;
 use crate::config::{Config, MemoryPlan};
 use crate::deadletter::{DeadLetter, DeadLetterSink};
 use crate::decode::Decoder;
@@ -154,6 +155,9 @@ pub struct Repartitioner {
     decoder: Decoder,
     registry: Arc<Registry>,
     dead_letters: Arc<dyn DeadLetterSink>,
+    /// Bytes of pieces produced and not yet acknowledged by the broker;
+    /// when full, forwarding (and so consuming) waits.
+    in_flight: ByteBudget,
     stop: CancellationToken,
 }
 
@@ -194,6 +198,7 @@ impl Repartitioner {
             ),
             registry,
             dead_letters,
+            in_flight: ByteBudget::new(plan.dead_letters as usize),
             stop,
         })
     }
@@ -226,7 +231,7 @@ impl Repartitioner {
                         let incoming = Incoming::from_message(&m);
                         drop(m);
                         if let Some(ip) = partitions.get_mut(&p) {
-                            self.forward(incoming, &mut ip.offsets, &mut batch, &ip.acks);
+                            self.forward(incoming, &mut ip.offsets, &mut batch, &ip.acks).await;
                             ip.handle.publish(ip.offsets.committable());
                         }
                     }
@@ -260,7 +265,7 @@ impl Repartitioner {
         .await;
     }
 
-    fn forward(
+    async fn forward(
         &self,
         m: Incoming,
         offsets: &mut PartitionOffsets,
@@ -274,30 +279,45 @@ impl Repartitioner {
             Ok(n) => split_by_trace(&n.bytes, n.format, batch),
             Err(e) => {
                 offsets.track(m.offset, 1);
-                metrics::counter!("tailsift_decode_errors_total", "reason" => e.reason())
-                    .increment(1);
-                let letter = DeadLetter {
-                    reason: e.reason(),
-                    error: e.to_string(),
-                    partition: ack.partition,
-                    offset: m.offset,
-                    payload: m.payload,
-                    key: m.key,
-                };
-                self.dead_letters.send(letter, ack.handle(m.offset, 1));
+                self.dead_letter(m, ack, e.reason(), e.to_string()).await;
                 return;
             }
         };
-        offsets.track(m.offset, pieces.len() as u32);
+        let offset = m.offset;
+        let rejected = batch.rejection_summary();
+        offsets.track(offset, pieces.len() as u32 + u32::from(rejected.is_some()));
+        if let Some((reason, error)) = rejected {
+            // Spans cut out for a bad ID: the original, naming them.
+            self.dead_letter(m, ack, reason, error).await;
+        }
         for piece in pieces {
             let producer = self.producer.clone();
             let topic = self.output.clone();
-            let handle = ack.handle(m.offset, 1);
+            let handle = ack.handle(offset, 1);
+            let permit = self.in_flight.reserve(piece.payload.len()).await;
             tokio::spawn(async move {
                 produce_until_acked(&producer, &topic, &piece).await;
+                drop(permit);
                 handle.ack();
             });
         }
+    }
+}
+
+impl Repartitioner {
+    async fn dead_letter(&self, m: Incoming, ack: &AckSender, reason: &'static str, error: String) {
+        metrics::counter!("tailsift_decode_errors_total", "reason" => reason).increment(1);
+        let letter = DeadLetter {
+            reason,
+            error,
+            partition: ack.partition,
+            offset: m.offset,
+            payload: m.payload,
+            key: m.key,
+        };
+        self.dead_letters
+            .send(letter, ack.handle(m.offset, 1))
+            .await;
     }
 }
 

@@ -38,6 +38,18 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Messages and documents set aside, by reason and outcome",
     ),
     (
+        "tailsift_dead_letter_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Payload bytes of dead letters on their way to Kafka (bounded by the memory plan)",
+    ),
+    (
+        "tailsift_span_time_corrections_total",
+        Kind::Counter,
+        Unit::Count,
+        "Spans whose impossible start or end was corrected (and tagged), by reason",
+    ),
+    (
         "tailsift_consumer_lag_messages",
         Kind::Gauge,
         Unit::Count,

@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use prost::Message;
 use serde_json::{Value, json};
 use tailsift::config::ElasticsearchConfig;
-use tailsift::deadletter::{DeadLetter, DeadLetterSink};
+use tailsift::deadletter::{DeadLetter, DeadLetterSink, Queued};
 use tailsift::decode::jaeger;
 use tailsift::model::{ByteRange, Decision, Payload, SpanLayout, SpanRef, TraceId, WireFormat};
 use tailsift::offsets::{AckHandle, Resolved};
@@ -48,6 +48,8 @@ fn prefix(test: &str) -> String {
 fn config() -> ElasticsearchConfig {
     let mut cfg = ElasticsearchConfig {
         urls: vec![es_url()],
+        // The local stack is one node.
+        replicas: 0,
         ..Default::default()
     };
     cfg.bulk.linger = Duration::from_millis(20);
@@ -59,9 +61,10 @@ fn config() -> ElasticsearchConfig {
 struct Recorder(Mutex<Vec<DeadLetter>>);
 
 impl DeadLetterSink for Recorder {
-    fn send(&self, letter: DeadLetter, ack: AckHandle) {
+    fn send(&self, letter: DeadLetter, ack: AckHandle) -> Queued<'_> {
         self.0.lock().unwrap().push(letter);
         ack.ack();
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -175,6 +178,7 @@ fn payload(bytes: Vec<u8>, format: WireFormat) -> Arc<Payload> {
         format,
         partition: 0,
         offset: 100,
+        times: tailsift::span_time::TimeBounds::UNBOUNDED,
     })
 }
 

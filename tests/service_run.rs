@@ -46,7 +46,7 @@ fn write_config(
     let yaml = format!(
         "kafka:\n  brokers: {brokers}\n  topic: {topic}\n  group_id: {group}\n  properties:\n    statistics.interval.ms: \"1000\"\n\
          sampling:\n  decision_wait: 2s\n  root_idle: 300ms\n  policies:{policies}\
-         elasticsearch:\n  urls: [{es}]\n  index_prefix: {prefix}\n\
+         elasticsearch:\n  urls: [{es}]\n  index_prefix: {prefix}\n  replicas: 0\n\
          metrics:\n  listen: 127.0.0.1:{port}\n",
         brokers = common::kafka_brokers(),
         es = common::es_url(),

@@ -94,6 +94,7 @@ fn prepare(cfg: &Config, max_spans: u64) -> Result<Prepared> {
             format: normalized.format,
             partition: m.partition(),
             offset: m.offset(),
+            times: tailsift::span_time::TimeBounds::UNBOUNDED,
         });
         for trace in kept_traces(&batch, &payload) {
             let encoded = encoder.encode(&trace);
@@ -190,7 +191,7 @@ async fn send(cfg: &Config, prepared: Prepared) -> Result<BulkResult> {
         shards: es.shards,
         replicas: es.replicas,
     };
-    templates::install(&client, &names, settings).await?;
+    templates::install(&client, &names, settings, false).await?;
     let requests = prepared.bodies.len() as u64;
     let body_bytes = prepared.bodies.iter().map(|b| b.len() as u64).sum();
     let started = Instant::now();

@@ -21,12 +21,9 @@ mod loader;
 pub mod record;
 mod writer;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -147,30 +144,18 @@ fn topic_partitions(client: &ClientConfig, topic: &str) -> Result<Option<i32>, K
 fn create_topic(s: &LogSettings) -> Result<(), KafkaError> {
     let retention = (s.horizon * 3).max(Duration::from_secs(1800));
     let retention_ms = retention.as_millis().to_string();
-    let configs = HashMap::from([
+    let configs = [
         ("cleanup.policy", "compact,delete"),
         ("retention.ms", retention_ms.as_str()),
-    ]);
-    let mut topic = NewTopic::new(
+    ];
+    let created = futures::executor::block_on(crate::topics::ensure_topic(
+        &s.client,
         &s.topic,
         s.input_partitions,
-        // The broker's default replication factor.
-        TopicReplication::Fixed(-1),
-    );
-    for (k, v) in &configs {
-        topic = topic.set(k, v);
-    }
-    let admin: AdminClient<DefaultClientContext> = s.client.create()?;
-    let opts = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
-    let results = futures::executor::block_on(admin.create_topics([&topic], &opts))?;
-    for r in results {
-        match r {
-            Ok(_) => {
-                tracing::info!(topic = %s.topic, partitions = s.input_partitions, "created the decision log topic")
-            }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => return Err(KafkaError::AdminOp(code)),
-        }
+        &configs,
+    ))?;
+    if created {
+        tracing::info!(topic = %s.topic, partitions = s.input_partitions, "created the decision log topic");
     }
     Ok(())
 }

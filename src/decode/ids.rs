@@ -1,5 +1,6 @@
-//! ID validation shared by both scanners: a message with any bad ID is
-//! rejected whole.
+//! ID validation shared by both scanners. A Jaeger message (one span) with
+//! a bad ID is rejected whole; an OTLP span with one is cut out of its
+//! message (see `otlp::scan_span`).
 
 use super::DecodeError;
 use crate::model::{SpanId, TraceId};

@@ -154,7 +154,13 @@ fn signed_nanos(buf: &[u8], range: Range<usize>) -> Result<i64, DecodeError> {
             _ => {}
         }
     }
-    Ok(seconds.saturating_mul(1_000_000_000).saturating_add(nanos))
+    Ok(protobuf_nanos(seconds, nanos))
+}
+
+/// A protobuf `Timestamp` or `Duration` as nanoseconds, saturating: how the
+/// scan reads Jaeger times, and how corrections read them back.
+pub fn protobuf_nanos(seconds: i64, nanos: i64) -> i64 {
+    seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 /// One decoded `KeyValue`; strings and bytes stay ranges.

@@ -5,7 +5,8 @@
 //!   names, 64-bit integers as strings, enums as integers; parsed by
 //!   opentelemetry-proto's serde support. Enum names (`"SPAN_KIND_SERVER"`),
 //!   which other OTLP/JSON writers use and the Collector also reads, are
-//!   accepted through a slower fallback.
+//!   accepted through a slower fallback, for messages up to 1 MiB (the
+//!   fallback builds a JSON tree of about ten times the input).
 //! - Jaeger JSON (the Jaeger collector's `json`): protobuf-JSON of one
 //!   api_v2 `Span` (base64 IDs, RFC 3339 timestamps, `"1.5s"` durations),
 //!   parsed by the pbjson-generated serde impls.
@@ -19,10 +20,16 @@ use serde_json::Value;
 
 use super::{DecodeError, Encoding, jaeger};
 
+/// The largest message the relaxed path parses: its JSON tree takes about
+/// ten times the input, outside every budget, so only messages this small
+/// may pay for it; larger ones must be in the Collector's own form.
+const RELAXED_MAX_BYTES: usize = 1 << 20;
+
 /// OTLP/JSON `ExportTraceServiceRequest` → its protobuf encoding.
 pub(super) fn otlp_to_proto(raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let request = match serde_json::from_slice::<ExportTraceServiceRequest>(raw) {
         Ok(request) => request,
+        Err(strict) if raw.len() > RELAXED_MAX_BYTES => return Err(strict.into()),
         Err(strict) => otlp_relaxed(raw).map_err(|_| strict)?,
     };
     Ok(request.encode_to_vec())
@@ -141,5 +148,13 @@ mod tests {
         let span = &request.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(span.kind, SpanKind::Client as i32);
         assert_eq!(span.status.as_ref().unwrap().code, StatusCode::Error as i32);
+
+        // The same beyond the relaxed path's bound: refused, no JSON tree.
+        let mut big = raw.to_vec();
+        big.resize(RELAXED_MAX_BYTES + 1, b' ');
+        assert!(matches!(
+            otlp_to_proto(&big),
+            Err(DecodeError::InvalidJson(_))
+        ));
     }
 }

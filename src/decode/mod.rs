@@ -22,11 +22,13 @@ mod otlp;
 mod wire;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::config::EncodingSetting;
+use crate::config::{DEFAULT_MAX_SPANS_PER_MESSAGE, EncodingSetting};
 use crate::model::{AttributeKeys, ScanBatch, WireFormat};
+use crate::span_time::{TimeBounds, TimeLimits};
 
 pub use full::{DecodedSpan, OtlpSpan, decode_span};
 
@@ -82,10 +84,15 @@ pub enum DecodeError {
     InvalidSpanId(usize),
     #[error("message holds no spans")]
     NoSpans,
+    #[error("message holds more than {0} spans (kafka.max_spans_per_message)")]
+    TooManySpans(usize),
     #[error("cannot detect the encoding: {0}")]
     UnknownEncoding(&'static str),
     #[error("span byte range lies outside its payload")]
     BadLayout,
+    /// Every span of the message was cut out (see [`ScanBatch::rejected`]).
+    #[error("{1}")]
+    AllSpansRejected(&'static str, String),
     #[error("full decode failed: {0}")]
     FullDecode(#[from] prost::DecodeError),
 }
@@ -103,8 +110,10 @@ impl DecodeError {
             Self::ZeroTraceId => "zero_trace_id",
             Self::InvalidTraceId(_) | Self::InvalidSpanId(_) => "invalid_id",
             Self::NoSpans => "no_spans",
+            Self::TooManySpans(_) => "too_many_spans",
             Self::UnknownEncoding(_) => "unknown_encoding",
             Self::BadLayout => "invalid_layout",
+            Self::AllSpansRejected(reason, _) => reason,
         }
     }
 }
@@ -125,6 +134,8 @@ pub struct Decoder {
     setting: EncodingSetting,
     keys: Arc<AttributeKeys>,
     max_message_bytes: usize,
+    max_spans: usize,
+    time_limits: TimeLimits,
 }
 
 impl Decoder {
@@ -136,16 +147,47 @@ impl Decoder {
             setting,
             keys: Arc::new(keys),
             max_message_bytes: max_message_bytes.min(u32::MAX as usize),
+            max_spans: DEFAULT_MAX_SPANS_PER_MESSAGE,
+            time_limits: TimeLimits::default(),
         }
     }
 
     /// This decoder scanning `other`'s attribute keys as well.
     pub fn with_keys_of(&self, other: &Decoder) -> Self {
-        Self::new(
-            self.setting,
-            self.keys.merge(&other.keys),
-            self.max_message_bytes,
-        )
+        Self {
+            keys: Arc::new(self.keys.merge(&other.keys)),
+            ..self.clone()
+        }
+    }
+
+    /// Messages with more spans are rejected whole (dead-lettered).
+    pub fn with_max_spans(mut self, max_spans: usize) -> Self {
+        self.max_spans = max_spans.max(1);
+        self
+    }
+
+    /// Bounds for [`Decoder::correct_times`] other than the defaults.
+    pub fn with_time_limits(mut self, limits: TimeLimits) -> Self {
+        self.time_limits = limits;
+        self
+    }
+
+    /// Corrects impossible span times in a scanned `batch` (see
+    /// `span_time`), counting each by reason, and returns the bounds used,
+    /// for the message's [`crate::model::Payload`]. `kafka_millis` is the
+    /// message's Kafka timestamp.
+    pub fn correct_times(&self, kafka_millis: Option<i64>, batch: &mut ScanBatch) -> TimeBounds {
+        let bounds = TimeBounds::new(self.time_limits, kafka_millis, SystemTime::now());
+        for span in &mut batch.spans {
+            let c = bounds.correct(span.start_unix_nano, span.end_unix_nano);
+            if let Some(fault) = c.fault {
+                metrics::counter!("tailsift_span_time_corrections_total", "reason" => fault.as_str())
+                    .increment(1);
+                span.start_unix_nano = c.start;
+                span.end_unix_nano = c.end;
+            }
+        }
+        bounds
     }
 
     /// Normalizes one Kafka message to protobuf (JSON input is parsed and
@@ -200,11 +242,14 @@ impl Decoder {
         let format = encoding.wire_format();
         batch.clear();
         match format {
-            WireFormat::Otlp => otlp::scan(&bytes, &self.keys, batch)?,
+            WireFormat::Otlp => otlp::scan(&bytes, &self.keys, self.max_spans, batch)?,
             WireFormat::Jaeger => jaeger::scan(&bytes, &self.keys, batch)?,
         }
         if batch.spans.is_empty() {
-            return Err(DecodeError::NoSpans);
+            return Err(match batch.rejection_summary() {
+                Some((reason, error)) => DecodeError::AllSpansRejected(reason, error),
+                None => DecodeError::NoSpans,
+            });
         }
         Ok(Normalized {
             bytes,

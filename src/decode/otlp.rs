@@ -19,8 +19,8 @@ use std::ops::Range;
 use super::wire::{Reader, str_range};
 use super::{DecodeError, ids};
 use crate::model::{
-    AttributeKeys, ByteRange, RawValue, ScanBatch, ScannedAttr, ScannedEvent, ScannedSpan,
-    SpanLayout, SpanStatus,
+    AttributeKeys, ByteRange, RawValue, RejectedSpan, ScanBatch, ScannedAttr, ScannedEvent,
+    ScannedSpan, SpanLayout, SpanStatus,
 };
 
 const SERVICE_NAME: &[u8] = b"service.name";
@@ -34,15 +34,18 @@ struct ResourceInfo {
 }
 
 /// Appends one [`ScannedSpan`] per span of the request to `batch`.
+/// `max_spans`: more spans than this reject the message, before the scan
+/// holds them all (a 16 MiB message of tiny spans holds ~560k).
 pub(super) fn scan(
     buf: &[u8],
     keys: &AttributeKeys,
+    max_spans: usize,
     batch: &mut ScanBatch,
 ) -> Result<(), DecodeError> {
     let mut fields = Reader::new(buf, 0..buf.len());
     while let Some((number, value)) = fields.next_field()? {
         if number == 1 {
-            scan_resource_spans(buf, value.len_range()?, keys, batch)?;
+            scan_resource_spans(buf, value.len_range()?, keys, max_spans, batch)?;
         }
     }
     Ok(())
@@ -52,6 +55,7 @@ fn scan_resource_spans(
     buf: &[u8],
     range: Range<usize>,
     keys: &AttributeKeys,
+    max_spans: usize,
     batch: &mut ScanBatch,
 ) -> Result<(), DecodeError> {
     let first_span = batch.spans.len();
@@ -60,7 +64,7 @@ fn scan_resource_spans(
     while let Some((number, value)) = fields.next_field()? {
         match number {
             1 => resource = scan_resource(buf, value.len_range()?, keys, batch)?,
-            2 => scan_scope_spans(buf, value.len_range()?, keys, batch)?,
+            2 => scan_scope_spans(buf, value.len_range()?, keys, max_spans, batch)?,
             _ => {}
         }
     }
@@ -112,6 +116,7 @@ fn scan_scope_spans(
     buf: &[u8],
     range: Range<usize>,
     keys: &AttributeKeys,
+    max_spans: usize,
     batch: &mut ScanBatch,
 ) -> Result<(), DecodeError> {
     let first_span = batch.spans.len();
@@ -120,7 +125,12 @@ fn scan_scope_spans(
     while let Some((number, value)) = fields.next_field()? {
         match number {
             1 => scope = value.byte_range()?,
-            2 => scan_span(buf, value.len_range()?, keys, batch)?,
+            2 => {
+                if batch.spans.len() + batch.rejected.len() >= max_spans {
+                    return Err(DecodeError::TooManySpans(max_spans));
+                }
+                scan_span(buf, value.len_range()?, keys, batch)?
+            }
             _ => {}
         }
     }
@@ -185,14 +195,29 @@ fn scan_span(
             _ => {}
         }
     }
-    span.trace_id = ids::trace_id(trace_id, false)?;
-    span.span_id = ids::span_id(span_id)?;
-    span.parent_span_id = ids::optional_span_id(parent_id)?;
-    span.span_attrs = (first_attr, batch.attrs.len() as u32);
-    if keys.extras().events {
-        span.events = scan_events(buf, span.layout.span, keys, batch)?;
+    let ids = ids::trace_id(trace_id, false)
+        .and_then(|t| Ok((t, ids::span_id(span_id)?, ids::optional_span_id(parent_id)?)));
+    match ids {
+        Ok((trace_id, span_id, parent_span_id)) => {
+            span.trace_id = trace_id;
+            span.span_id = span_id;
+            span.parent_span_id = parent_span_id;
+            span.span_attrs = (first_attr, batch.attrs.len() as u32);
+            if keys.extras().events {
+                span.events = scan_events(buf, span.layout.span, keys, batch)?;
+            }
+            batch.spans.push(span);
+        }
+        // One bad span must not take the message's other traces with it.
+        Err(e) => {
+            batch.attrs.truncate(first_attr as usize);
+            batch.rejected.push(RejectedSpan {
+                span: span.layout.span,
+                reason: e.reason(),
+                error: e.to_string(),
+            });
+        }
     }
-    batch.spans.push(span);
     Ok(())
 }
 

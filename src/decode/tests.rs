@@ -119,6 +119,7 @@ fn decode(n: &Normalized, batch: &ScanBatch, i: usize) -> DecodedSpan {
         format: n.format,
         partition: 0,
         offset: 0,
+        times: crate::span_time::TimeBounds::UNBOUNDED,
     });
     decode_span(&SpanRef {
         payload,
@@ -396,15 +397,83 @@ fn no_keys_means_no_attributes_but_service_name_still_read() {
 }
 
 #[test]
-fn one_bad_span_rejects_the_whole_message() {
+fn one_bad_span_is_cut_out_and_the_others_go_on() {
     let mut specs = specs();
     specs[2].trace_id = [0; 16];
+    let raw = fixtures::otlp_proto(&specs);
+    let (n, batch) = scan(EncodingSetting::OtlpProto, raw);
+    assert_eq!(batch.spans.len(), 2);
+    assert_span(&n, &batch, 0, &specs[0]);
+    assert_span(&n, &batch, 1, &specs[1]);
+    assert_eq!(batch.rejected.len(), 1);
+    let (reason, error) = batch.rejection_summary().unwrap();
+    assert_eq!(reason, "zero_trace_id");
+    let r = &batch.rejected[0];
+    assert!(
+        error.starts_with(&format!("span at bytes {}..{}: ", r.span.start, r.span.end)),
+        "{error}"
+    );
+    // Its bytes are the bad span's.
+    let span = opentelemetry_proto::tonic::trace::v1::Span::decode(r.span.of(&n.bytes)).unwrap();
+    assert_eq!(span.trace_id, vec![0; 16]);
+    // The attributes it had are not left behind for the others.
+    let attrs: usize = batch
+        .spans
+        .iter()
+        .map(|s| (s.span_attrs.1 - s.span_attrs.0) as usize)
+        .sum();
+    let resource_attrs: usize = batch
+        .spans
+        .iter()
+        .map(|s| (s.resource_attrs.1 - s.resource_attrs.0) as usize)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .sum();
+    assert!(attrs + resource_attrs <= batch.attrs.len());
+
+    // Every span bad: the whole message, with the spans' reason.
+    for s in &mut specs {
+        s.trace_id = [0; 16];
+    }
     let err = scan_with(
         EncodingSetting::OtlpProto,
         fixtures::otlp_proto(&specs),
         None,
-    );
-    assert!(matches!(err, Err(DecodeError::ZeroTraceId)));
+    )
+    .unwrap_err();
+    assert_eq!(err.reason(), "zero_trace_id");
+    assert!(err.to_string().contains("span at bytes"), "{err}");
+}
+
+#[test]
+fn messages_with_too_many_spans_are_rejected() {
+    let raw = Bytes::from(fixtures::otlp_proto(&specs()));
+    let mut batch = ScanBatch::default();
+    let d = decoder(EncodingSetting::OtlpProto).with_max_spans(2);
+    let err = d.scan(raw.clone(), None, &mut batch).unwrap_err();
+    assert_eq!(err.reason(), "too_many_spans");
+    let d = decoder(EncodingSetting::OtlpProto).with_max_spans(3);
+    assert!(d.scan(raw, None, &mut batch).is_ok());
+}
+
+#[test]
+fn scan_buffers_shrink_after_an_outlier() {
+    let trace = [0x42; 16];
+    let many: Vec<SpanSpec> = (0..10_000u32)
+        .map(|i| {
+            let mut id = [0u8; 8];
+            id[4..].copy_from_slice(&(i + 1).to_be_bytes());
+            SpanSpec::new(trace, id)
+        })
+        .collect();
+    let d = decoder(EncodingSetting::OtlpProto);
+    let mut batch = ScanBatch::default();
+    d.scan(fixtures::otlp_proto(&many).into(), None, &mut batch)
+        .unwrap();
+    assert!(batch.spans.capacity() >= 10_000);
+    d.scan(fixtures::otlp_proto(&specs()).into(), None, &mut batch)
+        .unwrap();
+    assert!(batch.spans.capacity() <= 4096, "{}", batch.spans.capacity());
 }
 
 #[test]
@@ -413,14 +482,14 @@ fn otlp_ids_must_have_the_right_size() {
     let span = &mut request.resource_spans[0].scope_spans[0].spans[0];
     span.trace_id.truncate(8); // 64-bit trace IDs are a Jaeger thing only
     let err = scan_with(EncodingSetting::OtlpProto, request.encode_to_vec(), None).unwrap_err();
-    assert!(matches!(err, DecodeError::InvalidTraceId(8)));
+    assert!(err.to_string().contains("trace ID of 8 bytes"), "{err}");
     assert_eq!(err.reason(), "invalid_id");
 
     let mut request = fixtures::otlp_request(&specs()[..1]);
     let span = &mut request.resource_spans[0].scope_spans[0].spans[0];
     span.span_id.push(0);
     let err = scan_with(EncodingSetting::OtlpProto, request.encode_to_vec(), None).unwrap_err();
-    assert!(matches!(err, DecodeError::InvalidSpanId(9)));
+    assert!(err.to_string().contains("span ID of 9 bytes"), "{err}");
 
     let mut request = fixtures::otlp_request(&specs()[..1]);
     request.resource_spans[0].scope_spans[0].spans[0].parent_span_id = vec![1; 4];
@@ -732,8 +801,10 @@ fn auto_rejects_what_it_cannot_place() {
     assert_eq!(err.reason(), "invalid_json");
     // A broken OTLP request reports the OTLP error...
     let mut specs = specs();
-    specs[0].span_id = [0; 8];
-    specs[0].trace_id = [0; 16];
+    for s in &mut specs {
+        s.span_id = [0; 8];
+        s.trace_id = [0; 16];
+    }
     let err = scan_with(EncodingSetting::Auto, fixtures::otlp_proto(&specs), None).unwrap_err();
     assert_eq!(err.reason(), "zero_trace_id");
     // ...and what starts like a Jaeger span (16-byte trace ID, 8-byte span
@@ -915,6 +986,7 @@ fn decode_span_checks_the_layout() {
             format: WireFormat::Jaeger,
             partition: 0,
             offset: 0,
+            times: crate::span_time::TimeBounds::UNBOUNDED,
         }),
         layout: crate::model::SpanLayout {
             span: crate::model::ByteRange::new(0, 10_000),

@@ -1,21 +1,20 @@
 //! The Elasticsearch sink: `submit` encodes a kept trace and waits for room
 //! in the byte budget (the backpressure), a batcher groups documents into
 //! bulk requests by bytes, count and linger time, and up to `concurrency`
-//! requests run at once. Transient failures (connection, 429, 5xx — whole
-//! request or per item) are retried with exponential backoff forever;
-//! permanent item rejections go to the dead-letter sink. A trace is
-//! acknowledged once every one of its documents is resolved.
+//! requests run at once. Each reply is classified (`classify`): documents
+//! refused for a cluster reason are retried with exponential backoff
+//! forever, documents refused for their content go to the dead-letter sink.
+//! A trace is acknowledged once every one of its documents is resolved.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use elasticsearch::http::StatusCode;
-use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::sleep_until;
 
 use super::ack::{Backlog, Ticket};
+use super::classify::{Action, Reason, Reply, Verdict, classify};
 use super::document::DocOptions;
 use super::elasticsearch::{BulkReply, EsClient};
 use super::encode::Encoder;
@@ -68,7 +67,7 @@ impl ElasticsearchSink {
                 shards: cfg.shards,
                 replicas: cfg.replicas,
             };
-            templates::install(&client, &names, settings).await?;
+            templates::install(&client, &names, settings, cfg.overwrite_templates).await?;
         }
         if cfg.use_aliases {
             templates::ensure_write_aliases(&client, &names).await?;
@@ -130,7 +129,9 @@ impl TraceSink for ElasticsearchSink {
         let units = encoded.docs.len() + encoded.rejects.len();
         let ticket = Ticket::new(self.backlog.clone(), trace.ack, units, bytes, encoded.key);
         for letter in encoded.rejects {
-            self.dead_letters.send(letter, ticket.dead_letter_ack());
+            self.dead_letters
+                .send(letter, ticket.dead_letter_ack())
+                .await;
         }
         if encoded.docs.is_empty() {
             return;
@@ -242,13 +243,12 @@ struct Writer {
     backoff: (Duration, Duration),
 }
 
-/// What to do with the documents of one request after its response.
+/// What is left of one request after its reply.
 enum Outcome {
     Done,
     /// Retry these after a backoff.
     Retry(Vec<Doc>),
-    /// The body was refused as a whole (too large or unparsable): send the
-    /// halves separately to isolate the culprit.
+    /// Send the halves separately to isolate the culprit.
     Split(Vec<Doc>),
 }
 
@@ -278,93 +278,77 @@ impl Writer {
         let reply = self.client.bulk(body).await;
         metrics::histogram!("tailsift_es_bulk_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        match reply {
-            Err(e) => {
-                request_failed("connection_error", "connection");
-                retried("connection");
-                tracing::warn!(error = %e, docs = docs.len(), "bulk request failed, retrying");
-                Outcome::Retry(docs)
-            }
-            Ok(reply) => self.on_reply(docs, reply),
+        if let Err(e) = &reply {
+            tracing::warn!(error = %e, docs = docs.len(), "bulk request failed, retrying");
         }
+        let reply = reply.ok();
+        let verdict = classify(
+            reply.as_ref().map(|r| Reply {
+                status: r.status.as_u16(),
+                body: &r.body,
+            }),
+            docs.len(),
+        );
+        self.apply(docs, verdict, reply.as_ref()).await
     }
 
-    fn on_reply(&self, docs: Vec<Doc>, reply: BulkReply) -> Outcome {
-        let status = reply.status;
-        if status.is_success() {
-            return self.on_items(docs, &reply.body);
-        }
-        let text = String::from_utf8_lossy(&reply.body[..reply.body.len().min(512)]).into_owned();
-        let whole_body_refused = matches!(
-            status,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::BAD_REQUEST
-        );
-        match (whole_body_refused, docs.len()) {
-            (true, 1) => {
-                request_failed("http_error", "http_4xx");
-                self.reject_all(docs, &format!("http {status}: {text}"));
+    async fn apply(&self, docs: Vec<Doc>, verdict: Verdict, reply: Option<&BulkReply>) -> Outcome {
+        match verdict {
+            Verdict::Acknowledge => {
+                request_done("ok");
+                indexed(&docs);
                 Outcome::Done
             }
-            (true, _) => {
-                request_failed("http_error", "http_4xx");
+            Verdict::Retry(reason) => {
+                request_done("error");
+                if let Some(r) = reply {
+                    let text = String::from_utf8_lossy(&r.body[..r.body.len().min(512)]);
+                    tracing::warn!(status = %r.status, body = %text, reason = reason.as_str(), docs = docs.len(), "bulk request refused, retrying");
+                }
+                retried(reason, docs.len());
+                Outcome::Retry(docs)
+            }
+            Verdict::Split => {
+                request_done("error");
+                metrics::counter!("tailsift_es_errors_total", "type" => "request_refused")
+                    .increment(1);
                 Outcome::Split(docs)
             }
-            // 429, 5xx and everything else (auth, missing permissions…):
-            // retrying keeps the data; the logs and metrics say why.
-            _ => {
-                request_failed("http_error", retry_reason(status));
-                retried(retry_reason(status));
-                tracing::warn!(%status, body = %text, docs = docs.len(), "bulk request refused, retrying");
-                Outcome::Retry(docs)
+            Verdict::Items(actions) => {
+                request_done("item_errors");
+                self.per_item(docs, actions).await
             }
         }
     }
 
-    fn on_items(&self, docs: Vec<Doc>, body: &[u8]) -> Outcome {
-        #[derive(Deserialize)]
-        struct Head {
-            errors: bool,
-        }
-        match serde_json::from_slice::<Head>(body) {
-            Ok(Head { errors: false }) => {
-                metrics::counter!("tailsift_es_bulk_requests_total", "result" => "ok").increment(1);
-                indexed(&docs);
-                return Outcome::Done;
-            }
-            Ok(Head { errors: true }) => {}
-            Err(e) => return self.unreadable(docs, &e.to_string()),
-        }
-        metrics::counter!("tailsift_es_bulk_requests_total", "result" => "item_errors")
-            .increment(1);
-        let items = match serde_json::from_slice::<Items>(body) {
-            Ok(i) if i.items.len() == docs.len() => i.items,
-            Ok(i) => {
-                let why = format!("{} items for {} documents", i.items.len(), docs.len());
-                return self.unreadable(docs, &why);
-            }
-            Err(e) => return self.unreadable(docs, &e.to_string()),
-        };
+    async fn per_item(&self, docs: Vec<Doc>, actions: Vec<Action>) -> Outcome {
         let mut retry = Vec::new();
+        let mut first_reason = None;
         let mut rejected = 0;
-        for (doc, item) in docs.into_iter().zip(items) {
-            let r = item.index;
-            match r.status {
-                200..=299 => indexed(std::slice::from_ref(&doc)),
-                429 | 500.. => {
-                    retried(retry_reason_code(r.status));
+        for (doc, action) in docs.into_iter().zip(actions) {
+            match action {
+                Action::Acknowledge => indexed(std::slice::from_ref(&doc)),
+                Action::Retry(reason) => {
+                    first_reason.get_or_insert(reason);
+                    retried(reason, 1);
                     retry.push(doc);
                 }
-                _ => {
-                    let err = r.error.unwrap_or_default();
+                Action::DeadLetter { kind, error } => {
                     if rejected == 0 {
-                        tracing::warn!(status = r.status, error = %err.kind, reason = %err.reason, "document rejected by Elasticsearch");
+                        tracing::warn!(%error, "document rejected by Elasticsearch");
                     }
                     rejected += 1;
-                    metrics::counter!("tailsift_es_errors_total", "type" => err.kind.clone())
-                        .increment(1);
-                    self.reject(doc, format!("{}: {}", err.kind, err.reason));
+                    metrics::counter!("tailsift_es_errors_total", "type" => kind).increment(1);
+                    self.reject(doc, error).await;
                 }
             }
+        }
+        if let Some(reason) = first_reason {
+            tracing::warn!(
+                reason = reason.as_str(),
+                docs = retry.len(),
+                "Elasticsearch refused documents for a cluster reason; retrying"
+            );
         }
         match retry.is_empty() {
             true => Outcome::Done,
@@ -372,23 +356,9 @@ impl Writer {
         }
     }
 
-    /// A 2xx response we cannot read: we do not know what was stored, so
-    /// send it again (`_id`s are deterministic: no duplicates).
-    fn unreadable(&self, docs: Vec<Doc>, why: &str) -> Outcome {
-        tracing::warn!(error = why, "unreadable bulk response, retrying");
-        metrics::counter!("tailsift_es_errors_total", "type" => "unreadable_response").increment(1);
-        Outcome::Retry(docs)
-    }
-
-    fn reject_all(&self, docs: Vec<Doc>, error: &str) {
-        for doc in docs {
-            self.reject(doc, error.to_string());
-        }
-    }
-
     /// Permanently refused: counted, handed to the dead-letter sink, and
     /// resolved once the dead letter is stored.
-    fn reject(&self, doc: Doc, error: String) {
+    async fn reject(&self, doc: Doc, error: String) {
         metrics::counter!("tailsift_es_documents_total", "result" => "rejected").increment(1);
         let letter = DeadLetter {
             payload: doc.body,
@@ -398,34 +368,10 @@ impl Writer {
             partition: doc.partition,
             offset: doc.offset,
         };
-        self.dead_letters.send(letter, doc.ticket.dead_letter_ack());
+        self.dead_letters
+            .send(letter, doc.ticket.dead_letter_ack())
+            .await;
     }
-}
-
-#[derive(Deserialize)]
-struct Items {
-    items: Vec<Item>,
-}
-
-/// One response item, keyed by its op (we only send `index`).
-#[derive(Deserialize)]
-struct Item {
-    #[serde(alias = "create", alias = "update", alias = "delete")]
-    index: ItemResult,
-}
-
-#[derive(Deserialize)]
-struct ItemResult {
-    status: u16,
-    error: Option<ItemError>,
-}
-
-#[derive(Deserialize, Default)]
-struct ItemError {
-    #[serde(rename = "type", default)]
-    kind: String,
-    #[serde(default)]
-    reason: String,
 }
 
 fn indexed(docs: &[Doc]) {
@@ -436,25 +382,14 @@ fn indexed(docs: &[Doc]) {
     }
 }
 
-fn request_failed(result: &'static str, error_type: &'static str) {
+fn request_done(result: &'static str) {
     metrics::counter!("tailsift_es_bulk_requests_total", "result" => result).increment(1);
-    metrics::counter!("tailsift_es_errors_total", "type" => error_type).increment(1);
 }
 
-fn retried(reason: &'static str) {
-    metrics::counter!("tailsift_es_retries_total", "reason" => reason).increment(1);
-}
-
-fn retry_reason(status: StatusCode) -> &'static str {
-    retry_reason_code(status.as_u16())
-}
-
-fn retry_reason_code(status: u16) -> &'static str {
-    match status {
-        429 => "http_429",
-        500.. => "http_5xx",
-        _ => "http_4xx",
-    }
+/// Documents sent again, by why: the sign of what an operator must fix.
+fn retried(reason: Reason, docs: usize) {
+    metrics::counter!("tailsift_es_retries_total", "reason" => reason.as_str())
+        .increment(docs as u64);
 }
 
 /// Body of one bulk request: the documents' lines back to back.
@@ -496,22 +431,6 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn item_parsing() {
-        let body = br#"{"took":3,"errors":true,"items":[
-            {"index":{"_index":"i","_id":"a","status":201,"result":"created"}},
-            {"index":{"_index":"i","_id":"b","status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse"}}},
-            {"index":{"_index":"i","_id":"c","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}}]}"#;
-        let items: Items = serde_json::from_slice(body).unwrap();
-        let statuses: Vec<u16> = items.items.iter().map(|i| i.index.status).collect();
-        assert_eq!(statuses, [201, 400, 429]);
-        let err = items.items[1].index.error.as_ref().unwrap();
-        assert_eq!(
-            (err.kind.as_str(), err.reason.as_str()),
-            ("mapper_parsing_exception", "failed to parse")
-        );
-    }
 
     #[test]
     fn bulk_requests_stay_small_next_to_the_queue() {

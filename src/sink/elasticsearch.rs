@@ -180,6 +180,18 @@ impl EsClient {
         })
     }
 
+    /// `GET path` as JSON; `None` on 404.
+    pub async fn get_optional(&self, path: &str) -> Result<Option<serde_json::Value>, SinkError> {
+        let (status, body) = self.send(Method::Get, path, None).await?;
+        match status {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| SinkError::Response(format!("{path}: {e}"))),
+            s => Err(SinkError::status(path, s, &body)),
+        }
+    }
+
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, SinkError> {
         let (status, body) = self.send(Method::Get, path, None).await?;
         if !status.is_success() {

@@ -29,6 +29,7 @@ use super::document::{
 };
 use super::index::{Day, IndexNames, Kind};
 use super::redact::Redactor;
+use super::retime;
 use crate::deadletter::DeadLetter;
 use crate::decode::{DecodedSpan, decode_span};
 use crate::model::SpanRef;
@@ -97,6 +98,7 @@ impl Encoder {
                 }
             };
             self.redactor.apply(&mut decoded);
+            retime::apply(&mut decoded, &span.payload.times);
             body.clear();
             let meta = match &decoded {
                 DecodedSpan::Otlp(s) => otlp_document(s, &self.opts, &sampling, &mut body),
@@ -294,6 +296,7 @@ mod tests {
                 format: WireFormat::Jaeger,
                 partition: 3,
                 offset: 42,
+                times: crate::span_time::TimeBounds::UNBOUNDED,
             }),
         }
     }
@@ -409,6 +412,7 @@ mod tests {
             format: WireFormat::Jaeger,
             partition: 1,
             offset: 9,
+            times: crate::span_time::TimeBounds::UNBOUNDED,
         });
         bad.layout.span = ByteRange::new(0, 3);
         let e = enc.encode(&kept(vec![bad, jaeger_ref(2, 1, "a")]));
@@ -416,6 +420,55 @@ mod tests {
         assert_eq!(e.rejects[0].reason, "undecodable_span");
         assert_eq!(e.rejects[0].offset, 9);
         assert_eq!(e.docs.len(), 2);
+    }
+
+    #[test]
+    fn impossible_start_times_land_in_todays_index_with_the_originals_tagged() {
+        use crate::span_time::{TimeBounds, TimeLimits};
+        let enc = Encoder::new(
+            IndexNames::new("", false),
+            DocOptions::default(),
+            Redactor::default(),
+        );
+        let now = std::time::SystemTime::now();
+        let now_secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let bounds = TimeBounds::new(TimeLimits::default(), Some(now_secs * 1000), now);
+        let spans: Vec<SpanRef> = [0, now_secs + 10 * 86_400, i64::MAX]
+            .into_iter()
+            .enumerate()
+            .map(|(i, start)| {
+                let mut r = jaeger_ref(i as u8 + 1, start, "a");
+                Arc::get_mut(&mut r.payload).unwrap().times = bounds;
+                r
+            })
+            .collect();
+        let today = Day::from_micros(now_secs as u64 * 1_000_000).date();
+        let e = enc.encode(&kept(spans));
+        assert!(e.rejects.is_empty());
+        let l = lines(&e);
+        let docs: Vec<&serde_json::Value> =
+            l.iter().filter(|v| v.get("spanID").is_some()).collect();
+        assert_eq!(docs.len(), 3);
+        for (i, action) in l.iter().filter(|v| v.get("index").is_some()).enumerate() {
+            let index = action["index"]["_index"].as_str().unwrap();
+            assert!(index.ends_with(&today), "line {i}: {index}");
+        }
+        for d in docs {
+            assert_eq!(d["startTime"], now_secs as u64 * 1_000_000, "{d}");
+            let tags = d["tags"].as_array().unwrap();
+            let reason = tags
+                .iter()
+                .find(|t| t["key"] == super::retime::REASON_TAG)
+                .unwrap_or_else(|| panic!("{d}"));
+            assert!(
+                reason["value"] == "start_too_old" || reason["value"] == "start_in_future",
+                "{reason}"
+            );
+            assert!(
+                tags.iter()
+                    .any(|t| t["key"] == super::retime::ORIGINAL_START_TAG)
+            );
+        }
     }
 
     #[test]

@@ -93,6 +93,51 @@ impl IndexNames {
     pub fn initial_rollover_index(&self, kind: Kind) -> String {
         format!("{}{}-000001", self.prefix, kind.base())
     }
+
+    /// Checks the prefix and every name made from it against
+    /// Elasticsearch's index-name rules, so that a bad prefix fails at
+    /// load instead of every bulk item failing with 400. The action lines
+    /// rely on it too: names are written into JSON unescaped.
+    pub fn validate(&self) -> Result<(), String> {
+        let prefix = self.prefix.trim_end_matches('-');
+        if matches!(prefix, "." | "..") {
+            return Err(format!("'{}' is not allowed", self.prefix));
+        }
+        // The longest day name stands for every day.
+        let day = Day(2_932_896); // 9999-12-31
+        for kind in [Kind::Span, Kind::Service] {
+            for name in [
+                format!("{}{}-{}", self.prefix, kind.base(), day.date()),
+                self.write_alias(kind),
+                self.read_alias(kind),
+                self.initial_rollover_index(kind),
+            ] {
+                check_index_name(&name)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Elasticsearch's rules for index and alias names.
+fn check_index_name(name: &str) -> Result<(), String> {
+    const FORBIDDEN: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ',', '#', ' ', ':'];
+    if name.len() > 255 {
+        return Err(format!("'{name}' is longer than 255 bytes"));
+    }
+    if name.chars().any(|c| c.is_uppercase()) {
+        return Err(format!("'{name}' must be lowercase"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| FORBIDDEN.contains(c) || c.is_control())
+    {
+        return Err(format!("'{name}' must not contain {c:?}"));
+    }
+    if name.starts_with(['-', '_', '+']) {
+        return Err(format!("'{name}' must not start with '-', '_' or '+'"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -114,6 +159,22 @@ mod tests {
         );
         assert_eq!(Day::from_micros(0).date(), "1970-01-01");
         assert_eq!(names.pattern(Kind::Span), "prod-jaeger-span-*");
+    }
+
+    #[test]
+    fn names_follow_elasticsearch_rules() {
+        assert!(IndexNames::new("prod.eu-1-", true).validate().is_ok());
+        assert!(IndexNames::new("", false).validate().is_ok());
+        for bad in ["Prod-", "a b-", "a:b-", "_x-", "..-", "a\tb-"] {
+            assert!(IndexNames::new(bad, false).validate().is_err(), "{bad}");
+        }
+        // The longest derived name decides: 230 bytes of prefix + 25.
+        assert!(IndexNames::new(&"p".repeat(230), false).validate().is_ok());
+        let err = IndexNames::new(&"p".repeat(231), false)
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("255 bytes"), "{err}");
+        assert_eq!(Day(2_932_896).date(), "9999-12-31");
     }
 
     #[test]

@@ -4,12 +4,15 @@
 //! - `document`: Jaeger span and service documents (the storage contract)
 //! - `index`: daily index and alias names
 //! - `templates`: index templates installed at start
+//! - `retime`: impossible span times corrected on the document
 //! - `encode`: a kept trace → bulk NDJSON lines
+//! - `classify`: a bulk reply → acknowledge, retry or dead-letter
 //! - `bulk`: [`ElasticsearchSink`], batching, retries, acknowledgements
 //! - `elasticsearch`: the HTTP client
 
 mod ack;
 pub mod bulk;
+pub mod classify;
 pub mod document;
 pub mod elasticsearch;
 pub mod encode;
@@ -17,6 +20,7 @@ pub mod health;
 pub mod index;
 pub mod null;
 pub mod redact;
+pub mod retime;
 pub mod templates;
 
 use std::future::Future;

@@ -4,6 +4,12 @@
 //!
 //! ES 8/9 get composable `_index_template`s; ES 7 and OpenSearch the legacy
 //! `_template` API, which every version of them understands.
+//!
+//! Our templates carry a marker in `_meta` (composable) or `mappings._meta`
+//! (legacy, which has no top-level `_meta`). A same-named template without
+//! it belongs to someone else — a Jaeger installation's, with its ILM
+//! `lifecycle`, `rollover_alias` and `tag.*` dynamic templates — and is left
+//! alone unless `elasticsearch.overwrite_templates` says otherwise.
 
 use serde_json::{Value, json};
 
@@ -14,6 +20,10 @@ use super::index::{IndexNames, Kind};
 /// Above 0 so a catch-all template at the default priority does not clash
 /// with ours on overlapping patterns.
 const PRIORITY: u32 = 300;
+
+/// `_meta` of the templates tailsift installs.
+const MARKER_KEY: &str = "managed_by";
+const MARKER: &str = "tailsift";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TemplateApi {
@@ -62,6 +72,9 @@ pub fn template(
         Kind::Service => service_mappings(),
     };
     let mut body = json!({"settings": settings, "mappings": mappings});
+    if api == TemplateApi::Legacy {
+        body["mappings"]["_meta"] = json!({ MARKER_KEY: MARKER });
+    }
     if names.uses_aliases() {
         // Rollover indices created later join the read alias Query uses.
         body["aliases"] = json!({ names.read_alias(kind): {} });
@@ -73,7 +86,12 @@ pub fn template(
             body
         }
         TemplateApi::Composable => {
-            json!({"index_patterns": patterns, "priority": PRIORITY, "template": body})
+            json!({
+                "index_patterns": patterns,
+                "priority": PRIORITY,
+                "template": body,
+                "_meta": { MARKER_KEY: MARKER },
+            })
         }
     }
 }
@@ -116,16 +134,52 @@ fn service_mappings() -> Value {
     json!({"properties": {"serviceName": keyword(), "operationName": keyword()}})
 }
 
-/// Installs (overwrites) both templates, in the API the server speaks.
+/// Who owns the template a name already points to, from its `GET` reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    None,
+    Ours,
+    Foreign,
+}
+
+impl Existing {
+    fn from_reply(api: TemplateApi, name: &str, reply: Option<&Value>) -> Self {
+        let Some(reply) = reply else {
+            return Self::None;
+        };
+        let meta = match api {
+            TemplateApi::Composable => reply["index_templates"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["name"] == name))
+                .map(|t| &t["index_template"]["_meta"]),
+            TemplateApi::Legacy => reply.get(name).map(|t| &t["mappings"]["_meta"]),
+        };
+        match meta {
+            None => Self::None,
+            Some(m) if m[MARKER_KEY] == MARKER => Self::Ours,
+            Some(_) => Self::Foreign,
+        }
+    }
+}
+
+/// Installs both templates in the API the server speaks: creates missing
+/// ones, updates ours, and leaves foreign ones alone unless `overwrite`.
 pub async fn install(
     client: &EsClient,
     names: &IndexNames,
     settings: IndexSettings,
+    overwrite: bool,
 ) -> Result<TemplateApi, SinkError> {
     let info = client.server_info().await?;
     let api = TemplateApi::for_server(&info);
     for kind in [Kind::Span, Kind::Service] {
-        let path = api.path(&names.template(kind));
+        let name = names.template(kind);
+        let path = api.path(&name);
+        let existing = Existing::from_reply(api, &name, client.get_optional(&path).await?.as_ref());
+        if existing == Existing::Foreign && !overwrite {
+            tracing::warn!(template = %name, "an index template of that name exists and was not created by tailsift; left as it is (elasticsearch.overwrite_templates: true replaces it)");
+            continue;
+        }
         client
             .put_json(&path, &template(api, kind, names, settings))
             .await?;
@@ -206,7 +260,41 @@ mod tests {
 
         let composable = template(TemplateApi::Composable, Kind::Span, &names, settings);
         assert_eq!(composable["priority"], PRIORITY);
-        assert_eq!(composable["template"]["mappings"], legacy["mappings"]);
+        assert_eq!(
+            composable["template"]["mappings"]["properties"],
+            legacy["mappings"]["properties"]
+        );
+    }
+
+    #[test]
+    fn templates_carry_the_marker_and_foreign_ones_are_told_apart() {
+        let names = IndexNames::new("p-", false);
+        let settings = IndexSettings {
+            shards: 1,
+            replicas: 1,
+        };
+        let composable = template(TemplateApi::Composable, Kind::Span, &names, settings);
+        let reply =
+            json!({"index_templates": [{"name": "p-jaeger-span", "index_template": composable}]});
+        let ours = Existing::from_reply(TemplateApi::Composable, "p-jaeger-span", Some(&reply));
+        assert_eq!(ours, Existing::Ours);
+        // Jaeger's own template: no marker (or another one).
+        let jaeger = json!({"index_templates": [{"name": "p-jaeger-span", "index_template":
+            {"index_patterns": ["p-jaeger-span-*"], "template": {"settings": {"index.lifecycle.name": "jaeger"}}}}]});
+        let foreign = Existing::from_reply(TemplateApi::Composable, "p-jaeger-span", Some(&jaeger));
+        assert_eq!(foreign, Existing::Foreign);
+        assert_eq!(
+            Existing::from_reply(TemplateApi::Composable, "p-jaeger-span", None),
+            Existing::None
+        );
+
+        let legacy = template(TemplateApi::Legacy, Kind::Span, &names, settings);
+        let reply = json!({ "p-jaeger-span": legacy });
+        let ours = Existing::from_reply(TemplateApi::Legacy, "p-jaeger-span", Some(&reply));
+        assert_eq!(ours, Existing::Ours);
+        let reply = json!({"p-jaeger-span": {"mappings": {"dynamic_templates": []}}});
+        let foreign = Existing::from_reply(TemplateApi::Legacy, "p-jaeger-span", Some(&reply));
+        assert_eq!(foreign, Existing::Foreign);
     }
 
     #[test]

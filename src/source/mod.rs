@@ -494,6 +494,7 @@ mod tests {
     fn message(offset: i64) -> Incoming {
         Incoming {
             offset,
+            timestamp: None,
             payload: bytes::Bytes::new(),
             key: None,
             content_type: None,

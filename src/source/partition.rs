@@ -75,6 +75,8 @@ impl Rules {
 #[derive(Debug)]
 pub struct Incoming {
     pub offset: i64,
+    /// The Kafka timestamp (ms), a witness for the spans' own clocks.
+    pub timestamp: Option<i64>,
     pub payload: Bytes,
     pub key: Option<Bytes>,
     pub content_type: Option<String>,
@@ -91,6 +93,7 @@ impl Incoming {
         });
         Self {
             offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
             payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
             key: m.key().map(Bytes::copy_from_slice),
             content_type,
@@ -271,22 +274,32 @@ impl<S: TraceSink> PartitionTask<S> {
             &mut self.batch,
         ) {
             Ok(normalized) => {
+                let times = self.decoder.correct_times(m.timestamp, &mut self.batch);
                 let payload = Arc::new(Payload {
                     bytes: normalized.bytes,
                     format: normalized.format,
                     partition: self.handle.partition,
                     offset: m.offset,
+                    times,
                 });
-                self.buffer_spans(payload).await;
+                let rejected = self.batch.rejection_summary();
+                self.buffer_spans(payload, rejected.is_some()).await;
+                if let Some((reason, error)) = rejected {
+                    self.log_bad(&m, reason, &error);
+                    self.send_dead_letter(m, reason, error).await;
+                }
             }
-            Err(e) => self.dead_letter(m, e),
+            Err(e) => self.dead_letter(m, e).await,
         }
         self.relieve_memory().await;
     }
 
-    async fn buffer_spans(&mut self, payload: Arc<Payload>) {
+    /// `dead_letter`: one more unit to resolve, the dead letter of the
+    /// spans cut out of the message.
+    async fn buffer_spans(&mut self, payload: Arc<Payload>, dead_letter: bool) {
         let n = self.batch.spans.len();
-        self.offsets.track(payload.offset, n as u32);
+        self.offsets
+            .track(payload.offset, n as u32 + u32::from(dead_letter));
         self.metrics.spans.increment(n as u64);
         let now = self.clock();
         let expected = spans_per_trace(&self.batch);
@@ -447,25 +460,41 @@ impl<S: TraceSink> PartitionTask<S> {
         self.offsets.resolve_all(r);
     }
 
-    fn dead_letter(&mut self, m: Incoming, e: DecodeError) {
-        let reason = e.reason();
+    async fn dead_letter(&mut self, m: Incoming, e: DecodeError) {
+        let (reason, error) = (e.reason(), e.to_string());
+        self.log_bad(&m, reason, &error);
+        self.offsets.track(m.offset, 1);
+        self.send_dead_letter(m, reason, error).await;
+    }
+
+    fn log_bad(&self, m: &Incoming, reason: &'static str, error: &str) {
         metrics::counter!("tailsift_decode_errors_total", "reason" => reason).increment(1);
         self.shared.log_limiter.warn(reason, || {
-            tracing::warn!(partition = self.handle.partition, offset = m.offset, reason, error = %e, "bad message");
+            tracing::warn!(
+                partition = self.handle.partition,
+                offset = m.offset,
+                reason,
+                error,
+                "bad message"
+            );
         });
-        self.offsets.track(m.offset, 1);
+    }
+
+    /// The whole message with `error` naming what is wrong; resolves one
+    /// unit of it once stored.
+    async fn send_dead_letter(&mut self, m: Incoming, reason: &'static str, error: String) {
         let mut resolved = Resolved::default();
         resolved.add(m.offset, 1);
         let letter = DeadLetter {
             payload: m.payload,
             key: m.key,
             reason,
-            error: e.to_string(),
+            error,
             partition: self.handle.partition,
             offset: m.offset,
         };
         let ack = self.ack_handle(resolved);
-        self.shared.dead_letters.send(letter, ack);
+        self.shared.dead_letters.send(letter, ack).await;
     }
 
     /// Over the trace budget (`memory.limit`'s share), decide this

@@ -44,6 +44,7 @@ fn fixture(cfg: WindowConfig, engine: Arc<PolicyEngine>) -> Fixture {
             format: WireFormat::Otlp,
             partition: 0,
             offset: 7,
+            times: crate::span_time::TimeBounds::UNBOUNDED,
         }),
     }
 }

@@ -29,6 +29,8 @@ pub fn config(brokers: &str, topic: &str, group: &str, policies: &str) -> Config
     cfg.sampling.decision_wait = Duration::from_secs(3);
     cfg.sampling.root_idle = Duration::from_millis(500);
     cfg.shutdown.timeout = Duration::from_secs(20);
+    // The local stack is one Elasticsearch node.
+    cfg.elasticsearch.replicas = 0;
     cfg.sampling.policies = serde_json::from_str(policies).expect("test policies are JSON");
     cfg
 }

@@ -354,7 +354,7 @@ impl Scenario {
             "kafka:\n  brokers: {brokers}\n  topic: {topic}\n  group_id: {group}\n  encoding: {encoding}\n  \
              dead_letter_topic: {dlq}\n  max_message_bytes: {MAX_MESSAGE_KIB}KiB\n{session}{protocol}\
              sampling:\n  decision_wait: {wait}\n  root_idle: {idle}\n  policies:{POLICIES}\
-             elasticsearch:\n  urls: [\"{es}\"]\n  index_prefix: {prefix}\n{queue}  bulk:\n    max_backoff: 5s\n\
+             elasticsearch:\n  urls: [\"{es}\"]\n  index_prefix: {prefix}\n  replicas: 0\n{queue}  bulk:\n    max_backoff: 5s\n\
              memory:\n  limit: {limit}MiB\n\
              metrics:\n  listen: {metrics}\n\
              logging:\n  level: info\n\

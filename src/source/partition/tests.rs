@@ -89,6 +89,7 @@ impl Task {
         let payload = encode::encode(Encoding::OtlpProto, &[(trace, span)]).remove(0);
         let m = Incoming {
             offset: self.next_offset,
+            timestamp: None,
             payload: Bytes::from(payload),
             key: None,
             content_type: None,
