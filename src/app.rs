@@ -57,6 +57,9 @@ pub fn window_config(cfg: &Config) -> WindowConfig {
     }
 }
 
+/// Room for a dead letter's headers and framing beyond its payload.
+const DEAD_LETTER_HEADROOM: u64 = 64 * 1024;
+
 /// The dead-letter topic's producer, after creating the topic if it is
 /// missing; only counting after the explicit opt-out.
 pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
@@ -66,8 +69,13 @@ pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink
         );
         return Ok(Arc::new(CountOnly));
     };
-    let client = source::client_config(&cfg.kafka);
-    ensure_topic(&client, &topic)
+    // A dead letter is a whole message (up to kafka.max_message_bytes) with
+    // headers: the producer and the topic must take one that large (both
+    // default to 1 MB).
+    let max_bytes = cfg.kafka.max_message_bytes.as_u64() + DEAD_LETTER_HEADROOM;
+    let mut client = source::client_config(&cfg.kafka);
+    client.set("message.max.bytes", max_bytes.to_string());
+    ensure_topic(&client, &topic, max_bytes)
         .await
         .with_context(|| format!("cannot create the dead-letter topic {topic}"))?;
     Ok(Arc::new(
@@ -77,7 +85,7 @@ pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink
             &cfg.kafka.topic,
             MemoryPlan::new(cfg).dead_letters as usize,
         )
-            .context("cannot create the dead-letter producer")?,
+        .context("cannot create the dead-letter producer")?,
     ))
 }
 

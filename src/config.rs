@@ -671,6 +671,7 @@ mod tests {
         assert_eq!(plan.traces, 128 * MIB / 6);
         assert_eq!(plan.sink_queue, 128 * MIB / 10);
         assert_eq!(plan.prefetch, 8 * MIB);
+        assert_eq!(plan.dead_letters, 8 * MIB);
         assert_eq!(
             cfg.elasticsearch.queue_bytes,
             Some(ByteSize::b(128 * MIB / 10))
@@ -717,7 +718,9 @@ mod tests {
 
     #[test]
     fn bad_index_prefixes_are_named() {
-        for bad in ["Prod", "a b", "a*", "-x", "_x", "+x", "a#b", "a,b", "a\\\\b", "."] {
+        for bad in [
+            "Prod", "a b", "a*", "-x", "_x", "+x", "a#b", "a,b", "a\\\\b", ".",
+        ] {
             let f = write(&format!("elasticsearch:\n  index_prefix: '{bad}'\n"));
             let err = Config::load(&f.0).unwrap_err().to_string();
             assert!(err.contains("elasticsearch.index_prefix"), "{bad}: {err}");

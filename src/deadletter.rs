@@ -12,9 +12,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::budget::ByteBudget;
 use crate::offsets::AckHandle;
@@ -56,14 +56,20 @@ impl DeadLetterSink for CountOnly {
     }
 }
 
-/// Creates `topic` with the broker's default partitions and replication
-/// unless it exists. Failing here stops the start: producing to a missing
-/// topic would hold every dead letter (and its source offset) until an
-/// operator creates it.
-pub async fn ensure_topic(client: &ClientConfig, topic: &str) -> Result<(), KafkaError> {
+/// Creates `topic` with the broker's default partitions and replication,
+/// taking messages of up to `max_message_bytes`, unless it exists (an
+/// existing topic keeps its settings). Failing here stops the start:
+/// producing to a missing topic would hold every dead letter (and its
+/// source offset) until an operator creates it.
+pub async fn ensure_topic(
+    client: &ClientConfig,
+    topic: &str,
+    max_message_bytes: u64,
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let max = max_message_bytes.to_string();
     // -1: the broker's `num.partitions` and `default.replication.factor`.
-    let new = NewTopic::new(topic, -1, TopicReplication::Fixed(-1));
+    let new = NewTopic::new(topic, -1, TopicReplication::Fixed(-1)).set("max.message.bytes", &max);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for result in admin.create_topics([&new], &opts).await? {
         match result {

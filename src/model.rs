@@ -264,7 +264,12 @@ impl ScanBatch {
             .rejected
             .iter()
             .take(10)
-            .map(|r| format!("span at bytes {}..{}: {}", r.span.start, r.span.end, r.error))
+            .map(|r| {
+                format!(
+                    "span at bytes {}..{}: {}",
+                    r.span.start, r.span.end, r.error
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
         if self.rejected.len() > 10 {

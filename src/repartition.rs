@@ -25,8 +25,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MemoryPlan};
 use crate::budget::ByteBudget;
+use crate::config::{Config, MemoryPlan};
 use crate::deadletter::{DeadLetter, DeadLetterSink};
 use crate::decode::Decoder;
 use crate::model::{AttributeKeys, ScanBatch, TraceId, WireFormat};
@@ -285,10 +285,7 @@ impl Repartitioner {
         };
         let offset = m.offset;
         let rejected = batch.rejection_summary();
-        offsets.track(
-            offset,
-            pieces.len() as u32 + u32::from(rejected.is_some()),
-        );
+        offsets.track(offset, pieces.len() as u32 + u32::from(rejected.is_some()));
         if let Some((reason, error)) = rejected {
             // Spans cut out for a bad ID: the original, naming them.
             self.dead_letter(m, ack, reason, error).await;

@@ -168,7 +168,10 @@ mod tests {
     fn sane_times_stay() {
         let (b, now, _) = bounds();
         let c = b.correct(now - 6 * DAY, now - 6 * DAY + 5);
-        assert_eq!((c.start, c.end, c.fault), (now - 6 * DAY, now - 6 * DAY + 5, None));
+        assert_eq!(
+            (c.start, c.end, c.fault),
+            (now - 6 * DAY, now - 6 * DAY + 5, None)
+        );
         let c = b.correct(now + HOUR - 10, now + HOUR);
         assert_eq!(c.fault, None);
     }
@@ -178,7 +181,10 @@ mod tests {
         let (b, now, sent) = bounds();
         for start in [0, now - 8 * DAY] {
             let c = b.correct(start, now);
-            assert_eq!((c.start, c.end, c.fault), (sent, now, Some(Fault::StartTooOld)));
+            assert_eq!(
+                (c.start, c.end, c.fault),
+                (sent, now, Some(Fault::StartTooOld))
+            );
         }
         // i64::MAX seconds as nanos saturates to u64::MAX in the scan.
         for start in [now + 2 * HOUR, u64::MAX] {
@@ -192,7 +198,10 @@ mod tests {
     fn bad_ends_become_the_start() {
         let (b, now, _) = bounds();
         let c = b.correct(now - 5, now - 10);
-        assert_eq!((c.start, c.end, c.fault), (now - 5, now - 5, Some(Fault::EndBeforeStart)));
+        assert_eq!(
+            (c.start, c.end, c.fault),
+            (now - 5, now - 5, Some(Fault::EndBeforeStart))
+        );
         let c = b.correct(now, now + 30 * DAY);
         assert_eq!((c.end, c.fault), (now, Some(Fault::EndInFuture)));
     }

@@ -120,7 +120,10 @@ async fn write_block_on_todays_index() -> Result<()> {
     set_write_block(&es, &index, false).await?;
     log("write block lifted");
     let retries = held?;
-    let note = format!("write block {}s; {retries} documents retried", REFUSAL.as_secs());
+    let note = format!(
+        "write block {}s; {retries} documents retried",
+        REFUSAL.as_secs()
+    );
     finish(s, a, load, note).await
 }
 
@@ -183,7 +186,11 @@ async fn set_write_block(es: &elasticsearch::Elasticsearch, index: &str, on: boo
         .send()
         .await?;
     let status = r.status_code();
-    ensure!(status.is_success(), "put_settings {index}: {}", r.text().await?);
+    ensure!(
+        status.is_success(),
+        "put_settings {index}: {}",
+        r.text().await?
+    );
     Ok(())
 }
 
@@ -232,7 +239,13 @@ async fn long_shard_limit_stops_the_new_index() -> Result<()> {
          never on a stack others use"
     );
     let es = harness::es_client(&s.env.es_url)?;
-    let stats: Value = es.cluster().stats(elasticsearch::cluster::ClusterStatsParts::None).send().await?.json().await?;
+    let stats: Value = es
+        .cluster()
+        .stats(elasticsearch::cluster::ClusterStatsParts::None)
+        .send()
+        .await?
+        .json()
+        .await?;
     let shards = stats["indices"]["shards"]["total"].as_u64().unwrap_or(0);
     let previous = cluster_setting(&es, "cluster.max_shards_per_node").await?;
     // At least 1: the setting refuses 0. With no shard yet, one index fits.
@@ -243,7 +256,9 @@ async fn long_shard_limit_stops_the_new_index() -> Result<()> {
     ));
     let run = refused_run(s, "shard_limit").await;
     put_cluster_setting(&es, "cluster.max_shards_per_node", previous.clone()).await?;
-    log(format!("cluster.max_shards_per_node restored to {previous}"));
+    log(format!(
+        "cluster.max_shards_per_node restored to {previous}"
+    ));
     let (s, a, load, retries) = run?;
     let note = format!(
         "max_shards_per_node reached {}s; {retries} documents retried",

@@ -100,10 +100,9 @@ async fn impossible_times_are_corrected_tagged_and_kept_in_range() -> Result<()>
 
     let es = harness::es_client(&s.env.es_url)?;
     es.indices()
-        .refresh(elasticsearch::indices::IndicesRefreshParts::Index(&[&format!(
-            "{}-jaeger-*",
-            s.prefix
-        )]))
+        .refresh(elasticsearch::indices::IndicesRefreshParts::Index(&[
+            &format!("{}-jaeger-*", s.prefix),
+        ]))
         .send()
         .await?;
     let r: Value = es
@@ -145,17 +144,23 @@ async fn impossible_times_are_corrected_tagged_and_kept_in_range() -> Result<()>
             "{name}: start {start_secs} is not near now {now}: {doc}"
         );
         ensure!(
-            doc["duration"].as_i64().is_some_and(|d| d >= 0 && d <= 1_000_000),
+            doc["duration"]
+                .as_i64()
+                .is_some_and(|d| (0..=1_000_000).contains(&d)),
             "{name}: duration {}",
             doc["duration"]
         );
         let index = hit["_index"].as_str().unwrap_or_default();
         ensure!(
-            index.ends_with(&today.to_string()) || index.ends_with(&(today.succ_opt().unwrap_or(today)).to_string()),
+            index.ends_with(&today.to_string())
+                || index.ends_with(&(today.succ_opt().unwrap_or(today)).to_string()),
             "{name} in {index}"
         );
     }
-    ensure!(sent.is_empty(), "spans missing from Elasticsearch: {sent:?}");
+    ensure!(
+        sent.is_empty(),
+        "spans missing from Elasticsearch: {sent:?}"
+    );
 
     // Every index under the prefix is within the window.
     let cat: Value = es
@@ -173,8 +178,8 @@ async fn impossible_times_are_corrected_tagged_and_kept_in_range() -> Result<()>
         let name = i["index"].as_str().unwrap_or_default();
         let date = name.rsplit_once("-jaeger-").map_or("", |(_, r)| r);
         let date = date.split_once('-').map_or("", |(_, d)| d);
-        let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
-            .with_context(|| format!("index {name}"))?;
+        let day =
+            NaiveDate::parse_from_str(date, "%Y-%m-%d").with_context(|| format!("index {name}"))?;
         let age = (today - day).num_days();
         ensure!((-1..=7).contains(&age), "index {name} is {age} days old");
     }

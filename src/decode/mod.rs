@@ -113,7 +113,7 @@ impl DecodeError {
             Self::TooManySpans(_) => "too_many_spans",
             Self::UnknownEncoding(_) => "unknown_encoding",
             Self::BadLayout => "invalid_layout",
-            Self::AllSpansRejected(reason, _) => *reason,
+            Self::AllSpansRejected(reason, _) => reason,
         }
     }
 }

@@ -16,8 +16,8 @@ use std::ops::Range;
 use super::wire::{Reader, str_range};
 use super::{DecodeError, ids};
 use crate::model::{
-    AttributeKeys, ByteRange, RawValue, RejectedSpan, ScanBatch, ScannedAttr, ScannedSpan, SpanLayout,
-    SpanStatus,
+    AttributeKeys, ByteRange, RawValue, RejectedSpan, ScanBatch, ScannedAttr, ScannedSpan,
+    SpanLayout, SpanStatus,
 };
 
 const SERVICE_NAME: &[u8] = b"service.name";
@@ -171,9 +171,8 @@ fn scan_span(
             _ => {}
         }
     }
-    let ids = ids::trace_id(trace_id, false).and_then(|t| {
-        Ok((t, ids::span_id(span_id)?, ids::optional_span_id(parent_id)?))
-    });
+    let ids = ids::trace_id(trace_id, false)
+        .and_then(|t| Ok((t, ids::span_id(span_id)?, ids::optional_span_id(parent_id)?)));
     match ids {
         Ok((trace_id, span_id, parent_span_id)) => {
             span.trace_id = trace_id;

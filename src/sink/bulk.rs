@@ -129,7 +129,9 @@ impl TraceSink for ElasticsearchSink {
         let units = encoded.docs.len() + encoded.rejects.len();
         let ticket = Ticket::new(self.backlog.clone(), trace.ack, units, bytes, encoded.key);
         for letter in encoded.rejects {
-            self.dead_letters.send(letter, ticket.dead_letter_ack()).await;
+            self.dead_letters
+                .send(letter, ticket.dead_letter_ack())
+                .await;
         }
         if encoded.docs.is_empty() {
             return;
@@ -366,7 +368,9 @@ impl Writer {
             partition: doc.partition,
             offset: doc.offset,
         };
-        self.dead_letters.send(letter, doc.ticket.dead_letter_ack()).await;
+        self.dead_letters
+            .send(letter, doc.ticket.dead_letter_ack())
+            .await;
     }
 }
 

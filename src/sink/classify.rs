@@ -77,7 +77,10 @@ pub enum Action {
     Retry(Reason),
     /// Refused for what it contains: `kind` is the Elasticsearch error type,
     /// `error` the text for the dead letter's header.
-    DeadLetter { kind: String, error: String },
+    DeadLetter {
+        kind: String,
+        error: String,
+    },
 }
 
 /// What to do with the documents of one request.

@@ -431,10 +431,7 @@ mod tests {
             Redactor::default(),
         );
         let now = std::time::SystemTime::now();
-        let now_secs = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now_secs = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
         let bounds = TimeBounds::new(TimeLimits::default(), Some(now_secs * 1000), now);
         let spans: Vec<SpanRef> = [0, now_secs + 10 * 86_400, i64::MAX]
             .into_iter()
@@ -449,7 +446,8 @@ mod tests {
         let e = enc.encode(&kept(spans));
         assert!(e.rejects.is_empty());
         let l = lines(&e);
-        let docs: Vec<&serde_json::Value> = l.iter().filter(|v| v.get("spanID").is_some()).collect();
+        let docs: Vec<&serde_json::Value> =
+            l.iter().filter(|v| v.get("spanID").is_some()).collect();
         assert_eq!(docs.len(), 3);
         for (i, action) in l.iter().filter(|v| v.get("index").is_some()).enumerate() {
             let index = action["index"]["_index"].as_str().unwrap();
@@ -466,7 +464,10 @@ mod tests {
                 reason["value"] == "start_too_old" || reason["value"] == "start_in_future",
                 "{reason}"
             );
-            assert!(tags.iter().any(|t| t["key"] == super::retime::ORIGINAL_START_TAG));
+            assert!(
+                tags.iter()
+                    .any(|t| t["key"] == super::retime::ORIGINAL_START_TAG)
+            );
         }
     }
 

@@ -128,7 +128,10 @@ fn check_index_name(name: &str) -> Result<(), String> {
     if name.chars().any(|c| c.is_uppercase()) {
         return Err(format!("'{name}' must be lowercase"));
     }
-    if let Some(c) = name.chars().find(|c| FORBIDDEN.contains(c) || c.is_control()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| FORBIDDEN.contains(c) || c.is_control())
+    {
         return Err(format!("'{name}' must not contain {c:?}"));
     }
     if name.starts_with(['-', '_', '+']) {

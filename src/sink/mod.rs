@@ -11,8 +11,8 @@
 //! - `elasticsearch`: the HTTP client
 
 mod ack;
-pub mod classify;
 pub mod bulk;
+pub mod classify;
 pub mod document;
 pub mod elasticsearch;
 pub mod encode;

@@ -45,12 +45,14 @@ fn times(span: &DecodedSpan) -> (u64, u64) {
     match span {
         DecodedSpan::Otlp(s) => (s.span.start_time_unix_nano, s.span.end_time_unix_nano),
         DecodedSpan::Jaeger(s) => {
-            let start = s.start_time.as_ref().map_or(0, |t| {
-                jaeger::protobuf_nanos(t.seconds, i64::from(t.nanos))
-            });
-            let duration = s.duration.as_ref().map_or(0, |d| {
-                jaeger::protobuf_nanos(d.seconds, i64::from(d.nanos))
-            });
+            let start = s
+                .start_time
+                .as_ref()
+                .map_or(0, |t| jaeger::protobuf_nanos(t.seconds, i64::from(t.nanos)));
+            let duration = s
+                .duration
+                .as_ref()
+                .map_or(0, |d| jaeger::protobuf_nanos(d.seconds, i64::from(d.nanos)));
             let start = start.max(0) as u64;
             (start, start.saturating_add_signed(duration))
         }

@@ -274,7 +274,8 @@ mod tests {
             replicas: 1,
         };
         let composable = template(TemplateApi::Composable, Kind::Span, &names, settings);
-        let reply = json!({"index_templates": [{"name": "p-jaeger-span", "index_template": composable}]});
+        let reply =
+            json!({"index_templates": [{"name": "p-jaeger-span", "index_template": composable}]});
         let ours = Existing::from_reply(TemplateApi::Composable, "p-jaeger-span", Some(&reply));
         assert_eq!(ours, Existing::Ours);
         // Jaeger's own template: no marker (or another one).

@@ -351,7 +351,13 @@ impl<S: TraceSink> PartitionTask<S> {
     fn log_bad(&self, m: &Incoming, reason: &'static str, error: &str) {
         metrics::counter!("tailsift_decode_errors_total", "reason" => reason).increment(1);
         self.shared.log_limiter.warn(reason, || {
-            tracing::warn!(partition = self.handle.partition, offset = m.offset, reason, error, "bad message");
+            tracing::warn!(
+                partition = self.handle.partition,
+                offset = m.offset,
+                reason,
+                error,
+                "bad message"
+            );
         });
     }
 

@@ -207,6 +207,8 @@ pub struct Tuning {
     /// Consumer group session timeout; short, so that a SIGKILLed member
     /// is replaced within seconds.
     pub session_timeout_ms: u32,
+    /// `kafka.max_message_bytes`, in KiB.
+    pub max_message_kib: usize,
 }
 
 impl Default for Tuning {
@@ -218,6 +220,7 @@ impl Default for Tuning {
             queue_bytes: None,
             shutdown_timeout: "30s",
             session_timeout_ms: 6000,
+            max_message_kib: MAX_MESSAGE_KIB,
         }
     }
 }
@@ -327,7 +330,7 @@ impl Scenario {
             .unwrap_or_default();
         format!(
             "kafka:\n  brokers: {brokers}\n  topic: {topic}\n  group_id: {group}\n  encoding: {encoding}\n  \
-             dead_letter_topic: {dlq}\n  max_message_bytes: {MAX_MESSAGE_KIB}KiB\n  properties:\n    \
+             dead_letter_topic: {dlq}\n  max_message_bytes: {max_message_kib}KiB\n  properties:\n    \
              session.timeout.ms: \"{session}\"\n    heartbeat.interval.ms: \"500\"\n\
              sampling:\n  decision_wait: {wait}\n  root_idle: {idle}\n  policies:{POLICIES}\
              elasticsearch:\n  urls: [\"{es}\"]\n  index_prefix: {prefix}\n  replicas: 0\n{queue}  bulk:\n    max_backoff: 5s\n\
@@ -346,6 +349,7 @@ impl Scenario {
             limit = t.memory_limit_mib,
             shutdown = t.shutdown_timeout,
             session = t.session_timeout_ms,
+            max_message_kib = t.max_message_kib,
         )
     }
 

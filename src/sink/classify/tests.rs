@@ -14,11 +14,18 @@ fn bulk(items: &[(u16, &str)]) -> String {
     let items: Vec<String> = items
         .iter()
         .map(|(status, error)| match error.is_empty() {
-            true => format!(r#"{{"index":{{"_index":"i","_id":"x","status":{status},"result":"created"}}}}"#),
-            false => format!(r#"{{"index":{{"_index":"i","_id":"x","status":{status},"error":{error}}}}}"#),
+            true => format!(
+                r#"{{"index":{{"_index":"i","_id":"x","status":{status},"result":"created"}}}}"#
+            ),
+            false => format!(
+                r#"{{"index":{{"_index":"i","_id":"x","status":{status},"error":{error}}}}}"#
+            ),
         })
         .collect();
-    format!(r#"{{"took":3,"errors":true,"items":[{}]}}"#, items.join(","))
+    format!(
+        r#"{{"took":3,"errors":true,"items":[{}]}}"#,
+        items.join(",")
+    )
 }
 
 fn one_item(status: u16, error: &str) -> Action {
