@@ -60,8 +60,9 @@ echo "KAFKA_BROKERS=$KAFKA_BROKERS ES_URL=$ES_URL FAULTS_STACK_DIR=${FAULTS_STAC
 
 # The suite's test binaries: the fault scenarios, Elasticsearch refusing writes
 # (write block, auto_create_index, and the cluster-wide shard limit that only
-# runs here, on a stack of its own) and impossible span times.
-SUITES="--test faults --test es_refusals --test span_times"
+# runs here, on a stack of its own), impossible span times, a bad span in a
+# message and 16 MiB messages of tiny spans under a 256 MiB memory.limit.
+SUITES="--test faults --test es_refusals --test span_times --test bad_spans --test big_messages"
 
 # A profile of its own (= dev, a debug build): the target dir may be shared with
 # other checkouts, whose builds would replace target/debug/tailsift under a

@@ -58,6 +58,9 @@ pub fn window_config(cfg: &Config) -> WindowConfig {
     }
 }
 
+/// Room for a dead letter's headers and framing beyond its payload.
+const DEAD_LETTER_HEADROOM: u64 = 64 * 1024;
+
 /// The dead-letter topic's producer, after creating the topic if it is
 /// missing; only counting after the explicit opt-out.
 pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
@@ -67,10 +70,16 @@ pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink
         );
         return Ok(Arc::new(CountOnly));
     };
-    let client = source::client_config(&cfg.kafka);
-    // Failing here stops the start: producing to a missing topic would hold
-    // every dead letter (and its source offset) until an operator creates it.
-    let created = crate::topics::ensure_topic(&client, &topic, -1, &[])
+    // A dead letter is a whole message (up to kafka.max_message_bytes) with
+    // headers: the producer and the topic must take one that large (both
+    // default to 1 MB). Failing to create the topic stops the start:
+    // producing to a missing topic would hold every dead letter (and its
+    // source offset) until an operator creates it.
+    let max_bytes = cfg.kafka.max_message_bytes.as_u64() + DEAD_LETTER_HEADROOM;
+    let mut client = source::client_config(&cfg.kafka);
+    client.set("message.max.bytes", max_bytes.to_string());
+    let max = max_bytes.to_string();
+    let created = crate::topics::ensure_topic(&client, &topic, -1, &[("max.message.bytes", &max)])
         .await
         .with_context(|| format!("cannot create the dead-letter topic {topic}"))?;
     if created {

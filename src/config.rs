@@ -778,6 +778,7 @@ pub(crate) mod tests {
         assert_eq!(plan.traces, 128 * MIB / 6);
         assert_eq!(plan.sink_queue, 128 * MIB / 10);
         assert_eq!(plan.prefetch, 8 * MIB);
+        assert_eq!(plan.dead_letters, 8 * MIB);
         assert_eq!(
             cfg.elasticsearch.queue_bytes,
             Some(ByteSize::b(128 * MIB / 10))

@@ -506,6 +506,48 @@ async fn jaeger_span_is_stored_per_the_jaeger_contract() {
     Es::new().cleanup(&p).await;
 }
 
+/// A same-named template tailsift did not create (a Jaeger installation's,
+/// with its own `_meta` and `tag.*` dynamic templates) is left alone; with
+/// `overwrite_templates` it is replaced; a missing one is created, marked.
+#[tokio::test]
+async fn foreign_templates_are_kept_unless_overwrite_is_set() {
+    let p = prefix("foreign");
+    let es = Es::new();
+    let span_path = format!("/_index_template/{p}jaeger-span");
+    let foreign = json!({
+        "index_patterns": [format!("{p}jaeger-span-*")],
+        "priority": 300,
+        "template": {
+            "settings": {"index.number_of_shards": 1, "index.number_of_replicas": 0},
+            "mappings": {"dynamic_templates": [
+                {"span_tags_map": {"path_match": "tag.*", "mapping": {"type": "keyword"}}}
+            ]},
+        },
+        "_meta": {"owner": "jaeger-es-rollover"},
+    });
+    let (status, r) = es.call(Method::Put, &span_path, Some(foreign)).await;
+    assert_eq!(status, 200, "{r}");
+    let meta = |reply: &Value| reply["index_templates"][0]["index_template"]["_meta"].clone();
+
+    let (_sink, _) = start(&config(), &p).await;
+    let (_, kept) = es.call(Method::Get, &span_path, None).await;
+    assert_eq!(meta(&kept)["owner"], "jaeger-es-rollover", "{kept}");
+    let service_path = format!("/_index_template/{p}jaeger-service");
+    let (_, created) = es.call(Method::Get, &service_path, None).await;
+    assert_eq!(meta(&created)["managed_by"], "tailsift", "{created}");
+
+    let cfg = ElasticsearchConfig {
+        overwrite_templates: true,
+        ..config()
+    };
+    let (_sink, _) = start(&cfg, &p).await;
+    let (_, replaced) = es.call(Method::Get, &span_path, None).await;
+    assert_eq!(meta(&replaced)["managed_by"], "tailsift", "{replaced}");
+    // Ours from now on: updated on every start, switch or not.
+    let (_sink, _) = start(&config(), &p).await;
+    es.cleanup(&p).await;
+}
+
 #[tokio::test]
 async fn applied_mapping_has_nested_tags() {
     let p = prefix("mapping");

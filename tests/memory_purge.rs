@@ -16,5 +16,8 @@ fn resident_set_is_read_and_purging_frees_dirty_pages() {
     let before = resident_bytes().expect("VmRSS");
     purge_freed_pages();
     let after = resident_bytes().expect("VmRSS");
-    assert!(after + (32 << 20) < before, "before {before}, after {after}");
+    assert!(
+        after + (32 << 20) < before,
+        "before {before}, after {after}"
+    );
 }

@@ -146,7 +146,7 @@ async fn impossible_times_are_corrected_tagged_and_kept_in_range() -> Result<()>
         ensure!(
             doc["duration"]
                 .as_i64()
-                .is_some_and(|d| d >= 0 && d <= 1_000_000),
+                .is_some_and(|d| (0..=1_000_000).contains(&d)),
             "{name}: duration {}",
             doc["duration"]
         );

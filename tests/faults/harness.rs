@@ -213,6 +213,8 @@ pub struct Tuning {
     /// whichever process owns the partition by then.
     pub late_share: f64,
     pub late_after: Duration,
+    /// `kafka.max_message_bytes`, in KiB.
+    pub max_message_kib: usize,
 }
 
 impl Default for Tuning {
@@ -227,6 +229,7 @@ impl Default for Tuning {
             group_protocol: None,
             late_share: 0.3,
             late_after: Duration::from_secs(6),
+            max_message_kib: MAX_MESSAGE_KIB,
         }
     }
 }
@@ -352,7 +355,7 @@ impl Scenario {
             .unwrap_or_default();
         format!(
             "kafka:\n  brokers: {brokers}\n  topic: {topic}\n  group_id: {group}\n  encoding: {encoding}\n  \
-             dead_letter_topic: {dlq}\n  max_message_bytes: {MAX_MESSAGE_KIB}KiB\n{session}{protocol}\
+             dead_letter_topic: {dlq}\n  max_message_bytes: {max_message_kib}KiB\n{session}{protocol}\
              sampling:\n  decision_wait: {wait}\n  root_idle: {idle}\n  policies:{POLICIES}\
              elasticsearch:\n  urls: [\"{es}\"]\n  index_prefix: {prefix}\n  replicas: 0\n{queue}  bulk:\n    max_backoff: 5s\n\
              memory:\n  limit: {limit}MiB\n\
@@ -369,6 +372,7 @@ impl Scenario {
             prefix = self.prefix,
             limit = t.memory_limit_mib,
             shutdown = t.shutdown_timeout,
+            max_message_kib = t.max_message_kib,
         )
     }
 
