@@ -10,6 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod es;
+pub mod jaeger;
 pub mod kafka;
 pub mod pipeline;
 
