@@ -450,6 +450,9 @@ service:
                 port: $ADMIN_PORT
 extensions:
   jaeger_query:
+    # (on by default: it traces itself to an OTLP receiver on localhost:4317, which a
+    # query-only instance does not have, and then spends its shutdown retrying)
+    enable_tracing: false
     storage:
       traces: tailsift_indices
     http:

@@ -330,8 +330,10 @@ pub async fn check_trace(api: &JaegerApi, t: &GenTrace, id: &str) -> Result<usiz
             process["serviceName"],
             s.service
         );
+        // (the resource attribute of OTLP input; Jaeger clients name it `hostname`)
+        let host = tag(&process["tags"], "host.name").or(tag(&process["tags"], "hostname"));
         ensure!(
-            tag(&process["tags"], "host.name") == Some(&Value::String(format!("{}-0", s.service))),
+            host == Some(&Value::String(format!("{}-0", s.service))),
             "{}: process tags {}",
             ctx(),
             process["tags"]
