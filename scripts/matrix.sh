@@ -57,7 +57,7 @@ for entry in $MATRIX; do
         # Jaeger Query's state goes under the entry's stack dir)
         env -u TAILSIFT_CACHE -u TAILSIFT_MAVEN_REPO -u TAILSIFT_JAVA_HOME -u TAILSIFT_ES_USER \
             TAILSIFT_STACK_DIR="$stack" KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
-            ES_URL="http://127.0.0.1:$es_port" \
+            ES_URL="http://127.0.0.1:$es_port" ES_EXPECT_VERSION="$version" \
             cargo test "${test_args[@]}" --no-fail-fast </dev/null || status=$?
     else
         status=$?
