@@ -8,7 +8,10 @@
 //!   every trace by its 32-hex form and by its 16-hex form (it pads what it is given);
 //! - `short_trace_ids: true` (`traceID` as 16 hex chars): Jaeger v1 finds every trace by
 //!   its 16-hex form, the only one v1 looks up, and finds none of them in the default
-//!   indices. That is why v1 needs the setting and v2 the default.
+//!   indices. That is why v1 needs the setting and v2 the default;
+//! - Jaeger v2 on the 16-hex indices (a site that moved from v1 to v2): v2 looks up the
+//!   32-hex form only (its `jaeger.es.disableLegacyId` gate is stable), so it finds none
+//!   of them. Such a site must reindex, or keep a v1 reader for the old days.
 //!
 //! The v2 part runs when `JAEGER_READERS` has v2 (the default), the v1 part when it has
 //! v1; gated like tests/jaeger_query.rs (see tests/common/jaeger.rs).
@@ -46,6 +49,7 @@ async fn sixty_four_bit_trace_ids_are_found_by_each_reader() -> Result<()> {
     let mut queries = Vec::new();
     if readers.contains(&Reader::V2) {
         queries.push((Check::V2Default, start(Reader::V2, &es_url, &long_ids).await?));
+        queries.push((Check::V2Short, start(Reader::V2, &es_url, &short_ids).await?));
     }
     if readers.contains(&Reader::V1) {
         queries.push((Check::V1Short, start(Reader::V1, &es_url, &short_ids).await?));
@@ -95,6 +99,10 @@ async fn sixty_four_bit_trace_ids_are_found_by_each_reader() -> Result<()> {
                     found += check_trace(&q.api, t, &long).await.context(what)?;
                     found += check_trace(&q.api, t, short).await.context(what)?;
                 }
+                Check::V2Short => {
+                    q.api.ensure_absent(&long).await.context(what)?;
+                    q.api.ensure_absent(short).await.context(what)?;
+                }
                 Check::V1Short => found += check_trace(&q.api, t, short).await.context(what)?,
                 Check::V1Default => q.api.ensure_absent(short).await.context(what)?,
             }
@@ -115,6 +123,8 @@ async fn sixty_four_bit_trace_ids_are_found_by_each_reader() -> Result<()> {
 enum Check {
     /// v2 on the default (32-hex) indices: found by the 32- and the 16-hex form.
     V2Default,
+    /// v2 on `short_trace_ids` (16-hex) indices: found by neither form.
+    V2Short,
     /// v1 on `short_trace_ids` (16-hex) indices: found by the 16-hex form.
     V1Short,
     /// v1 on the default indices: not found by the 16-hex form it looks up.
@@ -125,6 +135,7 @@ impl Check {
     fn label(&self) -> &'static str {
         match self {
             Self::V2Default => "Jaeger v2 on 32-hex traceIDs (the default)",
+            Self::V2Short => "Jaeger v2 on 16-hex traceIDs (expected: none found)",
             Self::V1Short => "Jaeger v1 on 16-hex traceIDs (short_trace_ids: true)",
             Self::V1Default => "Jaeger v1 on 32-hex traceIDs (expected: none found)",
         }
