@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use tailsift::app::Pipeline;
 use tailsift::config::Config;
-use tailsift::deadletter::CountOnly;
+use tailsift::deadletter::{CountOnly, DeadLetterSink};
 use tailsift::decode::{DecodedSpan, decode_span};
 use tailsift::loadgen::{self, LoadOptions};
 use tailsift::sink::null::Collected;
@@ -41,7 +41,16 @@ pub struct Running<S: TraceSink> {
 
 impl<S: TraceSink> Running<S> {
     pub fn start(cfg: &Config, sink: S) -> Result<Self> {
-        let pipeline = Arc::new(Pipeline::new(cfg, sink, Arc::new(CountOnly))?);
+        Self::start_with(cfg, sink, Arc::new(CountOnly))
+    }
+
+    /// With real dead letters, e.g. `tailsift::app::dead_letters(cfg)`.
+    pub fn start_with(
+        cfg: &Config,
+        sink: S,
+        dead_letters: Arc<dyn DeadLetterSink>,
+    ) -> Result<Self> {
+        let pipeline = Arc::new(Pipeline::new(cfg, sink, dead_letters)?);
         let (p, cfg) = (pipeline.clone(), cfg.clone());
         let task = tokio::spawn(async move { p.run(&cfg).await });
         Ok(Self { pipeline, task })
