@@ -254,22 +254,39 @@ fn jaeger_query_reads_the_elasticsearch_service() {
         .find(|(_, dst)| *dst == conf)
         .unwrap_or_else(|| panic!("{conf} is not mounted from the repo"));
     let q = load(mount.0.trim_start_matches("./"));
-    let ui_port = port_of(&scalar(&q["extensions"]["jaeger_query"]["http"]["endpoint"]));
+    let ui_port = port_of(&scalar(
+        &q["extensions"]["jaeger_query"]["http"]["endpoint"],
+    ));
     assert!(
         strings(jq.get("ports")).contains(&format!("{ui_port}:{ui_port}")),
         "jaeger-query publishes its UI port {ui_port}"
     );
     let extensions = strings(q["service"].get("extensions"));
     for ext in ["jaeger_storage", "jaeger_query"] {
-        assert!(extensions.contains(&ext.to_string()), "extensions {extensions:?}");
+        assert!(
+            extensions.contains(&ext.to_string()),
+            "extensions {extensions:?}"
+        );
     }
     let pipeline = &q["service"]["pipelines"]["traces"];
-    assert_eq!(strings(pipeline.get("receivers")), ["nop"], "query-only: no receiver");
-    assert_eq!(strings(pipeline.get("exporters")), ["nop"], "query-only: no exporter");
+    assert_eq!(
+        strings(pipeline.get("receivers")),
+        ["nop"],
+        "query-only: no receiver"
+    );
+    assert_eq!(
+        strings(pipeline.get("exporters")),
+        ["nop"],
+        "query-only: no exporter"
+    );
 
     let storage = scalar(&q["extensions"]["jaeger_query"]["storage"]["traces"]);
     let backend = &q["extensions"]["jaeger_storage"]["backends"][storage.as_str()]["elasticsearch"];
-    assert_eq!(backend["create_mappings"], Value::Bool(false), "tailsift owns the templates");
+    assert_eq!(
+        backend["create_mappings"],
+        Value::Bool(false),
+        "tailsift owns the templates"
+    );
     let cfg = load("config/tailsift.yaml");
     assert_eq!(
         scalar(&backend["indices"]["index_prefix"]),

@@ -554,6 +554,9 @@ fn jaeger_query_manifests_run_the_shipped_config() {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {endpoint}"));
-        assert!(ports.contains(&port), "{endpoint} port {port} not in {ports:?}");
+        assert!(
+            ports.contains(&port),
+            "{endpoint} port {port} not in {ports:?}"
+        );
     }
 }

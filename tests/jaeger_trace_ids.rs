@@ -48,12 +48,24 @@ async fn sixty_four_bit_trace_ids_are_found_by_each_reader() -> Result<()> {
     // The readers first (the first run builds them).
     let mut queries = Vec::new();
     if readers.contains(&Reader::V2) {
-        queries.push((Check::V2Default, start(Reader::V2, &es_url, &long_ids).await?));
-        queries.push((Check::V2Short, start(Reader::V2, &es_url, &short_ids).await?));
+        queries.push((
+            Check::V2Default,
+            start(Reader::V2, &es_url, &long_ids).await?,
+        ));
+        queries.push((
+            Check::V2Short,
+            start(Reader::V2, &es_url, &short_ids).await?,
+        ));
     }
     if readers.contains(&Reader::V1) {
-        queries.push((Check::V1Short, start(Reader::V1, &es_url, &short_ids).await?));
-        queries.push((Check::V1Default, start(Reader::V1, &es_url, &long_ids).await?));
+        queries.push((
+            Check::V1Short,
+            start(Reader::V1, &es_url, &short_ids).await?,
+        ));
+        queries.push((
+            Check::V1Default,
+            start(Reader::V1, &es_url, &long_ids).await?,
+        ));
     }
 
     kafka::create_topic(&brokers, &topic, PARTITIONS).await?;

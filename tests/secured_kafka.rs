@@ -39,7 +39,10 @@ fn env(var: &str) -> Option<String> {
 fn listener(brokers_var: &str, settings: &[(&str, &str)]) -> Result<Option<(String, Props)>> {
     let Some(brokers) = env(brokers_var) else {
         if common::in_ci() {
-            bail!("{brokers_var} is unset: start the stack with the secured listeners ({})", common::START_HINT);
+            bail!(
+                "{brokers_var} is unset: start the stack with the secured listeners ({})",
+                common::START_HINT
+            );
         }
         let _ = writeln!(
             std::io::stderr(),
@@ -135,7 +138,10 @@ async fn run_through(name: &str, brokers: &str, props: Props) -> Result<()> {
         ..Default::default()
     };
     let summary = loadgen::run(&opts).await?;
-    ensure!(summary.failed_messages == 0, "{name}: loadgen could not produce");
+    ensure!(
+        summary.failed_messages == 0,
+        "{name}: loadgen could not produce"
+    );
     ensure!(summary.garbage_messages > 0, "{name}: no garbage generated");
     tokio::time::sleep(cfg.sampling.decision_wait + Duration::from_secs(4)).await;
     member.stop().await?;
@@ -148,7 +154,11 @@ async fn run_through(name: &str, brokers: &str, props: Props) -> Result<()> {
     for t in &summary.truth {
         let id = TraceId::from_hex(&t.trace_id).context("truth id")?;
         let got = kept.get(&id).map_or(0, HashSet::len);
-        ensure!(got == t.spans, "{name}: trace {id}: {got} of {} spans", t.spans);
+        ensure!(
+            got == t.spans,
+            "{name}: trace {id}: {got} of {} spans",
+            t.spans
+        );
     }
     // Every bad message is a dead letter.
     let letters = end_offset(&plain, &dead_letters)?;
@@ -165,7 +175,10 @@ async fn run_through(name: &str, brokers: &str, props: Props) -> Result<()> {
                 .enumerate()
         {
             let resolved = committed == end || (*end == 0 && *committed < 0);
-            ensure!(resolved, "{name}: {topic}/{p}: committed {committed}, end {end}");
+            ensure!(
+                resolved,
+                "{name}: {topic}/{p}: committed {committed}, end {end}"
+            );
         }
     }
     common::report(&format!(
@@ -185,7 +198,11 @@ fn ensure_refused(brokers: &str, props: &Props) -> Result<()> {
     }
     let consumer: BaseConsumer = c.create()?;
     let answer = consumer.fetch_metadata(None, Duration::from_secs(5));
-    ensure!(answer.is_err(), "the broker answered: {:?}", answer.map(|m| m.orig_broker_name().to_string()));
+    ensure!(
+        answer.is_err(),
+        "the broker answered: {:?}",
+        answer.map(|m| m.orig_broker_name().to_string())
+    );
     Ok(())
 }
 

@@ -95,8 +95,14 @@ impl JaegerQuery {
             ("ES_INDEX_PREFIX".to_string(), index_prefix.to_string()),
             ("JAEGER_QUERY_NAME".to_string(), name.clone()),
             ("JAEGER_QUERY_PORT".to_string(), port.to_string()),
-            ("JAEGER_QUERY_GRPC_PORT".to_string(), free_port()?.to_string()),
-            ("JAEGER_QUERY_ADMIN_PORT".to_string(), free_port()?.to_string()),
+            (
+                "JAEGER_QUERY_GRPC_PORT".to_string(),
+                free_port()?.to_string(),
+            ),
+            (
+                "JAEGER_QUERY_ADMIN_PORT".to_string(),
+                free_port()?.to_string(),
+            ),
         ];
         let url = format!("http://127.0.0.1:{port}");
         let me = Self {

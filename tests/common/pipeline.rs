@@ -120,7 +120,11 @@ pub async fn write_to_elasticsearch(
     }
     let summary = loadgen::run(opts).await?;
     // Every trace reaches its decision deadline, then shutdown flushes and commits.
-    let wait = cfgs.iter().map(|c| c.sampling.decision_wait).max().unwrap_or_default();
+    let wait = cfgs
+        .iter()
+        .map(|c| c.sampling.decision_wait)
+        .max()
+        .unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_secs(3)).await;
     for r in running {
         r.stop().await?;
