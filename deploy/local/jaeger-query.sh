@@ -10,6 +10,7 @@
 #   v1 (optional second reader): the classic `jaeger-query` binary of Jaeger 1.x.
 #
 #   deploy/local/jaeger-query.sh build    # build into the cache (first run only)
+#   deploy/local/jaeger-query.sh bin      # build if needed, print the binary's path
 #   deploy/local/jaeger-query.sh start    # build if needed, start, wait for /api/services
 #   deploy/local/jaeger-query.sh stop     # stop exactly the processes `start` started
 #   deploy/local/jaeger-query.sh status   # running? (exit 0 only if it is)
@@ -604,12 +605,13 @@ print_env() {
 
 case "${1:-}" in
 build) cmd_build ;;
+bin) build_query >&2; echo "$BIN" ;;
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 env) load_settings; print_env ;;
 *)
-    echo "usage: $0 build|start|stop|status|env" >&2
+    echo "usage: $0 build|bin|start|stop|status|env" >&2
     exit 2
     ;;
 esac

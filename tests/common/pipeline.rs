@@ -104,6 +104,15 @@ pub async fn write_to_elasticsearch(
     opts: &LoadOptions,
     partitions: i32,
 ) -> Result<loadgen::Summary> {
+    write_through(cfgs, partitions, async { Ok(loadgen::run(opts).await?) }).await
+}
+
+/// The same, with the topic filled by `produce` (e.g. a real upstream producer).
+pub async fn write_through<T>(
+    cfgs: &[Config],
+    partitions: i32,
+    produce: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     let mut running = Vec::new();
     let mut sinks = Vec::new();
     for cfg in cfgs {
@@ -118,7 +127,7 @@ pub async fn write_to_elasticsearch(
     for r in &running {
         wait_assigned(&[r], partitions as usize).await?;
     }
-    let summary = loadgen::run(opts).await?;
+    let produced = produce.await?;
     // Every trace reaches its decision deadline, then shutdown flushes and commits.
     let wait = cfgs
         .iter()
@@ -150,5 +159,5 @@ pub async fn write_to_elasticsearch(
             );
         }
     }
-    Ok(summary)
+    Ok(produced)
 }
