@@ -1,10 +1,17 @@
 //! A real upstream producer: Jaeger v2 as a collector (the same `jaeger` binary as the
 //! reader, built by `deploy/local/jaeger-query.sh`), OTLP/HTTP receiver → kafka
-//! exporter with `partition_traces_by_id`, writes the topic in each encoding it offers
-//! for traces that tailsift reads: `otlp_proto` and `jaeger_proto`. The test sends each
-//! generated trace to the collector as one OTLP/HTTP protobuf request (no SDK: the
-//! request is the one an SDK's exporter sends), tailsift keeps everything and writes
-//! Elasticsearch, and Jaeger v2 Query must return every trace with every span.
+//! exporter (the OpenTelemetry Collector's `kafkaexporter`, v0.139.0 in Jaeger
+//! v2.12.0), writes the topic in each encoding it offers for traces that tailsift
+//! reads:
+//! - `otlp_proto` with `partition_traces_by_id: true` (messages keyed by trace ID);
+//! - `jaeger_proto` (one span per message, always keyed by trace ID);
+//! - `otlp_proto` without `partition_traces_by_id`: unkeyed requests of several traces,
+//!   which tailsift's repartition mode re-keys.
+//!
+//! The test sends the generated traces to the collector as OTLP/HTTP protobuf requests
+//! (no SDK: the requests are the ones an SDK's exporter sends), tailsift keeps
+//! everything and writes Elasticsearch, and Jaeger v2 Query must return every trace
+//! with every span.
 //!
 //! Gated like tests/jaeger_query.rs (see tests/common/jaeger.rs).
 
@@ -20,7 +27,7 @@ use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use common::es::Es;
 use common::jaeger::{self, JaegerQuery, Reader, check_trace, http_client};
 use common::pipeline;
-use tailsift::config::EncodingSetting;
+use tailsift::config::{EncodingSetting, RepartitionConfig};
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{GenSpan, GenTrace, Profile, TraceGenerator};
 use tailsift::model::TraceId;
@@ -31,17 +38,42 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/jaeger-q
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_v2_collector_otlp_proto() -> Result<()> {
-    through_collector("otlp_proto", EncodingSetting::OtlpProto).await
+    through_collector("otlp_proto", EncodingSetting::OtlpProto, Keying::ByTraceId).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jaeger_v2_collector_jaeger_proto() -> Result<()> {
-    through_collector("jaeger_proto", EncodingSetting::JaegerProto).await
+    through_collector(
+        "jaeger_proto",
+        EncodingSetting::JaegerProto,
+        Keying::ByTraceId,
+    )
+    .await
 }
 
-async fn through_collector(exporter_encoding: &str, encoding: EncodingSetting) -> Result<()> {
-    let test = format!("jaeger_v2_collector_{exporter_encoding}");
-    if !jaeger::enabled(&test) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_v2_collector_unkeyed_through_repartition() -> Result<()> {
+    through_collector("otlp_proto", EncodingSetting::OtlpProto, Keying::Unkeyed).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keying {
+    /// `partition_traces_by_id: true`, one trace per request.
+    ByTraceId,
+    /// The exporter's default: unkeyed messages, several traces per request.
+    Unkeyed,
+}
+
+async fn through_collector(
+    exporter_encoding: &str,
+    encoding: EncodingSetting,
+    keying: Keying,
+) -> Result<()> {
+    let label = match keying {
+        Keying::ByTraceId => exporter_encoding.to_string(),
+        Keying::Unkeyed => format!("{exporter_encoding} unkeyed, through repartition"),
+    };
+    if !jaeger::enabled(&format!("Jaeger v2 collector, {label}")) {
         return Ok(());
     }
     let brokers = common::kafka_brokers();
@@ -49,26 +81,42 @@ async fn through_collector(exporter_encoding: &str, encoding: EncodingSetting) -
     let run = common::unique_name(&format!("collector-{}", exporter_encoding.replace('_', "")));
     let topic = format!("tailsift-{run}");
     common::kafka::create_topic(&brokers, &topic, PARTITIONS).await?;
+    // Unkeyed: the collector writes an input topic of its own; tailsift re-keys it.
+    let exported = match keying {
+        Keying::ByTraceId => topic.clone(),
+        Keying::Unkeyed => {
+            let input = format!("{topic}-unkeyed");
+            common::kafka::create_topic(&brokers, &input, PARTITIONS).await?;
+            input
+        }
+    };
 
     let collector = tokio::task::spawn_blocking({
-        let (brokers, topic, enc) = (
-            brokers.clone(),
-            topic.clone(),
-            exporter_encoding.to_string(),
-        );
-        move || Collector::start(&brokers, &topic, &enc)
+        let (brokers, exported) = (brokers.clone(), exported.clone());
+        let enc = exporter_encoding.to_string();
+        move || Collector::start(&brokers, &exported, &enc, keying == Keying::ByTraceId)
     })
     .await
     .context("collector start task")??;
     let mut cfg = pipeline::config(&brokers, &topic, &format!("{run}-group"), "[]");
     cfg.kafka.encoding = encoding;
+    if keying == Keying::Unkeyed {
+        cfg.kafka.repartition = Some(RepartitionConfig {
+            input_topic: exported,
+        });
+    }
     cfg.elasticsearch.urls = vec![es_url.clone()];
     cfg.elasticsearch.index_prefix = run.clone();
     let query = JaegerQuery::start_all(&[Reader::V2], &es_url, &run).await?;
 
     let mut generator = TraceGenerator::new(Profile::default(), 77);
     let traces: Vec<GenTrace> = (0..TRACES).map(|_| generator.trace(now_ns())).collect();
-    pipeline::write_through(&[cfg.clone()], PARTITIONS, collector.send_all(&traces)).await?;
+    let per_request = match keying {
+        Keying::ByTraceId => 1,
+        Keying::Unkeyed => 4,
+    };
+    let send = collector.send_all(&traces, per_request);
+    pipeline::write_through(&[cfg.clone()], PARTITIONS, send).await?;
     let es = Es::new(&es_url)?;
     es.refresh(&format!("{}jaeger-*", cfg.index_prefix()))
         .await?;
@@ -77,10 +125,10 @@ async fn through_collector(exporter_encoding: &str, encoding: EncodingSetting) -
     for t in &traces {
         spans += check_trace(&query[0].api, t, &t.trace_id.to_hex())
             .await
-            .with_context(|| format!("through the collector's {exporter_encoding} exporter"))?;
+            .with_context(|| format!("through the collector's kafka exporter, {label}"))?;
     }
     common::report(&format!(
-        "Jaeger v2 collector, kafka exporter {exporter_encoding}: {} traces ({spans} spans) \
+        "Jaeger v2 collector, kafka exporter {label}: {} traces ({spans} spans) \
          sent over OTLP/HTTP, sampled by tailsift, all found by Jaeger v2 Query",
         traces.len()
     ));
@@ -106,7 +154,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn start(brokers: &str, topic: &str, encoding: &str) -> Result<Self> {
+    fn start(brokers: &str, topic: &str, encoding: &str, by_trace_id: bool) -> Result<Self> {
         let out = Command::new("bash")
             .arg(SCRIPT)
             .arg("bin")
@@ -125,7 +173,10 @@ impl Collector {
         let dir = std::env::temp_dir().join(common::unique_name("jaeger-collector"));
         std::fs::create_dir_all(&dir)?;
         let config = dir.join("collector.yaml");
-        std::fs::write(&config, collector_config(brokers, topic, encoding, port))?;
+        std::fs::write(
+            &config,
+            collector_config(brokers, topic, encoding, by_trace_id, port),
+        )?;
         let log = std::fs::File::create(dir.join("collector.log"))?;
         let child = Command::new(&bin)
             .arg("--config")
@@ -153,10 +204,14 @@ impl Collector {
         std::fs::read_to_string(self.dir.join("collector.log")).unwrap_or_default()
     }
 
-    /// Each trace as one OTLP/HTTP protobuf request, as an SDK's exporter sends it.
-    async fn send_all(&self, traces: &[GenTrace]) -> Result<()> {
-        for t in traces {
-            let spans: Vec<(TraceId, &GenSpan)> = t.spans.iter().map(|s| (t.trace_id, s)).collect();
+    /// The traces in OTLP/HTTP protobuf requests of `per_request` traces each, as an
+    /// SDK's exporter sends them.
+    async fn send_all(&self, traces: &[GenTrace], per_request: usize) -> Result<()> {
+        for batch in traces.chunks(per_request) {
+            let spans: Vec<(TraceId, &GenSpan)> = batch
+                .iter()
+                .flat_map(|t| t.spans.iter().map(|s| (t.trace_id, s)))
+                .collect();
             let mut headers = HeaderMap::new();
             headers.insert(
                 CONTENT_TYPE,
@@ -193,9 +248,15 @@ impl Drop for Collector {
     }
 }
 
-/// OTLP/HTTP receiver → kafka exporter, keyed by trace ID; no metrics server (several
-/// collectors may run at once).
-fn collector_config(brokers: &str, topic: &str, encoding: &str, port: u16) -> String {
+/// OTLP/HTTP receiver → kafka exporter; no metrics server (several collectors may run
+/// at once).
+fn collector_config(
+    brokers: &str,
+    topic: &str,
+    encoding: &str,
+    by_trace_id: bool,
+    port: u16,
+) -> String {
     format!(
         r#"service:
   pipelines:
@@ -216,7 +277,7 @@ exporters:
     traces:
       topic: {topic}
       encoding: {encoding}
-    partition_traces_by_id: true
+    partition_traces_by_id: {by_trace_id}
 "#
     )
 }
