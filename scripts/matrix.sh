@@ -64,6 +64,10 @@ for entry in $MATRIX; do
         t_up=$((SECONDS - t0))
     fi
     env "${stack_env[@]}" deploy/local/stack.sh down </dev/null >/dev/null 2>&1 || true
+    # (the node's state may live under its user's /var/lib dir, linked from the stack)
+    if [[ -L "$stack/es" ]]; then
+        rm -rf "$(readlink -f "$stack/es")"
+    fi
     rm -rf "$stack"
     dt=$((SECONDS - t0))
     if [[ $status -eq 0 ]]; then
