@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The main job in one command: bring up the local stack (real Kafka + real
 # Elasticsearch), run tailsift on generated traffic for a while, print what
-# happened, and say how to look at the traces with Jaeger Query.
+# happened, and say how to look at the traces with Jaeger Query (v2).
 #
 #   bash scripts/demo.sh              # 30 s of traffic at 5000 spans/s
 #   DEMO_SECONDS=120 DEMO_RATE=20000 bash scripts/demo.sh
+#   DEMO_JAEGER=1 bash scripts/demo.sh   # also start Jaeger v2 Query as the viewer
+#                                        # (built from the Go module proxy on first use)
 #
 # The stack stays up afterwards (stop it with deploy/local/stack.sh down).
 set -euo pipefail
@@ -110,10 +112,23 @@ for name, value in rows:
 print()
 PY
 
-cat <<EOF
-Look at the traces with Jaeger Query (built from the Go module proxy on first use):
-  bash deploy/local/jaeger-query.sh start    # then open http://127.0.0.1:16686
+if [[ "${DEMO_JAEGER:-0}" == 1 ]]; then
+    log "starting Jaeger v2 Query on the indices (the first run builds it: minutes)"
+    ES_URL="$ES_URL" bash deploy/local/jaeger-query.sh start >/dev/null
+    cat <<EOF
+Jaeger v2 Query is up at http://127.0.0.1:16686 (its HTTP API; a binary built from the Go
+module has no UI assets and shows a placeholder page: the full UI is in docker-compose.yml)
   curl -s 'http://127.0.0.1:16686/api/services'
   curl -s 'http://127.0.0.1:16686/api/traces?service=svc-frontend&tags=%7B%22error%22%3A%22true%22%7D&limit=5'
+Stop it: bash deploy/local/jaeger-query.sh stop; the stack: deploy/local/stack.sh down
+EOF
+else
+    cat <<EOF
+Look at the traces with Jaeger v2 Query (built from the Go module proxy on first use):
+  bash deploy/local/jaeger-query.sh start    # HTTP API on http://127.0.0.1:16686 (UI: docker-compose.yml)
+  curl -s 'http://127.0.0.1:16686/api/services'
+  curl -s 'http://127.0.0.1:16686/api/traces?service=svc-frontend&tags=%7B%22error%22%3A%22true%22%7D&limit=5'
+(JAEGER_READER=v1 starts the classic v1.66 jaeger-query instead.)
 Stop everything: deploy/local/stack.sh down
 EOF
+fi

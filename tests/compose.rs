@@ -235,14 +235,67 @@ fn prometheus_scrapes_the_tailsift_metrics_port() {
     );
 }
 
+/// Jaeger v2 with the shipped query-only config: the jaeger_query extension on the
+/// Elasticsearch service, the same index prefix as tailsift, tailsift's templates left
+/// alone, and nothing ingested.
 #[test]
 fn jaeger_query_reads_the_elasticsearch_service() {
     let c = compose();
     let jq = service(&c, "jaeger-query");
-    assert_eq!(
-        env_var(jq, "SPAN_STORAGE_TYPE").as_deref(),
-        Some("elasticsearch")
+    let image = jq.get("image").map(scalar).unwrap_or_default();
+    assert!(
+        image.starts_with("jaegertracing/jaeger:2."),
+        "jaeger-query runs Jaeger v2, not {image:?}"
     );
+    let args = strings(jq.get("command"));
+    let conf = arg_after(&args, "--config").expect("jaeger-query: --config FILE");
+    let mount = binds(jq)
+        .into_iter()
+        .find(|(_, dst)| *dst == conf)
+        .unwrap_or_else(|| panic!("{conf} is not mounted from the repo"));
+    let q = load(mount.0.trim_start_matches("./"));
+    let ui_port = port_of(&scalar(
+        &q["extensions"]["jaeger_query"]["http"]["endpoint"],
+    ));
+    assert!(
+        strings(jq.get("ports")).contains(&format!("{ui_port}:{ui_port}")),
+        "jaeger-query publishes its UI port {ui_port}"
+    );
+    let extensions = strings(q["service"].get("extensions"));
+    for ext in ["jaeger_storage", "jaeger_query"] {
+        assert!(
+            extensions.contains(&ext.to_string()),
+            "extensions {extensions:?}"
+        );
+    }
+    let pipeline = &q["service"]["pipelines"]["traces"];
+    assert_eq!(
+        strings(pipeline.get("receivers")),
+        ["nop"],
+        "query-only: no receiver"
+    );
+    assert_eq!(
+        strings(pipeline.get("exporters")),
+        ["nop"],
+        "query-only: no exporter"
+    );
+
+    let storage = scalar(&q["extensions"]["jaeger_query"]["storage"]["traces"]);
+    let backend = &q["extensions"]["jaeger_storage"]["backends"][storage.as_str()]["elasticsearch"];
+    assert_eq!(
+        backend["create_mappings"],
+        Value::Bool(false),
+        "tailsift owns the templates"
+    );
+    let cfg = load("config/tailsift.yaml");
+    assert_eq!(
+        scalar(&backend["indices"]["index_prefix"]),
+        scalar(&cfg["elasticsearch"]["index_prefix"]),
+        "Jaeger reads the prefix tailsift writes"
+    );
+    // ${env:ES_SERVER_URLS} is set on the service.
+    let urls = strings(backend.get("server_urls"));
+    assert_eq!(urls, ["${env:ES_SERVER_URLS}"]);
     let urls = env_var(jq, "ES_SERVER_URLS").expect("ES_SERVER_URLS");
     let es = service(&c, "elasticsearch");
     let es_port: u16 = env_var(es, "http.port")

@@ -516,3 +516,47 @@ fn cronjob_prunes_old_indices() {
         "same image as the service"
     );
 }
+
+/// deploy/jaeger: Jaeger v2 on Kubernetes runs the shipped query-only config (the
+/// file docker-compose.yml mounts), with its Elasticsearch URL set and its ports served.
+#[test]
+fn jaeger_query_manifests_run_the_shipped_config() {
+    let kustomization = &yaml_docs("deploy/jaeger/kustomization.yaml")[0];
+    let generated = &kustomization["configMapGenerator"][0];
+    assert_eq!(generated["files"][0], "query.yaml");
+    let query = &yaml_docs("deploy/jaeger/query.yaml")[0];
+    let docs = yaml_docs("deploy/jaeger/kubernetes.yaml");
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert!(str_at(container, "/image").starts_with("jaegertracing/jaeger:2."));
+    assert_eq!(container["args"][1], "/etc/jaeger/query.yaml");
+    assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/jaeger");
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], generated["name"]);
+    let env = container["env"].as_array().expect("env");
+    assert!(env.iter().any(|e| e["name"] == "ES_SERVER_URLS"), "{env:?}");
+    let ports: BTreeSet<u64> = container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["containerPort"].as_u64())
+        .collect();
+    for endpoint in [
+        "/extensions/jaeger_query/http/endpoint",
+        "/extensions/jaeger_query/grpc/endpoint",
+        "/extensions/healthcheckv2/http/endpoint",
+    ] {
+        let port: u64 = str_at(query, endpoint)
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {endpoint}"));
+        assert!(
+            ports.contains(&port),
+            "{endpoint} port {port} not in {ports:?}"
+        );
+    }
+}

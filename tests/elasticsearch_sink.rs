@@ -147,10 +147,13 @@ impl Es {
                 self.call(Method::Delete, &format!("/{name}"), None).await;
             }
         }
-        for kind in ["span", "service"] {
-            let name = format!("{prefix}jaeger-{kind}");
-            self.call(Method::Delete, &format!("/_index_template/{name}"), None)
-                .await;
+        // Composable templates on Elasticsearch 8/9 (and a test's own), legacy ones on
+        // OpenSearch.
+        for name in ["jaeger-span", "jaeger-service", "reject"] {
+            for api in ["_index_template", "_template"] {
+                self.call(Method::Delete, &format!("/{api}/{prefix}{name}"), None)
+                    .await;
+            }
         }
     }
 }
@@ -674,15 +677,21 @@ async fn the_same_trace_twice_leaves_one_copy_of_each_span() {
 async fn rejected_document_goes_to_dead_letters_and_does_not_block_others() {
     let p = prefix("reject");
     let (sink, dead) = start(&config(), &p).await;
-    // The day's index exists with `operationName` as a number: a span whose
-    // operation name is not numeric is refused with a mapping error.
+    // The day's index gets `operationName` as a number: a span whose operation name
+    // is not numeric is refused with a mapping error. (A composable template of higher
+    // priority, not an explicit index mapping: OpenSearch would merge that with the
+    // legacy span template's keyword parameters and refuse the index itself.)
     let index = format!("{p}jaeger-span-2024-03-10");
     let es = Es::new();
     let (status, r) = es
         .call(
             Method::Put,
-            &format!("/{index}"),
-            Some(json!({"mappings": {"properties": {"operationName": {"type": "long"}}}})),
+            &format!("/_index_template/{p}reject"),
+            Some(json!({
+                "index_patterns": [index],
+                "priority": 1000,
+                "template": {"mappings": {"properties": {"operationName": {"type": "long"}}}},
+            })),
         )
         .await;
     assert_eq!(status, 200, "{r}");

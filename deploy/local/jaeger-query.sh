@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# An UNMODIFIED Jaeger Query (v1, the classic `jaeger-query` binary), built from the Go
-# module proxy and run as a plain process on 127.0.0.1 against the local Elasticsearch.
-# It is the compatibility proof for tailsift's Elasticsearch output: whatever tailsift
-# writes must come back through this binary's HTTP API (and hence the Jaeger UI).
+# An UNMODIFIED Jaeger Query, built from the Go module proxy and run as a plain process on
+# 127.0.0.1 against the local Elasticsearch/OpenSearch. It is the compatibility proof for
+# tailsift's output: whatever tailsift writes must come back through this binary's HTTP
+# API (and hence the Jaeger UI). Two readers:
+#   v2 (default, the reader of record): the `jaeger` binary (Jaeger v2, an OpenTelemetry
+#      Collector distribution) with only its `jaeger_query` and `jaeger_storage`
+#      extensions: a query-only config, written by this script, with an
+#      `elasticsearch:` or `opensearch:` backend on the same indices.
+#   v1 (optional second reader): the classic `jaeger-query` binary of Jaeger 1.x.
 #
 #   deploy/local/jaeger-query.sh build    # build into the cache (first run only)
+#   deploy/local/jaeger-query.sh bin      # build if needed, print the binary's path
 #   deploy/local/jaeger-query.sh start    # build if needed, start, wait for /api/services
 #   deploy/local/jaeger-query.sh stop     # stop exactly the processes `start` started
 #   deploy/local/jaeger-query.sh status   # running? (exit 0 only if it is)
@@ -12,54 +18,70 @@
 #
 # How it is built: `go mod download` fetches the module source of
 # github.com/jaegertracing/jaeger@$JAEGER_VERSION; a copy of it is the main module for
-# `go build ./cmd/query` (so the `replace` directives in Jaeger's go.mod apply, which is
-# why a plain `go install .../cmd/query@v1.x` fails). Nothing is patched; the source copy
-# is deleted after the build and only the binary stays in the cache.
+# `go build ./cmd/jaeger` (v2) or `go build ./cmd/query` (v1), so the `replace`
+# directives in Jaeger's go.mod apply (which is why a plain `go install ...@version`
+# fails). Nothing is patched; the source copy is deleted after the build and only the
+# binary stays in the cache. Module v1.75.0 is Jaeger v2.12.0 (the module keeps v1.x
+# tags; the binaries say v2).
 #
-# Elasticsearch root endpoint: Jaeger's Elasticsearch client (olivere/elastic) refuses
-# to start unless `HEAD /` answers 2xx, and auto-detects the server version with
-# `GET /`. The integ-test zip of Elasticsearch that deploy/local/stack.sh runs has no
-# rest-root module (both answer 405). Only in that case this script runs a tiny
-# pass-through proxy (es-root-shim, built from the Go source embedded below) that answers
-# `HEAD /` and `GET /` with the node's real name/cluster/version (read from
-# `GET /_nodes/_local`) and forwards every other request unchanged. Against a full
-# Elasticsearch/OpenSearch distribution Jaeger Query talks to ES_URL directly.
+# Elasticsearch root endpoint: the integ-test zip of Elasticsearch that
+# deploy/local/stack.sh runs has no rest-root module (`GET /` and `HEAD /` answer 405).
+# v2 is then given the server's major version (read from `GET /_nodes/_local`) and
+# `disable_health_check: true`, and talks to the node directly. v1's client
+# (olivere/elastic) refuses to start unless `HEAD /` answers 2xx, so for v1 only this
+# script runs a tiny pass-through proxy (es-root-shim, built from the Go source embedded
+# below) that answers `HEAD /` and `GET /` from `GET /_nodes/_local` and forwards every
+# other request unchanged. OpenSearch has `GET /`; both readers use it directly.
 #
 # Environment (all optional):
 #   TAILSIFT_CACHE            build cache                     (default $HOME/.cache/tailsift)
 #   TAILSIFT_STACK_DIR        state, logs, PIDs               (default <repo>/.stack)
-#   JAEGER_VERSION            jaeger module version (v1.x)    (default v1.66.0)
+#   JAEGER_READER             v2 | v1                         (default v2)
+#   JAEGER_VERSION            jaeger module version           (default v1.75.0 = Jaeger v2.12.0
+#                                                              for v2, v1.66.0 for v1)
 #   JAEGER_BUILD_JOBS         go build -p                     (default 2)
-#   ES_URL                    Elasticsearch                   (default http://127.0.0.1:9200)
-#   ES_INDEX_PREFIX           Jaeger --es.index-prefix        (default empty; Jaeger adds '-')
-#   JAEGER_QUERY_ES_VERSION   --es.version (0 = auto-detect)  (default 0)
+#   ES_URL                    Elasticsearch / OpenSearch      (default http://127.0.0.1:9200)
+#   ES_INDEX_PREFIX           index prefix                    (default empty; Jaeger adds '-')
+#   JAEGER_QUERY_ES_VERSION   server major version (0 = auto) (default 0)
 #   JAEGER_QUERY_PORT         HTTP API/UI port                (default 16686)
 #   JAEGER_QUERY_GRPC_PORT    gRPC API port                   (default 16685)
-#   JAEGER_QUERY_ADMIN_PORT   admin (health, metrics) port    (default 16687)
+#   JAEGER_QUERY_ADMIN_PORT   admin port: v1 health/metrics, v2 Prometheus metrics
+#                                                             (default 16687)
 #   JAEGER_QUERY_NAME         instance name: pid/log file names, lets a test run its own
 #                             instance next to a developer's   (default jaeger-query)
-#   JAEGER_QUERY_ARGS         extra flags for jaeger-query     (default empty)
+#   JAEGER_QUERY_ARGS         v1 only: extra flags for jaeger-query (default empty)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${TAILSIFT_CACHE:-$HOME/.cache/tailsift}"
 JCACHE="$CACHE/jaeger"
 STACK="${TAILSIFT_STACK_DIR:-$ROOT/.stack}"
-JAEGER_VERSION="${JAEGER_VERSION:-v1.66.0}"
+READER="${JAEGER_READER:-v2}"
+case "$READER" in
+v2) JAEGER_VERSION="${JAEGER_VERSION:-v1.75.0}" ;;
+v1) JAEGER_VERSION="${JAEGER_VERSION:-v1.66.0}" ;;
+*) echo "JAEGER_READER must be v2 or v1, not '$READER'" >&2; exit 2 ;;
+esac
 [[ "$JAEGER_VERSION" == v* ]] || JAEGER_VERSION="v$JAEGER_VERSION"
 JAEGER_MODULE="github.com/jaegertracing/jaeger"
 BUILD_JOBS="${JAEGER_BUILD_JOBS:-2}"
 NAME="${JAEGER_QUERY_NAME:-jaeger-query}"
 [[ "$NAME" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "JAEGER_QUERY_NAME must match [A-Za-z0-9._-]+" >&2; exit 2; }
 
-BIN="$JCACHE/jaeger-query-$JAEGER_VERSION"
+if [[ "$READER" == v2 ]]; then
+    BIN="$JCACHE/jaeger-$JAEGER_VERSION"
+    MAIN_PKG=./cmd/jaeger
+else
+    BIN="$JCACHE/jaeger-query-$JAEGER_VERSION"
+    MAIN_PKG=./cmd/query
+fi
 SHIM_BIN="$JCACHE/es-root-shim-2" # bump when its embedded source changes
 STATE="$STACK/$NAME"
 PIDFILE="$STACK/$NAME.pid"
 SHIM_PIDFILE="$STACK/$NAME-es-shim.pid"
 CONF="$STACK/$NAME.env"
 
-log() { printf '[jaeger-query %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+log() { printf '[jaeger-query %s %s] %s\n' "$READER" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[jaeger-query] ERROR: %s\n' "$*" >&2; exit 1; }
 
 need_cmd() { # $1 command, $2 how to get it
@@ -98,21 +120,25 @@ build_query() {
         return 0
     fi
     local t0=$SECONDS json dir src="$JCACHE/src-$JAEGER_VERSION.tmp"
-    log "building jaeger-query $JAEGER_VERSION from the Go module proxy ($(GOTOOLCHAIN=local go env GOVERSION), -p $BUILD_JOBS); the first build takes minutes"
+    log "building ${BIN##*/} from the Go module proxy ($(GOTOOLCHAIN=local go env GOVERSION), -p $BUILD_JOBS); the first build takes minutes"
     json="$(gocmd mod download -json "$JAEGER_MODULE@$JAEGER_VERSION")" ||
         die "go mod download $JAEGER_MODULE@$JAEGER_VERSION failed: $json"
     dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$json")"
-    [[ -n "$dir" && -f "$dir/cmd/query/main.go" ]] ||
-        die "$JAEGER_MODULE@$JAEGER_VERSION has no cmd/query (v1 query binary); pick a v1.x JAEGER_VERSION"
+    [[ -n "$dir" && -f "$dir/$MAIN_PKG/main.go" ]] ||
+        die "$JAEGER_MODULE@$JAEGER_VERSION has no $MAIN_PKG (JAEGER_READER=$READER); v2 needs a module version >= v1.60, v1 one that still has cmd/query"
     rm -rf "$src"
     cp -r "$dir" "$src"
     chmod -R u+w "$src"
-    local ldflags="-s -w -X $JAEGER_MODULE/pkg/version.latestVersion=$JAEGER_VERSION"
-    ldflags+=" -X $JAEGER_MODULE/pkg/version.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    # (the version package moved from pkg/ to internal/ in v2; -X of a missing one is a no-op)
+    local ldflags="-s -w" pkg
+    for pkg in internal/version pkg/version; do
+        ldflags+=" -X $JAEGER_MODULE/$pkg.latestVersion=$JAEGER_VERSION"
+        ldflags+=" -X $JAEGER_MODULE/$pkg.date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    done
     if ! (cd "$src" && CGO_ENABLED=0 gocmd build -p "$BUILD_JOBS" -trimpath \
-        -ldflags "$ldflags" -o "$BIN.tmp" ./cmd/query); then
+        -ldflags "$ldflags" -o "$BIN.tmp" "$MAIN_PKG"); then
         rm -rf "$src" "$BIN.tmp"
-        die "go build of jaeger-query $JAEGER_VERSION failed (output above)"
+        die "go build of $MAIN_PKG at $JAEGER_VERSION failed (output above)"
     fi
     rm -rf "$src"
     mv "$BIN.tmp" "$BIN"
@@ -281,7 +307,7 @@ EOF
 
 cmd_build() {
     build_query
-    log "jaeger-query $JAEGER_VERSION: $BIN"
+    log "Jaeger $READER ($JAEGER_VERSION): $BIN"
 }
 
 # ---------------------------------------------------------------- processes --------
@@ -343,8 +369,8 @@ spawn() { # $1 pidfile, $2 log file, rest: command
 # Desired configuration of this instance; a running instance with a different one is
 # restarted by `start` (e.g. a test pointing it at another index prefix).
 desired_conf() {
-    printf 'JAEGER_VERSION=%s\nES_URL=%s\nES_INDEX_PREFIX=%s\nJAEGER_QUERY_ES_VERSION=%s\nJAEGER_QUERY_PORT=%s\nJAEGER_QUERY_GRPC_PORT=%s\nJAEGER_QUERY_ADMIN_PORT=%s\nJAEGER_QUERY_ARGS=%s\n' \
-        "$JAEGER_VERSION" "$ES_URL" "$ES_INDEX_PREFIX" "$ES_MAJOR" "$QUERY_PORT" "$GRPC_PORT" \
+    printf 'JAEGER_READER=%s\nJAEGER_VERSION=%s\nES_URL=%s\nES_INDEX_PREFIX=%s\nJAEGER_QUERY_ES_VERSION=%s\nJAEGER_QUERY_PORT=%s\nJAEGER_QUERY_GRPC_PORT=%s\nJAEGER_QUERY_ADMIN_PORT=%s\nJAEGER_QUERY_ARGS=%s\n' \
+        "$READER" "$JAEGER_VERSION" "$ES_URL" "$ES_INDEX_PREFIX" "$ES_MAJOR" "$QUERY_PORT" "$GRPC_PORT" \
         "$ADMIN_PORT" "${JAEGER_QUERY_ARGS:-}"
 }
 
@@ -374,32 +400,91 @@ stop_all() {
     rm -f "$CONF"
 }
 
-cmd_start() {
-    need_cmd curl "Install it with: apt-get install -y curl"
-    need_cmd setsid "Install it with: apt-get install -y util-linux"
-    need_cmd flock "Install it with: apt-get install -y util-linux"
-    load_settings
-    mkdir -p "$STACK"
-    local want
-    want="$(desired_conf)"
-    if pid="$(pid_of "$PIDFILE")"; then
-        if [[ -f "$CONF" && "$(cat "$CONF")" == "$want" ]] && api_ready; then
-            log "already running (pid $pid) on http://127.0.0.1:$QUERY_PORT"
-            print_env
-            return 0
-        fi
-        log "running instance (pid $pid) has another configuration; restarting it"
+# What answers at ES_URL: SERVER_KIND (elasticsearch | opensearch), SERVER_MAJOR, and
+# ROOT_OK (whether `GET /` works; the Elasticsearch integ-test zip answers 405 there).
+probe_server() {
+    local root
+    SERVER_KIND=elasticsearch
+    if root="$(curl -fsS --max-time 5 "$ES_URL/" 2>/dev/null)"; then
+        ROOT_OK=true
+        grep -q '"distribution" *: *"opensearch"' <<<"$root" && SERVER_KIND=opensearch
+        SERVER_MAJOR="$(sed -n 's/.*"number" *: *"\([0-9]*\)\..*/\1/p' <<<"$root" | head -n1)"
+    else
+        ROOT_OK=false
+        SERVER_MAJOR="$(curl -fsS --max-time 5 "$ES_URL/_nodes/_local?filter_path=nodes.*.version" |
+            sed -n 's/.*"version" *: *"\([0-9]*\)\..*/\1/p' | head -n1)"
     fi
-    stop_all
-    build_query
-    for p in "$QUERY_PORT" "$GRPC_PORT" "$ADMIN_PORT"; do
-        port_busy "$p" && die "port $p is in use by a process this script did not start; stop it or set JAEGER_QUERY_PORT / JAEGER_QUERY_GRPC_PORT / JAEGER_QUERY_ADMIN_PORT"
-    done
-    curl -fsS --max-time 5 -o /dev/null "$ES_URL/_cluster/health" ||
-        die "Elasticsearch does not answer at $ES_URL (start it: bash deploy/local/stack.sh up)"
-    mkdir -p "$STATE/logs"
+    [[ -n "$SERVER_MAJOR" ]] || die "cannot read the server version at $ES_URL"
+    log "$ES_URL: $SERVER_KIND $SERVER_MAJOR ($([[ $ROOT_OK == true ]] && echo "GET / answers" || echo "no GET /"))"
+}
+
+# v2: a query-only collector config. The pipeline is the no-op one every collector
+# config needs; the work is done by the extensions. Jaeger must not install its own
+# index templates over tailsift's (create_mappings: false). Without `GET /` it cannot
+# detect the version or health-check the node, so it is told both.
+write_v2_config() { # $1 file
+    local version_lines="" major="$ES_MAJOR"
+    [[ "$major" == 0 && "$ROOT_OK" == false ]] && major="$SERVER_MAJOR"
+    if [[ "$major" != 0 ]]; then
+        version_lines="          version: $major"
+    fi
+    if [[ "$ROOT_OK" == false ]]; then
+        version_lines+="${version_lines:+$'\n'}          disable_health_check: true"
+    fi
+    cat >"$1" <<EOF
+# generated by deploy/local/jaeger-query.sh -- rewritten on every start
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [nop]
+      exporters: [nop]
+  telemetry:
+    logs:
+      level: info
+    metrics:
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: $ADMIN_PORT
+extensions:
+  jaeger_query:
+    # (on by default: it traces itself to an OTLP receiver on localhost:4317, which a
+    # query-only instance does not have, and then spends its shutdown retrying)
+    enable_tracing: false
+    storage:
+      traces: tailsift_indices
+    http:
+      endpoint: 127.0.0.1:$QUERY_PORT
+    grpc:
+      endpoint: 127.0.0.1:$GRPC_PORT
+  jaeger_storage:
+    backends:
+      tailsift_indices:
+        $SERVER_KIND:
+          server_urls: ["$ES_URL"]
+$version_lines
+          create_mappings: false
+          indices:
+            index_prefix: "$ES_INDEX_PREFIX"
+receivers:
+  nop:
+exporters:
+  nop:
+EOF
+}
+
+spawn_v2() {
+    write_v2_config "$STATE/config.yaml"
+    log "starting Jaeger v2 ($JAEGER_VERSION, jaeger_query extension) on http://127.0.0.1:$QUERY_PORT ($SERVER_KIND $ES_URL, index prefix '${ES_INDEX_PREFIX}')"
+    spawn "$PIDFILE" "$STATE/logs/jaeger-query.log" "$BIN" --config "$STATE/config.yaml"
+}
+
+spawn_v1() {
     local es_for_query="$ES_URL"
-    if ! curl -fs --max-time 5 -I -o /dev/null "$ES_URL/"; then
+    if [[ "$ROOT_OK" == false ]]; then
         # no root endpoint (integ-test zip): put the pass-through shim in front
         build_shim
         local shim_port
@@ -426,16 +511,48 @@ cmd_start() {
     # shellcheck disable=SC2206 # word splitting of extra flags is intended
     [[ -n "${JAEGER_QUERY_ARGS:-}" ]] && args+=($JAEGER_QUERY_ARGS)
     log "starting jaeger-query $JAEGER_VERSION on http://127.0.0.1:$QUERY_PORT (ES $ES_URL, index prefix '${ES_INDEX_PREFIX}')"
-    : >"$STATE/logs/jaeger-query.log"
     spawn "$PIDFILE" "$STATE/logs/jaeger-query.log" \
         env SPAN_STORAGE_TYPE=elasticsearch "$BIN" "${args[@]}"
+}
+
+cmd_start() {
+    need_cmd curl "Install it with: apt-get install -y curl"
+    need_cmd setsid "Install it with: apt-get install -y util-linux"
+    need_cmd flock "Install it with: apt-get install -y util-linux"
+    load_settings
+    mkdir -p "$STACK"
+    local want
+    want="$(desired_conf)"
+    if pid="$(pid_of "$PIDFILE")"; then
+        if [[ -f "$CONF" && "$(cat "$CONF")" == "$want" ]] && api_ready; then
+            log "already running (pid $pid) on http://127.0.0.1:$QUERY_PORT"
+            print_env
+            return 0
+        fi
+        log "running instance (pid $pid) has another configuration; restarting it"
+    fi
+    stop_all
+    build_query
+    for p in "$QUERY_PORT" "$GRPC_PORT" "$ADMIN_PORT"; do
+        port_busy "$p" && die "port $p is in use by a process this script did not start; stop it or set JAEGER_QUERY_PORT / JAEGER_QUERY_GRPC_PORT / JAEGER_QUERY_ADMIN_PORT"
+    done
+    curl -fsS --max-time 5 -o /dev/null "$ES_URL/_cluster/health" ||
+        die "Elasticsearch does not answer at $ES_URL (start it: bash deploy/local/stack.sh up)"
+    mkdir -p "$STATE/logs"
+    probe_server
+    : >"$STATE/logs/jaeger-query.log"
+    if [[ "$READER" == v2 ]]; then
+        spawn_v2
+    else
+        spawn_v1
+    fi
     printf '%s\n' "$want" >"$CONF"
     local i
     for ((i = 0; i < 300; i++)); do
         if ! pid_of "$PIDFILE" >/dev/null; then
             tail -n 30 "$STATE/logs/jaeger-query.log" >&2 || true
             stop_all
-            die "jaeger-query exited during startup (log above, full log $STATE/logs/jaeger-query.log)"
+            die "Jaeger $READER exited during startup (log above, full log $STATE/logs/jaeger-query.log)"
         fi
         if api_ready; then
             log "ready (pid $(cat "$PIDFILE")); log $STATE/logs/jaeger-query.log"
@@ -446,7 +563,7 @@ cmd_start() {
     done
     tail -n 30 "$STATE/logs/jaeger-query.log" >&2 || true
     stop_all
-    die "jaeger-query did not answer /api/services within 60s"
+    die "Jaeger $READER did not answer /api/services within 60s"
 }
 
 free_port() { # a port nothing listens on right now (the shim binds it immediately)
@@ -488,12 +605,13 @@ print_env() {
 
 case "${1:-}" in
 build) cmd_build ;;
+bin) build_query >&2; echo "$BIN" ;;
 start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 env) load_settings; print_env ;;
 *)
-    echo "usage: $0 build|start|stop|status|env" >&2
+    echo "usage: $0 build|bin|start|stop|status|env" >&2
     exit 2
     ;;
 esac

@@ -19,10 +19,18 @@
 #   TAILSIFT_MAVEN_REPO    Maven local repository     (default: Maven's own, ~/.m2/repository)
 #   TAILSIFT_STACK_DIR     state, data, logs, PIDs    (default <repo>/.stack)
 #   KAFKA_VERSION          org.apache.kafka:kafka_2.13 version                 (default 4.3.1)
-#   ES_VERSION             Elasticsearch integ-test-zip version                (default 8.19.21)
+#   SEARCH_ENGINE          elasticsearch | opensearch                          (default elasticsearch)
+#   ES_VERSION             integ-test-zip version of that engine   (default 8.19.21; OpenSearch 2.19.6)
+#                          tested: Elasticsearch 8.19.21 and 9.2.0, OpenSearch 2.19.6
 #   KAFKA_PORT, KAFKA_CONTROLLER_PORT, ES_PORT         (default 9092, 9093, 9200)
+#   KAFKA_SASL_SSL_PORT    adds a SASL_SSL listener (SCRAM-SHA-512 users)      (default: none)
+#   KAFKA_MTLS_PORT        adds an SSL listener that requires client certificates (default: none)
+#                          (a CA, broker and client certificates are made at every start;
+#                          `env` prints how to reach both)
 #   KAFKA_TOPIC, KAFKA_TOPIC_PARTITIONS                (default jaeger-spans, 6)
-#   TAILSIFT_JAVA_HOME     JDK >= 17 to run both services (default: autodetect)
+#   TAILSIFT_JAVA_HOME     JDK >= 17 to run Kafka and ES 8 / OpenSearch 2 (default: autodetect)
+#   TAILSIFT_JAVA21_HOME   JDK >= 21 for Elasticsearch 9 / OpenSearch 3
+#                          (default: autodetect, e.g. /usr/lib/jvm/temurin-25-jdk-amd64)
 #   TAILSIFT_ES_USER       system user that runs Elasticsearch when run as root
 #                          (default tailsift-es; created once with useradd)
 set -euo pipefail
@@ -32,14 +40,36 @@ CACHE="${TAILSIFT_CACHE:-$HOME/.cache/tailsift}"
 STACK="${TAILSIFT_STACK_DIR:-$ROOT/.stack}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
 LOG4J_VERSION="${LOG4J_VERSION:-2.25.4}"   # log4j2 version kafka-server 4.3.1 depends on
-ES_VERSION="${ES_VERSION:-8.19.21}"
+# The engine and version of a stack that was brought up win over the defaults (not
+# over the environment), so `start es` of a matrix stack restarts the same node.
+if [[ -f "$STACK/ports" ]]; then
+    SEARCH_ENGINE="${SEARCH_ENGINE:-$(sed -n 's/^SEARCH_ENGINE=//p' "$STACK/ports")}"
+    [[ "${SEARCH_ENGINE:-elasticsearch}" == "$(sed -n 's/^SEARCH_ENGINE=//p' "$STACK/ports")" ]] &&
+        ES_VERSION="${ES_VERSION:-$(sed -n 's/^ES_VERSION=//p' "$STACK/ports")}"
+fi
+SEARCH_ENGINE="${SEARCH_ENGINE:-elasticsearch}"
+case "$SEARCH_ENGINE" in
+elasticsearch)
+    ES_VERSION="${ES_VERSION:-8.19.21}"
+    ES_GROUP=org.elasticsearch.distribution.integ-test-zip
+    ES_JAVA_MIN=$(( ${ES_VERSION%%.*} >= 9 ? 21 : 17 ))
+    ENV_PREFIX=ES ;;
+opensearch)
+    ES_VERSION="${ES_VERSION:-2.19.6}"
+    ES_GROUP=org.opensearch.distribution.integ-test-zip
+    ES_JAVA_MIN=$(( ${ES_VERSION%%.*} >= 3 ? 21 : 17 ))
+    ENV_PREFIX=OPENSEARCH ;;
+*)
+    echo "SEARCH_ENGINE must be elasticsearch or opensearch, not '$SEARCH_ENGINE'" >&2
+    exit 2 ;;
+esac
 DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 ES_USER="${TAILSIFT_ES_USER:-tailsift-es}"
 TOPIC="${KAFKA_TOPIC:-jaeger-spans}"
 TOPIC_PARTITIONS="${KAFKA_TOPIC_PARTITIONS:-6}"
 
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
-ES_HOME="$CACHE/elasticsearch-$ES_VERSION"
+ES_HOME="$CACHE/$SEARCH_ENGINE-$ES_VERSION"
 
 log() { printf '[stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -47,21 +77,42 @@ die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 # Ports: `up` records the ports it used so that `env`/`status` of a later shell report
 # the same endpoints even without the variables set.
 load_ports() {
-    local saved_kafka="" saved_ctrl="" saved_es=""
+    local saved_kafka="" saved_ctrl="" saved_es="" saved_sasl="" saved_mtls=""
     if [[ -f "$STACK/ports" ]]; then
         # shellcheck disable=SC1091
         saved_kafka="$(sed -n 's/^KAFKA_PORT=//p' "$STACK/ports")"
         saved_ctrl="$(sed -n 's/^KAFKA_CONTROLLER_PORT=//p' "$STACK/ports")"
         saved_es="$(sed -n 's/^ES_PORT=//p' "$STACK/ports")"
+        saved_sasl="$(sed -n 's/^KAFKA_SASL_SSL_PORT=//p' "$STACK/ports")"
+        saved_mtls="$(sed -n 's/^KAFKA_MTLS_PORT=//p' "$STACK/ports")"
     fi
     KAFKA_PORT="${KAFKA_PORT:-${saved_kafka:-9092}}"
     KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-${saved_ctrl:-9093}}"
     ES_PORT="${ES_PORT:-${saved_es:-9200}}"
+    KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$saved_sasl}"
+    KAFKA_MTLS_PORT="${KAFKA_MTLS_PORT:-$saved_mtls}"
 }
+
+# The SCRAM user of the SASL_SSL listener (made at every start; the password is only
+# for this throw-away local broker).
+SCRAM_USER=tailsift
+SCRAM_PASSWORD=tailsift-local-secret
+TLS_DIR="$STACK/kafka/tls"
 
 print_env() {
     echo "export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
     echo "export ES_URL=http://127.0.0.1:$ES_PORT"
+    if [[ -n "$KAFKA_SASL_SSL_PORT$KAFKA_MTLS_PORT" ]]; then
+        echo "export KAFKA_CA_FILE=$TLS_DIR/ca.pem"
+    fi
+    if [[ -n "$KAFKA_SASL_SSL_PORT" ]]; then
+        echo "export KAFKA_SASL_SSL_BROKERS=127.0.0.1:$KAFKA_SASL_SSL_PORT"
+        echo "export KAFKA_SCRAM_USER=$SCRAM_USER KAFKA_SCRAM_PASSWORD=$SCRAM_PASSWORD"
+    fi
+    if [[ -n "$KAFKA_MTLS_PORT" ]]; then
+        echo "export KAFKA_MTLS_BROKERS=127.0.0.1:$KAFKA_MTLS_PORT"
+        echo "export KAFKA_CLIENT_CERT=$TLS_DIR/client.pem KAFKA_CLIENT_KEY=$TLS_DIR/client.key"
+    fi
 }
 
 # ---------------------------------------------------------------- prerequisites ----
@@ -70,28 +121,40 @@ java_major() { # $1 = java binary -> prints the feature version (17, 21, ...)
         sed -n 's/^ *java\.specification\.version = //p' | sed 's/^1\.//' | head -n1
 }
 
-find_java() {
-    local candidates=() c
-    [[ -n "${TAILSIFT_JAVA_HOME:-}" ]] && candidates+=("$TAILSIFT_JAVA_HOME")
-    candidates+=(/usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64)
+find_jdk() { # $1 minimum feature version, $2.. preferred homes -> prints a JDK home
+    local min="$1" c v
+    shift
+    local candidates=("$@" /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk-arm64)
     [[ -n "${JAVA_HOME:-}" ]] && candidates+=("$JAVA_HOME")
     if command -v java >/dev/null 2>&1; then
         candidates+=("$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")")
     fi
+    candidates+=(/usr/lib/jvm/*)
     for c in "${candidates[@]}"; do
-        if [[ -x "$c/bin/java" ]]; then
-            local v
-            v="$(java_major "$c/bin/java")"
-            if [[ -n "$v" && "$v" -ge 17 ]]; then
-                JAVA_HOME_STACK="$c"
-                JAVA="$c/bin/java"
-                return 0
-            fi
+        [[ -n "$c" && -x "$c/bin/java" ]] || continue
+        v="$(java_major "$c/bin/java")"
+        if [[ -n "$v" && "$v" -ge "$min" ]]; then
+            echo "$c"
+            return 0
         fi
     done
-    die "no Java >= 17 found (Kafka 4 and Elasticsearch 8 need it). Install it with:
+    return 1
+}
+
+find_java() {
+    JAVA_HOME_STACK="$(find_jdk 17 "${TAILSIFT_JAVA_HOME:-}")" ||
+        die "no Java >= 17 found (Kafka 4 and Elasticsearch 8 need it). Install it with:
     apt-get install -y openjdk-17-jdk-headless
 or point TAILSIFT_JAVA_HOME at a JDK >= 17."
+    JAVA="$JAVA_HOME_STACK/bin/java"
+    # Elasticsearch 9 and OpenSearch 3 need Java 21 or newer; Kafka stays on the first JDK.
+    if [[ "$ES_JAVA_MIN" -gt 17 ]]; then
+        ES_JAVA_HOME_STACK="$(find_jdk "$ES_JAVA_MIN" "${TAILSIFT_JAVA21_HOME:-}" \
+            /usr/lib/jvm/temurin-25-jdk-amd64)" ||
+            die "$SEARCH_ENGINE $ES_VERSION needs Java >= $ES_JAVA_MIN; point TAILSIFT_JAVA21_HOME at one"
+    else
+        ES_JAVA_HOME_STACK="$JAVA_HOME_STACK"
+    fi
 }
 
 need_cmd() { # $1 command, $2 Debian package
@@ -155,24 +218,24 @@ EOF
 fetch_es() {
     [[ -f "$ES_HOME/.complete" ]] && return 0
     need_cmd unzip unzip
-    log "fetching Elasticsearch $ES_VERSION (integ-test-zip) from Maven Central into $ES_HOME"
+    log "fetching $SEARCH_ENGINE $ES_VERSION (integ-test-zip) from Maven Central into $ES_HOME"
     local dl="$CACHE/downloads"
     mkdir -p "$dl"
     mvn_cmd "$DEP_PLUGIN:copy" \
-        "-Dartifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ES_VERSION:zip" \
+        "-Dartifact=$ES_GROUP:$SEARCH_ENGINE:$ES_VERSION:zip" \
         "-DoutputDirectory=$dl" ||
-        die "Maven could not fetch Elasticsearch $ES_VERSION (see output above)"
+        die "Maven could not fetch $SEARCH_ENGINE $ES_VERSION (see output above)"
     rm -rf "$ES_HOME.tmp"
     mkdir -p "$ES_HOME.tmp"
-    unzip -q "$dl/elasticsearch-$ES_VERSION.zip" -d "$ES_HOME.tmp"
+    unzip -q "$dl/$SEARCH_ENGINE-$ES_VERSION.zip" -d "$ES_HOME.tmp"
     local inner
     inner="$(find "$ES_HOME.tmp" -mindepth 1 -maxdepth 1 -type d | head -n1)"
-    [[ -x "$inner/bin/elasticsearch" ]] || die "unexpected layout in elasticsearch-$ES_VERSION.zip"
+    [[ -x "$inner/bin/$SEARCH_ENGINE" ]] || die "unexpected layout in $SEARCH_ENGINE-$ES_VERSION.zip"
     chmod -R a+rX "$inner"
     touch "$inner/.complete"
     rm -rf "$ES_HOME"
     mv "$inner" "$ES_HOME"
-    rm -rf "$ES_HOME.tmp" "$dl/elasticsearch-$ES_VERSION.zip"
+    rm -rf "$ES_HOME.tmp" "$dl/$SEARCH_ENGINE-$ES_VERSION.zip"
 }
 
 # ---------------------------------------------------------------- processes --------
@@ -243,11 +306,11 @@ write_kafka_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT$(secure_listeners)
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT$(secure_listeners)
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL
 log.dirs=$STACK/kafka/data
 num.partitions=6
 auto.create.topics.enable=true
@@ -261,6 +324,9 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 EOF
+    if [[ -n "$KAFKA_SASL_SSL_PORT$KAFKA_MTLS_PORT" ]]; then
+        write_kafka_tls_config
+    fi
     cat >"$STACK/kafka/log4j2.properties" <<EOF
 # generated by deploy/local/stack.sh
 status = warn
@@ -286,6 +352,60 @@ appender.err.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = WARN
 rootLogger.appenderRef.err.ref = STDERR
 EOF
+}
+
+# ---------------------------------------------------------------- kafka security ---
+secure_listeners() { # the optional listeners, as a ",NAME://host:port" suffix
+    [[ -n "$KAFKA_SASL_SSL_PORT" ]] && printf ',SASL_SSL://127.0.0.1:%s' "$KAFKA_SASL_SSL_PORT"
+    [[ -n "$KAFKA_MTLS_PORT" ]] && printf ',MTLS://127.0.0.1:%s' "$KAFKA_MTLS_PORT"
+    return 0
+}
+
+# A fresh CA, and broker and client certificates signed by it (SAN 127.0.0.1 and
+# localhost, so clients verify the broker's name), as PEM files: Kafka reads PEM key
+# stores directly, librdkafka takes the same files.
+make_certificates() {
+    need_cmd openssl openssl
+    rm -rf "$TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        umask 077
+        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=tailsift local CA" \
+            -keyout ca.key -out ca.pem 2>/dev/null
+        for who in broker client; do
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=tailsift-$who" \
+                -keyout "$who.key" -out "$who.csr" 2>/dev/null
+            printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$who.ext"
+            openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -days 30 -extfile "$who.ext" -out "$who.pem" 2>/dev/null
+        done
+        cat broker.key broker.pem >broker-keystore.pem
+        rm -f ./*.csr ./*.ext ca.srl
+    ) || die "openssl could not make the listener certificates"
+}
+
+write_kafka_tls_config() {
+    make_certificates
+    cat >>"$STACK/kafka/server.properties" <<EOF
+# secured listeners: SASL_SSL (SCRAM-SHA-512) and MTLS (SSL, client certificate required)
+ssl.keystore.type=PEM
+ssl.keystore.location=$TLS_DIR/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+listener.name.mtls.ssl.client.auth=required
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+}
+
+# The SCRAM user, through the plaintext listener (idempotent: the password is set).
+add_scram_user() {
+    kafka_tool kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+        --alter --entity-type users --entity-name "$SCRAM_USER" \
+        --add-config "SCRAM-SHA-512=[iterations=4096,password=$SCRAM_PASSWORD]" >/dev/null ||
+        die "could not create the SCRAM user $SCRAM_USER"
+    log "kafka: SASL_SSL on 127.0.0.1:$KAFKA_SASL_SSL_PORT (SCRAM-SHA-512 user $SCRAM_USER)"
 }
 
 start_kafka() {
@@ -342,6 +462,8 @@ wait_kafka() {
     desc="$(kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
         --describe --topic "$TOPIC" 2>&1 | head -n1)"
     log "kafka: ready; $desc"
+    [[ -z "$KAFKA_SASL_SSL_PORT" ]] || add_scram_user
+    [[ -z "$KAFKA_MTLS_PORT" ]] || log "kafka: mTLS on 127.0.0.1:$KAFKA_MTLS_PORT (client certificates from $TLS_DIR/ca.pem)"
 }
 
 # ---------------------------------------------------------------- elasticsearch ----
@@ -372,14 +494,14 @@ prepare_es_runtime() {
         useradd --system --no-create-home --home-dir "$ES_VARLIB" --shell /usr/sbin/nologin "$ES_USER"
     fi
     ES_RUNNER=(setpriv --reuid="$(id -u "$ES_USER")" --regid="$(id -g "$ES_USER")" --clear-groups)
-    if ! as_es_user test -r "$ES_HOME/bin/elasticsearch" -a -x "$ES_HOME/lib" 2>/dev/null; then
-        ES_RUN_HOME="$ES_VARLIB/elasticsearch-$ES_VERSION"
+    if ! as_es_user test -r "$ES_HOME/bin/$SEARCH_ENGINE" -a -x "$ES_HOME/lib" 2>/dev/null; then
+        ES_RUN_HOME="$ES_VARLIB/$SEARCH_ENGINE-$ES_VERSION"
         mkdir -p "$ES_VARLIB"
         chmod 755 "$ES_VARLIB"
         (
             flock -w 600 9 || die "timed out waiting for the lock $ES_VARLIB/.lock"
             if [[ ! -f "$ES_RUN_HOME/.complete" ]]; then
-                log "elasticsearch: $ES_HOME is not readable by $ES_USER; copying it to $ES_RUN_HOME"
+                log "$SEARCH_ENGINE: $ES_HOME is not readable by $ES_USER; copying it to $ES_RUN_HOME"
                 rm -rf "$ES_RUN_HOME" "$ES_RUN_HOME.tmp"
                 cp -a "$ES_HOME" "$ES_RUN_HOME.tmp"
                 chown -R root:root "$ES_RUN_HOME.tmp"
@@ -398,18 +520,36 @@ prepare_es_runtime() {
         if [[ ! -L "$STACK/es" ]]; then
             rm -rf "$STACK/es"
             ln -s "$ES_STATE" "$STACK/es"
-            log "elasticsearch: $STACK is not reachable by $ES_USER; state in $ES_STATE (symlinked as $STACK/es)"
+            log "$SEARCH_ENGINE: $STACK is not reachable by $ES_USER; state in $ES_STATE (symlinked as $STACK/es)"
         fi
     fi
     mkdir -p "$ES_STATE"
+}
+
+# A data dir belongs to one engine and version line: OpenSearch cannot read
+# Elasticsearch's, and Elasticsearch cannot go back a major. Refuse instead of corrupting.
+check_es_data() {
+    local marker="$ES_STATE/engine" want="$SEARCH_ENGINE ${ES_VERSION%%.*}"
+    if [[ -d "$ES_STATE/data" && -n "$(ls -A "$ES_STATE/data" 2>/dev/null)" ]]; then
+        if [[ -f "$marker" && "$(cat "$marker")" != "$want" ]]; then
+            die "$ES_STATE/data holds $(cat "$marker") data, not $want: use another TAILSIFT_STACK_DIR (or delete it)"
+        fi
+    fi
+    mkdir -p "$ES_STATE"
+    echo "$want" >"$ES_STATE/engine"
 }
 
 write_es_config() {
     mkdir -p "$ES_STATE/data" "$ES_STATE/logs" "$ES_STATE/tmp"
     rm -rf "$ES_STATE/config"
     cp -r "$ES_RUN_HOME/config" "$ES_STATE/config"
-    # (jvm.options' relative gc.log/hs_err paths resolve in path.logs: the launcher
-    # starts the server JVM with that as its working directory.)
+    # (jvm.options' relative gc.log/hs_err paths: Elasticsearch's launcher starts the
+    # server JVM in path.logs, so they resolve there. OpenSearch's starts it in the
+    # caller's directory, which its user may not write: make them absolute.)
+    if [[ "$SEARCH_ENGINE" == opensearch ]]; then
+        sed -i -e "s#=logs/#=$ES_STATE/logs/#g" \
+            -e "s#HeapDumpPath=data#HeapDumpPath=$ES_STATE/data#" "$ES_STATE/config/jvm.options"
+    fi
     {
         echo "# generated by deploy/local/stack.sh -- rewritten on every 'up'"
         echo "cluster.name: tailsift-local"
@@ -425,7 +565,7 @@ write_es_config() {
         if [[ -d "$ES_RUN_HOME/modules/x-pack-security" ]]; then
             echo "xpack.security.enabled: false"
         fi
-    } >"$ES_STATE/config/elasticsearch.yml"
+    } >"$ES_STATE/config/$SEARCH_ENGINE.yml"
     if [[ $EUID -eq 0 ]]; then
         chown -R "$ES_USER:" "$ES_STATE"
     fi
@@ -433,22 +573,24 @@ write_es_config() {
 
 start_es() {
     if pid="$(pid_of es)"; then
-        log "elasticsearch: already running (pid $pid) on 127.0.0.1:$ES_PORT"
+        log "$SEARCH_ENGINE: already running (pid $pid) on 127.0.0.1:$ES_PORT"
         return 0
     fi
     port_busy "$ES_PORT" && die "port $ES_PORT is in use by a process this stack did not start; stop it or set ES_PORT"
     prepare_es_runtime
+    check_es_data
     write_es_config
-    log "elasticsearch: starting $ES_VERSION on 127.0.0.1:$ES_PORT${ES_RUNNER[0]:+ as $ES_USER}"
+    log "$SEARCH_ENGINE: starting $ES_VERSION on 127.0.0.1:$ES_PORT${ES_RUNNER[0]:+ as $ES_USER} (Java $(java_major "$ES_JAVA_HOME_STACK/bin/java"))"
     # The launcher (a small JVM) starts the server JVM as its child, in the same group.
     rm -f "$STACK/es.pid.tmp"
     # shellcheck disable=SC2016 # $$ is the inner shell's PID, which execs the launcher
-    setsid env ES_JAVA_HOME="$JAVA_HOME_STACK" ES_PATH_CONF="$ES_STATE/config" \
-        ES_TMPDIR="$ES_STATE/tmp" \
-        ES_JAVA_OPTS="-Xms512m -Xmx512m -Dtailsift.stack=$STACK" \
+    # (Elasticsearch reads ES_*, OpenSearch the same names with OPENSEARCH_*.)
+    setsid env "${ENV_PREFIX}_JAVA_HOME=$ES_JAVA_HOME_STACK" "${ENV_PREFIX}_PATH_CONF=$ES_STATE/config" \
+        "${ENV_PREFIX}_TMPDIR=$ES_STATE/tmp" \
+        "${ENV_PREFIX}_JAVA_OPTS=-Xms512m -Xmx512m -Dtailsift.stack=$STACK" \
         CLI_JAVA_OPTS="-Dtailsift.stack=$STACK" \
         bash -c 'echo $$ >"$0"; exec "$@"' "$STACK/es.pid.tmp" \
-        "${ES_RUNNER[@]}" "$ES_RUN_HOME/bin/elasticsearch" \
+        "${ES_RUNNER[@]}" "$ES_RUN_HOME/bin/$SEARCH_ENGINE" \
         </dev/null >"$ES_STATE/logs/stdout.log" 2>&1 &
     local i
     for ((i = 0; i < 100; i++)); do [[ -s "$STACK/es.pid.tmp" ]] && break; sleep 0.1; done
@@ -460,7 +602,7 @@ wait_es() {
     for ((i = 0; i < 600; i++)); do
         pid_of es >/dev/null || {
             tail -n 40 "$STACK/es/logs/stdout.log" >&2 2>/dev/null || true
-            die "elasticsearch exited during startup (logs above, full logs in $STACK/es/logs)"
+            die "$SEARCH_ENGINE exited during startup (logs above, full logs in $STACK/es/logs)"
         }
         health="$(curl -fsS "http://127.0.0.1:$ES_PORT/_cluster/health?wait_for_status=yellow&timeout=1s" 2>/dev/null || true)"
         if [[ "$health" == *'"status":"green"'* || "$health" == *'"status":"yellow"'* ]]; then
@@ -468,12 +610,12 @@ wait_es() {
             # (GET / is 405 here: the integ-test zip lacks the rest-root module)
             version="$(curl -fsS "http://127.0.0.1:$ES_PORT/_nodes/_local?filter_path=nodes.*.version" |
                 sed -n 's/.*"version" *: *"\([^"]*\)".*/\1/p')"
-            log "elasticsearch: ready; version $version, health $(sed 's/.*"status":"\([a-z]*\)".*/\1/' <<<"$health")"
+            log "$SEARCH_ENGINE: ready; version $version, health $(sed 's/.*"status":"\([a-z]*\)".*/\1/' <<<"$health")"
             return 0
         fi
         sleep 0.5
     done
-    die "elasticsearch not healthy within 300s (see $STACK/es/logs)"
+    die "$SEARCH_ENGINE not healthy within 300s (see $STACK/es/logs)"
 }
 
 # ---------------------------------------------------------------- commands ---------
@@ -482,7 +624,7 @@ cmd_up() {
     mkdir -p "$CACHE" "$STACK"
     # Ports of a running stack win over the environment (can't move a live process).
     if pid_of kafka >/dev/null || pid_of es >/dev/null; then
-        unset KAFKA_PORT KAFKA_CONTROLLER_PORT ES_PORT
+        unset KAFKA_PORT KAFKA_CONTROLLER_PORT ES_PORT KAFKA_SASL_SSL_PORT KAFKA_MTLS_PORT
     fi
     load_ports
     local t0=$SECONDS
@@ -492,13 +634,14 @@ cmd_up() {
         fetch_kafka
         fetch_es
     ) 9>"$CACHE/.lock"
-    printf 'KAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nES_PORT=%s\n' \
-        "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ES_PORT" >"$STACK/ports"
+    printf 'KAFKA_PORT=%s\nKAFKA_CONTROLLER_PORT=%s\nES_PORT=%s\nSEARCH_ENGINE=%s\nES_VERSION=%s\nKAFKA_SASL_SSL_PORT=%s\nKAFKA_MTLS_PORT=%s\n' \
+        "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$ES_PORT" "$SEARCH_ENGINE" "$ES_VERSION" \
+        "$KAFKA_SASL_SSL_PORT" "$KAFKA_MTLS_PORT" >"$STACK/ports"
     start_kafka
     start_es
     wait_kafka
     wait_es
-    log "stack up in $((SECONDS - t0))s (Kafka $KAFKA_VERSION, Elasticsearch $ES_VERSION); state in $STACK"
+    log "stack up in $((SECONDS - t0))s (Kafka $KAFKA_VERSION, $SEARCH_ENGINE $ES_VERSION); state in $STACK"
     print_env
 }
 
@@ -516,9 +659,9 @@ cmd_status() {
         echo "kafka: stopped"; rc=1
     fi
     if pid="$(pid_of es)"; then
-        echo "elasticsearch: running (pid $pid) http://127.0.0.1:$ES_PORT"
+        echo "$SEARCH_ENGINE $ES_VERSION: running (pid $pid) http://127.0.0.1:$ES_PORT"
     else
-        echo "elasticsearch: stopped"; rc=1
+        echo "$SEARCH_ENGINE: stopped"; rc=1
     fi
     return $rc
 }
@@ -533,7 +676,7 @@ cmd_service() { # $1 start|stop, $2 es|kafka
     *) die "usage: $0 $action es|kafka" ;;
     esac
     [[ -f "$STACK/ports" ]] || die "no stack under $STACK (run: $0 up)"
-    unset KAFKA_PORT KAFKA_CONTROLLER_PORT ES_PORT
+    unset KAFKA_PORT KAFKA_CONTROLLER_PORT ES_PORT KAFKA_SASL_SSL_PORT KAFKA_MTLS_PORT
     load_ports
     if [[ "$action" == stop ]]; then
         stop_service "$svc"
@@ -545,7 +688,7 @@ cmd_service() { # $1 start|stop, $2 es|kafka
         start_kafka
         wait_kafka
     else
-        [[ -f "$ES_HOME/.complete" ]] || die "Elasticsearch $ES_VERSION is not downloaded (run: $0 up)"
+        [[ -f "$ES_HOME/.complete" ]] || die "$SEARCH_ENGINE $ES_VERSION is not downloaded (run: $0 up)"
         start_es
         # (the leader execs the launcher JVM that carries our marker a moment later)
         local i

@@ -10,6 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod es;
+pub mod jaeger;
 pub mod kafka;
 pub mod pipeline;
 
@@ -26,7 +28,7 @@ pub fn es_url() -> String {
     endpoint("ES_URL", "http://127.0.0.1:9200", "127.0.0.1:9200")
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 

@@ -8,10 +8,11 @@ use tokio::task::JoinHandle;
 
 use tailsift::app::Pipeline;
 use tailsift::config::Config;
-use tailsift::deadletter::CountOnly;
+use tailsift::deadletter::{CountOnly, DeadLetterSink};
 use tailsift::decode::{DecodedSpan, decode_span};
-use tailsift::sink::TraceSink;
+use tailsift::loadgen::{self, LoadOptions};
 use tailsift::sink::null::Collected;
+use tailsift::sink::{ElasticsearchSink, TraceSink};
 
 /// A config for `topic` and `group` with short windows, for tests.
 pub fn config(brokers: &str, topic: &str, group: &str, policies: &str) -> Config {
@@ -42,7 +43,16 @@ pub struct Running<S: TraceSink> {
 
 impl<S: TraceSink> Running<S> {
     pub fn start(cfg: &Config, sink: S) -> Result<Self> {
-        let pipeline = Arc::new(Pipeline::new(cfg, sink, Arc::new(CountOnly))?);
+        Self::start_with(cfg, sink, Arc::new(CountOnly))
+    }
+
+    /// With real dead letters, e.g. `tailsift::app::dead_letters(cfg)`.
+    pub fn start_with(
+        cfg: &Config,
+        sink: S,
+        dead_letters: Arc<dyn DeadLetterSink>,
+    ) -> Result<Self> {
+        let pipeline = Arc::new(Pipeline::new(cfg, sink, dead_letters)?);
         let (p, cfg) = (pipeline.clone(), cfg.clone());
         let task = tokio::spawn(async move { p.run(&cfg).await });
         Ok(Self { pipeline, task })
@@ -84,4 +94,72 @@ pub fn span_ids(c: &Collected) -> Vec<[u8; 8]> {
             id.try_into().expect("8-byte span id")
         })
         .collect()
+}
+
+/// tailsift's real write path: one pipeline per config (same topic, a group each)
+/// consumes what loadgen produces and hands the kept traces to its own Elasticsearch
+/// sink, which installs the templates and bulk-writes the daily indices under the
+/// config's prefix. Returns once every trace is decided, written and its offsets
+/// committed in every group.
+pub async fn write_to_elasticsearch(
+    cfgs: &[Config],
+    opts: &LoadOptions,
+    partitions: i32,
+) -> Result<loadgen::Summary> {
+    write_through(cfgs, partitions, async { Ok(loadgen::run(opts).await?) }).await
+}
+
+/// The same, with the topic filled by `produce` (e.g. a real upstream producer).
+pub async fn write_through<T>(
+    cfgs: &[Config],
+    partitions: i32,
+    produce: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let mut running = Vec::new();
+    let mut sinks = Vec::new();
+    for cfg in cfgs {
+        let sink = Arc::new(
+            ElasticsearchSink::start(&cfg.elasticsearch, &cfg.index_prefix(), Arc::new(CountOnly))
+                .await
+                .context("the Elasticsearch sink does not start")?,
+        );
+        running.push(Running::start(cfg, sink.clone())?);
+        sinks.push(sink);
+    }
+    for r in &running {
+        wait_assigned(&[r], partitions as usize).await?;
+    }
+    let produced = produce.await?;
+    // Every trace reaches its decision deadline, then shutdown flushes and commits.
+    let wait = cfgs
+        .iter()
+        .map(|c| c.sampling.decision_wait)
+        .max()
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_secs(3)).await;
+    for r in running {
+        r.stop().await?;
+    }
+    for sink in sinks {
+        ensure!(
+            sink.shutdown(Duration::from_secs(30)).await,
+            "the Elasticsearch sink did not drain"
+        );
+    }
+    // Offsets are committed only for spans Elasticsearch acknowledged (or dropped).
+    for cfg in cfgs {
+        let k = &cfg.kafka;
+        for (p, (committed, end)) in
+            super::kafka::committed_vs_end(&k.brokers, &k.topic, &k.group_id, partitions)?
+                .iter()
+                .enumerate()
+        {
+            ensure!(
+                committed == end,
+                "group {}, partition {p}: committed {committed}, end {end}",
+                k.group_id
+            );
+        }
+    }
+    Ok(produced)
 }
