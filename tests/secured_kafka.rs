@@ -120,7 +120,7 @@ async fn run_through(name: &str, brokers: &str, props: Props) -> Result<()> {
     cfg.kafka.dead_letter_topic = Some(dead_letters.clone());
     let sink = Arc::new(CollectingSink::default());
     // The Kafka dead-letter producer the service builds from the config.
-    let member = Running::start_with(&cfg, sink.clone(), tailsift::app::dead_letters(&cfg)?)?;
+    let member = Running::start_with(&cfg, sink.clone(), tailsift::app::dead_letters(&cfg).await?)?;
     wait_assigned(&[&member], PARTITIONS as usize).await?;
 
     let opts = LoadOptions {

@@ -46,7 +46,7 @@ impl<S: TraceSink> Running<S> {
         Self::start_with(cfg, sink, Arc::new(CountOnly))
     }
 
-    /// With real dead letters, e.g. `tailsift::app::dead_letters(cfg)`.
+    /// With real dead letters, e.g. `tailsift::app::dead_letters(cfg).await`.
     pub fn start_with(
         cfg: &Config,
         sink: S,
