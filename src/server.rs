@@ -11,6 +11,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::ProcessMetrics;
+
 /// What readiness depends on; implemented by the running service.
 pub trait Readiness: Send + Sync + 'static {
     /// `Ok` when ready, else the reason it is not.
@@ -19,6 +21,7 @@ pub trait Readiness: Send + Sync + 'static {
 
 struct AppState {
     metrics: PrometheusHandle,
+    process: ProcessMetrics,
     readiness: Arc<dyn Readiness>,
 }
 
@@ -29,7 +32,11 @@ pub async fn serve(
     readiness: Arc<dyn Readiness>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = Arc::new(AppState { metrics, readiness });
+    let state = Arc::new(AppState {
+        metrics,
+        process: ProcessMetrics::default(),
+        readiness,
+    });
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -43,6 +50,7 @@ pub async fn serve(
 }
 
 async fn render_metrics(State(s): State<Arc<AppState>>) -> String {
+    s.process.collect();
     s.metrics.render()
 }
 

@@ -193,7 +193,74 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Unit::Count,
         "Partitions paused by backpressure",
     ),
+    // Prometheus' standard process metrics (the names its client libraries
+    // use, so existing dashboards and alerts work), read from /proc at
+    // every scrape by `ProcessMetrics`.
+    (
+        "process_cpu_seconds_total",
+        Kind::Counter,
+        Unit::Seconds,
+        "User and system CPU time spent, in whole seconds",
+    ),
+    (
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Resident memory size (compare with tailsift_memory_limit_bytes)",
+    ),
+    (
+        "process_virtual_memory_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Virtual memory size",
+    ),
+    (
+        "process_virtual_memory_max_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Maximum amount of virtual memory available (address-space limit)",
+    ),
+    (
+        "process_open_fds",
+        Kind::Gauge,
+        Unit::Count,
+        "Open file descriptors",
+    ),
+    (
+        "process_max_fds",
+        Kind::Gauge,
+        Unit::Count,
+        "Maximum number of open file descriptors",
+    ),
+    (
+        "process_threads",
+        Kind::Gauge,
+        Unit::Count,
+        "OS threads of the process",
+    ),
+    (
+        "process_start_time_seconds",
+        Kind::Gauge,
+        Unit::Seconds,
+        "Start time of the process since the Unix epoch",
+    ),
 ];
+
+/// Prefix of the standard process metrics in [`METRICS`]; every other
+/// metric is `tailsift_*`.
+pub const PROCESS_PREFIX: &str = "process_";
+
+/// Prometheus' standard process metrics, refreshed before each scrape so
+/// they are as current as the scrape.
+#[derive(Default)]
+pub struct ProcessMetrics(metrics_process::Collector);
+
+impl ProcessMetrics {
+    /// Records the current values (a few reads of /proc).
+    pub fn collect(&self) {
+        self.0.collect();
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -330,12 +397,15 @@ mod tests {
     #[test]
     fn metric_names_follow_conventions() {
         for (name, kind, unit, _) in METRICS {
-            assert!(name.starts_with("tailsift_"), "{name}");
+            assert!(
+                name.starts_with("tailsift_") || name.starts_with(PROCESS_PREFIX),
+                "{name}"
+            );
             if *kind == Kind::Counter {
                 assert!(name.ends_with("_total"), "{name}");
             }
             if *unit == Unit::Seconds {
-                assert!(name.ends_with("_seconds"), "{name}");
+                assert!(name.contains("_seconds"), "{name}");
             }
         }
     }

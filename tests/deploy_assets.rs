@@ -62,13 +62,14 @@ fn exported_metric(token: &str) -> Option<&'static str> {
 }
 
 fn metric_tokens(promql: &str) -> Vec<String> {
-    let re = Regex::new(r"tailsift_[a-z0-9_]+").expect("valid regex");
+    // tailsift's own metrics and Prometheus' standard process_* ones.
+    let re = Regex::new(r"\b(?:tailsift|process)_[a-z0-9_]+").expect("valid regex");
     re.find_iter(promql)
         .map(|m| m.as_str().to_string())
         .collect()
 }
 
-/// Checks every `tailsift_*` token of `exprs` and returns the metrics used.
+/// Checks every metric token of `exprs` and returns the metrics used.
 fn check_exprs(source: &str, exprs: &[String]) -> BTreeSet<&'static str> {
     assert!(!exprs.is_empty(), "{source}: no PromQL expressions found");
     let mut used = BTreeSet::new();

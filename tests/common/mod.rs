@@ -26,7 +26,7 @@ pub fn es_url() -> String {
     endpoint("ES_URL", "http://127.0.0.1:9200", "127.0.0.1:9200")
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
