@@ -17,6 +17,7 @@ pub mod health;
 pub mod index;
 pub mod null;
 pub mod redact;
+mod scrub;
 pub mod templates;
 
 use std::future::Future;
