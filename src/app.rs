@@ -183,6 +183,7 @@ impl Service {
             "memory plan"
         );
         let pipeline = Pipeline::new(&cfg, sink, self.dead_letters)?;
+        crate::baseline::at_start(&cfg, &pipeline.rules.borrow().engine);
         let stop = pipeline.shared.stop.clone();
         let listen = cfg.metrics.listen.parse().context("metrics.listen")?;
         let readiness = Arc::new(ServiceReadiness {
@@ -263,6 +264,7 @@ fn reload(path: &Path, rules: &watch::Sender<Arc<Rules>>) {
         .and_then(|c| build_rules(&c))
     {
         Ok(r) => {
+            crate::baseline::decisions(&r.engine);
             rules.send_replace(Arc::new(r));
             metrics::counter!("tailsift_policy_reloads_total", "result" => "ok").increment(1);
             tracing::info!(path = %path.display(), "policies reloaded");

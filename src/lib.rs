@@ -9,8 +9,10 @@
 
 pub mod app;
 pub mod config;
+pub mod baseline;
 pub mod deadletter;
 pub mod decode;
+pub mod keying;
 pub mod loadgen;
 pub mod memory;
 pub mod model;

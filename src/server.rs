@@ -54,12 +54,17 @@ async fn render_metrics(State(s): State<Arc<AppState>>) -> String {
     s.metrics.render()
 }
 
+/// Ready or not, with what an operator must fix even so: input that is not
+/// keyed by trace ID is sampled wrongly but flows, so it does not make the
+/// instance unready (a rollout would stall on a producer's setting).
 async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, String) {
+    let note = crate::keying::note().map(|n| format!("warning: {n}\n"));
+    let note = note.unwrap_or_default();
     match s.readiness.ready() {
-        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Ok(()) => (StatusCode::OK, format!("ready\n{note}")),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
+            format!("not ready: {why}\n{note}"),
         ),
     }
 }

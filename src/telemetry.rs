@@ -32,6 +32,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Messages that could not be decoded, by reason",
     ),
     (
+        "tailsift_unkeyed_messages_total",
+        Kind::Counter,
+        Unit::Count,
+        "Messages not keyed by their trace ID or holding several traces, by reason (use repartition mode)",
+    ),
+    (
         "tailsift_dead_letters_total",
         Kind::Counter,
         Unit::Count,
@@ -180,6 +186,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Kind::Counter,
         Unit::Count,
         "Kept spans that could not be converted to documents, by reason",
+    ),
+    (
+        "tailsift_redacted_values_total",
+        Kind::Counter,
+        Unit::Count,
+        "Secrets found in attribute values and replaced or hashed, by rule",
     ),
     (
         "tailsift_sink_queue_bytes",

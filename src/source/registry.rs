@@ -66,6 +66,7 @@ impl Registry {
     }
 
     pub fn insert(&self, handle: Arc<PartitionHandle>) {
+        crate::baseline::partition(handle.partition);
         let mut map = self.lock();
         map.insert(handle.partition, handle);
         report_assigned(map.len());
