@@ -78,7 +78,8 @@ fn elasticsearch() {
     counter("tailsift_es_errors_total", &[("type", "connection")]);
     counter("tailsift_es_retries_total", &[("reason", "connection")]);
     counter("tailsift_es_service_documents_total", &[]);
-    metrics::histogram!("tailsift_es_bulk_duration_seconds");
+    // Registered: rendered with empty buckets until the first record.
+    let _ = metrics::histogram!("tailsift_es_bulk_duration_seconds");
 }
 
 /// Decisions per policy and outcome, decision reasons and latency: at
@@ -107,7 +108,7 @@ pub fn decisions(engine: &PolicyEngine) {
     ] {
         counter("tailsift_decision_reasons_total", &[("reason", reason.as_str())]);
     }
-    metrics::histogram!("tailsift_decision_latency_seconds");
+    let _ = metrics::histogram!("tailsift_decision_latency_seconds");
 }
 
 /// Series of a newly assigned partition, until librdkafka's statistics and
