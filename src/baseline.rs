@@ -38,7 +38,10 @@ pub fn at_start(cfg: &Config, engine: &PolicyEngine) {
         Some(_) => "produced",
         None => "not_configured",
     };
-    let letters = DecodeError::REASONS.iter().chain(SINK_REJECTS).chain(&["es_rejected"]);
+    let letters = DecodeError::REASONS
+        .iter()
+        .chain(SINK_REJECTS)
+        .chain(&["es_rejected"]);
     for &reason in letters {
         counter(
             "tailsift_dead_letters_total",
@@ -106,7 +109,10 @@ pub fn decisions(engine: &PolicyEngine) {
         DecisionReason::Memory,
         DecisionReason::Shutdown,
     ] {
-        counter("tailsift_decision_reasons_total", &[("reason", reason.as_str())]);
+        counter(
+            "tailsift_decision_reasons_total",
+            &[("reason", reason.as_str())],
+        );
     }
     let _ = metrics::histogram!("tailsift_decision_latency_seconds");
 }

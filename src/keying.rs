@@ -122,7 +122,11 @@ mod tests {
         assert_eq!(misplaced(Some(b"0102030405060708"), &jaeger), None);
         assert_eq!(misplaced(Some(&[1, 2, 3, 4, 5, 6, 7, 8]), &jaeger), None);
         assert_eq!(misplaced(Some(short.to_hex().as_bytes()), &jaeger), None);
-        assert_eq!(misplaced(None, &batch(&[])), None, "no spans: nothing to place");
+        assert_eq!(
+            misplaced(None, &batch(&[])),
+            None,
+            "no spans: nothing to place"
+        );
     }
 
     #[test]
@@ -131,7 +135,10 @@ mod tests {
         assert_eq!(misplaced(None, &batch(&[t])), Some("no_key"));
         assert_eq!(misplaced(Some(b""), &batch(&[t])), Some("no_key"));
         let other = id(8).to_hex();
-        assert_eq!(misplaced(Some(other.as_bytes()), &batch(&[t])), Some("other_key"));
+        assert_eq!(
+            misplaced(Some(other.as_bytes()), &batch(&[t])),
+            Some("other_key")
+        );
         assert_eq!(misplaced(Some(b"user-42"), &batch(&[t])), Some("other_key"));
         let hex = t.to_hex();
         assert_eq!(
@@ -146,7 +153,13 @@ mod tests {
     #[test]
     fn a_report_sets_the_readiness_note() {
         let log = LogLimiter::default();
-        check(0, 1, Some(id(1).to_hex().as_bytes()), &batch(&[id(1)]), &log);
+        check(
+            0,
+            1,
+            Some(id(1).to_hex().as_bytes()),
+            &batch(&[id(1)]),
+            &log,
+        );
         check(0, 2, None, &batch(&[id(1)]), &log);
         assert_eq!(note(), Some(NOTE));
     }

@@ -8,8 +8,8 @@
 //! indices; `memory` holds the allocator to `memory.limit`.
 
 pub mod app;
-pub mod config;
 pub mod baseline;
+pub mod config;
 pub mod deadletter;
 pub mod decode;
 pub mod keying;

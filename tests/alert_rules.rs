@@ -48,7 +48,9 @@ fn promtool() -> Option<PathBuf> {
     }
     let hint = "build it: deploy/local/prometheus.sh build (or set PROMTOOL)";
     assert!(!common::in_ci(), "promtool is missing (CI=true); {hint}");
-    common::report(&format!("promtool is missing, alert rules not evaluated; {hint}"));
+    common::report(&format!(
+        "promtool is missing, alert rules not evaluated; {hint}"
+    ));
     None
 }
 

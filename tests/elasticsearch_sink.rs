@@ -1053,7 +1053,10 @@ async fn shipped_redaction_rules_scrub_stored_values() {
     let trace = [0x5c; 16];
     let mut span = simple_span(trace, 1, "POST /checkout", "2024-05-06T07:08:09Z");
     span.attributes = vec![
-        attr("http.request.header.authorization", s("Bearer abcdefgh12345678")),
+        attr(
+            "http.request.header.authorization",
+            s("Bearer abcdefgh12345678"),
+        ),
         attr(
             "enduser.note",
             s("mail ann@example.org card 4111 1111 1111 1111 order 4111111111111112"),
@@ -1087,7 +1090,11 @@ async fn shipped_redaction_rules_scrub_stored_values() {
             .and_then(|t| t["value"].as_str())
             .map(str::to_string)
     };
-    assert_eq!(value("http.request.header.authorization"), None, "deleted by key");
+    assert_eq!(
+        value("http.request.header.authorization"),
+        None,
+        "deleted by key"
+    );
     let note = value("enduser.note").expect("enduser.note kept");
     let hashed = note
         .strip_prefix("mail sha256:")
@@ -1095,17 +1102,29 @@ async fn shipped_redaction_rules_scrub_stored_values() {
         .map(|(hash, rest)| (hash.len(), rest.to_string()));
     assert_eq!(
         hashed,
-        Some((64, "card [redacted:card_number] order 4111111111111112".into())),
+        Some((
+            64,
+            "card [redacted:card_number] order 4111111111111112".into()
+        )),
         "{note}"
     );
-    assert_eq!(value("upstream.auth").as_deref(), Some("[redacted:bearer_token]"));
+    assert_eq!(
+        value("upstream.auth").as_deref(),
+        Some("[redacted:bearer_token]")
+    );
     let fields = &source["logs"][0]["fields"];
     assert_eq!(
         fields[1],
         tag("customer", "string", "ssn [redacted:ssn], not 2024-01-1234")
     );
     let stored = source.to_string();
-    for secret in ["ann@example.org", "4111 1111", "123-45-6789", "eyJhbGci", "abcdefgh"] {
+    for secret in [
+        "ann@example.org",
+        "4111 1111",
+        "123-45-6789",
+        "eyJhbGci",
+        "abcdefgh",
+    ] {
         assert!(!stored.contains(secret), "{secret} stored: {stored}");
     }
     Es::new().cleanup(&p).await;

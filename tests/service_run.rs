@@ -297,10 +297,16 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
             .arg(&shipped)
             .env("TAILSIFT_KAFKA__BROKERS", common::kafka_brokers())
             .env("TAILSIFT_KAFKA__TOPIC", &topic)
-            .env("TAILSIFT_KAFKA__GROUP_ID", common::unique_name("tailsift-idle-group"))
+            .env(
+                "TAILSIFT_KAFKA__GROUP_ID",
+                common::unique_name("tailsift-idle-group"),
+            )
             .env("TAILSIFT_KAFKA__DEAD_LETTER_TOPIC", format!("{topic}-dlq"))
             .env("TAILSIFT_ELASTICSEARCH__URLS", common::es_url())
-            .env("TAILSIFT_ELASTICSEARCH__INDEX_PREFIX", common::unique_name("idle"))
+            .env(
+                "TAILSIFT_ELASTICSEARCH__INDEX_PREFIX",
+                common::unique_name("idle"),
+            )
             .env("TAILSIFT_METRICS__LISTEN", format!("127.0.0.1:{port}"))
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -319,12 +325,18 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
         .map(|m| m.0)
         .filter(|name| !found.contains(*name))
         .collect();
-    ensure!(missing.is_empty(), "families missing on an idle topic: {missing:?}");
+    ensure!(
+        missing.is_empty(),
+        "families missing on an idle topic: {missing:?}"
+    );
     let unknown: Vec<&String> = found
         .iter()
         .filter(|f| !METRICS.iter().any(|m| m.0 == f.as_str()))
         .collect();
-    ensure!(unknown.is_empty(), "exported but not catalogued: {unknown:?}");
+    ensure!(
+        unknown.is_empty(),
+        "exported but not catalogued: {unknown:?}"
+    );
 
     let m = scrape(port)?;
     let count = |name: &str, label: &str| {
@@ -338,24 +350,38 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
         "tailsift_committed_offset",
         "tailsift_consumed_messages_total",
     ] {
-        ensure!(count(name, "partition=") == partitions, "{name}: not one series per partition");
+        ensure!(
+            count(name, "partition=") == partitions,
+            "{name}: not one series per partition"
+        );
     }
     for policy in ["errors", "slow", "baseline", "none"] {
         for outcome in ["kept", "dropped"] {
             let label = format!("policy=\"{policy}\",outcome=\"{outcome}\"");
             let alt = format!("outcome=\"{outcome}\",policy=\"{policy}\"");
             ensure!(
-                count("tailsift_decisions_total", &label) + count("tailsift_decisions_total", &alt) == 1,
+                count("tailsift_decisions_total", &label) + count("tailsift_decisions_total", &alt)
+                    == 1,
                 "no decision series {label}"
             );
         }
     }
     let reasons = tailsift::decode::DecodeError::REASONS.len();
     ensure!(count("tailsift_decode_errors_total", "reason=") == reasons);
-    ensure!(count("tailsift_redacted_values_total", "rule=") == 4, "the shipped value rules");
-    ensure!(m.get("process_resident_memory_bytes").is_some_and(|v| *v > 0.0));
+    ensure!(
+        count("tailsift_redacted_values_total", "rule=") == 4,
+        "the shipped value rules"
+    );
+    ensure!(
+        m.get("process_resident_memory_bytes")
+            .is_some_and(|v| *v > 0.0)
+    );
     ensure!(sum(&m, "tailsift_unkeyed_messages_total", "") == 0.0);
-    ensure!(!http_get(port, "/readyz")?.1.contains(tailsift::keying::NOTE));
+    ensure!(
+        !http_get(port, "/readyz")?
+            .1
+            .contains(tailsift::keying::NOTE)
+    );
 
     // Unkeyed batches: several traces per message, no key.
     let opts = LoadOptions {
@@ -377,6 +403,9 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
     ensure!(status == 200, "/readyz {status}: {ready}");
     ensure!(ready.contains(tailsift::keying::NOTE), "/readyz: {ready}");
     let logged = std::fs::read_to_string(dir.join("tailsift.log"))?;
-    ensure!(logged.contains(tailsift::keying::NOTE), "no warning in the log");
+    ensure!(
+        logged.contains(tailsift::keying::NOTE),
+        "no warning in the log"
+    );
     Ok(())
 }

@@ -338,7 +338,9 @@ mod tests {
             value(attrs, "enduser.note").as_deref(),
             Some("mail [redacted:email] twice [redacted:email]")
         );
-        let Some(any_value::Value::ArrayValue(a)) = attrs[1].value.as_ref().and_then(|v| v.value.clone()) else {
+        let Some(any_value::Value::ArrayValue(a)) =
+            attrs[1].value.as_ref().and_then(|v| v.value.clone())
+        else {
             panic!("array kept")
         };
         assert_eq!(otlp_text(Some(&a.values[0])), "to [redacted:email]");

@@ -68,7 +68,7 @@ fn luhn(s: &str) -> bool {
             (_, doubled) => doubled,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// `AAA-GG-SSSS` outside the ranges never issued: area 000, 666 and
@@ -222,7 +222,13 @@ mod tests {
             s.scrub("ssn=123-45-6789;").as_deref(),
             Some("ssn=[redacted:ssn];")
         );
-        for never_issued in ["000-12-3456", "666-12-3456", "912-34-5678", "123-00-4567", "123-45-0000"] {
+        for never_issued in [
+            "000-12-3456",
+            "666-12-3456",
+            "912-34-5678",
+            "123-00-4567",
+            "123-45-0000",
+        ] {
             assert_eq!(s.scrub(never_issued), None, "{never_issued}");
         }
         assert_eq!(s.scrub("2024-01-1234"), None);

@@ -192,7 +192,13 @@ impl<S: TraceSink> PartitionTask<S> {
             &mut self.batch,
         ) {
             Ok(normalized) => {
-                crate::keying::check(self.handle.partition, m.offset, m.key.as_deref(), &self.batch, &self.shared.log_limiter);
+                crate::keying::check(
+                    self.handle.partition,
+                    m.offset,
+                    m.key.as_deref(),
+                    &self.batch,
+                    &self.shared.log_limiter,
+                );
                 let payload = Arc::new(Payload {
                     bytes: normalized.bytes,
                     format: normalized.format,
