@@ -120,9 +120,14 @@ impl<S: TraceSink> Pipeline<S> {
             None => None,
         };
         let gauges = tokio::spawn(report_gauges(self.shared.clone()));
+        let lag = tokio::spawn(source::lag::watch(
+            cfg.kafka.clone(),
+            self.shared.registry.clone(),
+        ));
         let memory = tokio::spawn(crate::memory::hold_limit(cfg.memory.limit.as_u64()));
         source.run().await;
         gauges.abort();
+        lag.abort();
         memory.abort();
         if let Some(stage) = repartition {
             let _ = stage.await;

@@ -122,5 +122,7 @@ pub fn decisions(engine: &PolicyEngine) {
 pub fn partition(partition: i32) {
     let p = partition.to_string();
     metrics::gauge!("tailsift_consumer_lag_messages", "partition" => p.clone()).increment(0.0);
-    metrics::gauge!("tailsift_committed_offset", "partition" => p).increment(0.0);
+    metrics::gauge!("tailsift_committed_offset", "partition" => p.clone()).increment(0.0);
+    metrics::gauge!("tailsift_partition_lag_seconds", "partition" => p.clone()).increment(0.0);
+    metrics::counter!("tailsift_lost_messages_total", "partition" => p).increment(0);
 }

@@ -50,6 +50,24 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Consumer lag per partition (librdkafka statistics)",
     ),
     (
+        "tailsift_partition_lag_seconds",
+        Kind::Gauge,
+        Unit::Seconds,
+        "Age of the oldest unresolved message per partition (Kafka timestamps), 0 when caught up",
+    ),
+    (
+        "tailsift_topic_retention_seconds",
+        Kind::Gauge,
+        Unit::Seconds,
+        "retention.ms of the topic, read from the broker (absent when unlimited)",
+    ),
+    (
+        "tailsift_lost_messages_total",
+        Kind::Counter,
+        Unit::Count,
+        "Unresolved messages deleted by retention before tailsift resolved them, per partition",
+    ),
+    (
         "tailsift_committed_offset",
         Kind::Gauge,
         Unit::Count,
