@@ -347,6 +347,8 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
     let partitions = PARTITIONS as usize;
     for name in [
         "tailsift_consumer_lag_messages",
+        "tailsift_partition_lag_seconds",
+        "tailsift_lost_messages_total",
         "tailsift_committed_offset",
         "tailsift_consumed_messages_total",
     ] {
