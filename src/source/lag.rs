@@ -198,7 +198,9 @@ pub async fn watch(cfg: KafkaConfig, registry: Arc<Registry>) {
     match retention(&cfg).await {
         Ok(Some(r)) => metrics::gauge!("tailsift_topic_retention_seconds").set(r.as_secs_f64()),
         Ok(None) => tracing::info!(topic = %cfg.topic, "topic retention unlimited or unknown"),
-        Err(e) => tracing::warn!(topic = %cfg.topic, error = %e, "cannot read the topic's retention"),
+        Err(e) => {
+            tracing::warn!(topic = %cfg.topic, error = %e, "cannot read the topic's retention")
+        }
     }
     let probe = match LagProbe::new(&cfg) {
         Ok(p) => Arc::new(p),
@@ -216,7 +218,12 @@ pub async fn watch(cfg: KafkaConfig, registry: Arc<Registry>) {
         let watermarks: Vec<(i32, i64)> = registry
             .handles()
             .iter()
-            .map(|h| (h.partition, h.watermark.load(std::sync::atomic::Ordering::Acquire)))
+            .map(|h| {
+                (
+                    h.partition,
+                    h.watermark.load(std::sync::atomic::Ordering::Acquire),
+                )
+            })
             .collect();
         let p = probe.clone();
         let asked = watermarks.clone();
@@ -232,8 +239,12 @@ pub async fn watch(cfg: KafkaConfig, registry: Arc<Registry>) {
             report(lag, lost.newly_lost(lag));
         }
         // Revoked partitions: their new owner reports them.
-        for gone in reported.iter().filter(|p| !watermarks.iter().any(|(q, _)| q == *p)) {
-            metrics::gauge!("tailsift_partition_lag_seconds", "partition" => gone.to_string()).set(0.0);
+        for gone in reported
+            .iter()
+            .filter(|p| !watermarks.iter().any(|(q, _)| q == *p))
+        {
+            metrics::gauge!("tailsift_partition_lag_seconds", "partition" => gone.to_string())
+                .set(0.0);
         }
         reported = watermarks.iter().map(|(p, _)| *p).collect();
     }
