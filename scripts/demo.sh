@@ -88,7 +88,18 @@ for i in $(seq 1 240); do
   sleep 0.5
 done
 END=$(date +%s.%N)
-sleep 2
+# Kept spans are written after their decision: wait until the sink queue is empty
+# and the count of indexed documents stands still.
+log "waiting until Elasticsearch acknowledged the kept spans"
+LAST=-1
+for _ in $(seq 1 240); do
+  METRICS=$(curl -fsS "127.0.0.1:$PORT/metrics")
+  QUEUED=$(awk '/^tailsift_sink_queue_bytes/ {s+=$2} END {printf "%d", s}' <<<"$METRICS")
+  INDEXED=$(awk '/^tailsift_es_documents_total\{.*result="indexed"/ {s+=$2} END {printf "%d", s}' <<<"$METRICS")
+  [[ "$QUEUED" -eq 0 && "$INDEXED" -eq "$LAST" ]] && break
+  LAST=$INDEXED
+  sleep 1
+done
 SPAN_INDICES="$RUN_ID-jaeger-span-*"
 curl -fsS -XPOST "$ES_URL/$SPAN_INDICES/_refresh" >/dev/null
 
@@ -118,7 +129,7 @@ rows = [
     ("  slow (>= 1 s)", truth["slow_traces"]),
     ("spans consumed by tailsift", consumed),
 ]
-rows += [(f"traces kept by '{p}'", n) for p, n in sorted(kept.items())]
+rows += [(f"traces kept by '{p}'", n) for p, n in sorted(kept.items()) if n]
 rows += [
     ("traces dropped", dropped),
     ("span documents in Elasticsearch", docs),
