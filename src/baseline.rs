@@ -83,6 +83,7 @@ fn elasticsearch() {
     counter("tailsift_es_service_documents_total", &[]);
     // Registered: rendered with empty buckets until the first record.
     let _ = metrics::histogram!("tailsift_es_bulk_duration_seconds");
+    let _ = metrics::histogram!("tailsift_freshness_seconds");
 }
 
 /// Decisions per policy and outcome, decision reasons and latency: at

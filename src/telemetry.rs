@@ -164,6 +164,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Policy reloads, by result",
     ),
     (
+        "tailsift_freshness_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "From the end of a kept trace's last span to Elasticsearch acknowledging all of it",
+    ),
+    (
         "tailsift_es_bulk_requests_total",
         Kind::Counter,
         Unit::Count,

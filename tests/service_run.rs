@@ -177,6 +177,17 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
         first.error_traces
     );
     ensure!(sum(&m, "tailsift_consumed_spans_total", "") == first.spans as f64);
+    // Freshness: one observation per kept trace once all of it is stored,
+    // from its last span's end (the generator's spans end just before they
+    // are sent).
+    wait_for("freshness of every kept trace", 30, || {
+        let m = scrape(port)?;
+        Ok(m.get("tailsift_freshness_seconds_count") == Some(&kept))
+    })
+    .await?;
+    let m = scrape(port)?;
+    let mean = m["tailsift_freshness_seconds_sum"] / kept;
+    ensure!((0.0..60.0).contains(&mean), "mean freshness {mean}s");
     for name in [
         "tailsift_consumed_messages_total",
         "tailsift_decision_reasons_total",
