@@ -5,7 +5,9 @@
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
 //! until a decision, `source` drives it all from a Kafka consumer group,
 //! `app` wires it together behind the CLI; `retention` prunes old daily
-//! indices; `memory` holds the allocator to `memory.limit`.
+//! indices; `memory` holds the allocator to `memory.limit`; `keying` checks
+//! that input is keyed by trace ID; `baseline` creates every known metric
+//! series at zero.
 
 pub mod app;
 pub mod baseline;
