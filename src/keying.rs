@@ -43,15 +43,16 @@ fn misplaced(key: Option<&[u8]>, batch: &ScanBatch) -> Option<&'static str> {
     }
 }
 
-/// The key is the trace ID: 32 or 16 hex chars (any case), or its 16 or 8
-/// raw bytes (8 for a 64-bit ID).
+/// The key is the trace ID: hex of up to 32 chars, any case (the Jaeger
+/// collector writes it without leading zeros, `%x%016x`; the OpenTelemetry
+/// exporter as 32 chars), or its 16 or 8 raw bytes (8 for a 64-bit ID).
 fn names(key: &[u8], trace: TraceId) -> bool {
-    let raw = match key.len() {
-        32 | 16 => hex::decode(key).ok(),
-        _ => None,
+    let as_hex = key.len() <= 32 && key.iter().all(u8::is_ascii_hexdigit) && {
+        let mut padded = [b'0'; 32];
+        padded[32 - key.len()..].copy_from_slice(key);
+        hex::decode(padded).is_ok_and(|id| id == trace.0)
     };
-    let bytes = raw.as_deref().unwrap_or(key);
-    TraceId::from_slice(bytes) == Some(trace)
+    as_hex || TraceId::from_slice(key) == Some(trace)
 }
 
 /// Checks one scanned message of `partition` (called for every message the
@@ -122,6 +123,13 @@ mod tests {
         assert_eq!(misplaced(Some(b"0102030405060708"), &jaeger), None);
         assert_eq!(misplaced(Some(&[1, 2, 3, 4, 5, 6, 7, 8]), &jaeger), None);
         assert_eq!(misplaced(Some(short.to_hex().as_bytes()), &jaeger), None);
+        // Without leading zeros, as the Jaeger collector writes it.
+        assert_eq!(misplaced(Some(b"102030405060708"), &jaeger), None);
+        let long = TraceId::from_hex("00000000000000ab0000000000000001").expect("hex");
+        assert_eq!(
+            misplaced(Some(b"ab0000000000000001"), &batch(&[long])),
+            None
+        );
         assert_eq!(
             misplaced(None, &batch(&[])),
             None,
