@@ -193,7 +193,8 @@ impl LostCount {
 
 /// Measures the assigned partitions every [`PROBE_EVERY`] and exports
 /// `tailsift_partition_lag_seconds`, `tailsift_lost_messages_total` and
-/// `tailsift_topic_retention_seconds`. Runs until dropped.
+/// `tailsift_topic_retention_seconds`, and the group's committed offset of
+/// partitions this instance has not committed yet. Runs until dropped.
 pub async fn watch(cfg: KafkaConfig, registry: Arc<Registry>) {
     match retention(&cfg).await {
         Ok(Some(r)) => metrics::gauge!("tailsift_topic_retention_seconds").set(r.as_secs_f64()),
@@ -235,8 +236,14 @@ pub async fn watch(cfg: KafkaConfig, registry: Arc<Registry>) {
             }
             Err(_) => continue,
         };
-        for lag in &measured {
+        for (lag, &(_, watermark)) in measured.iter().zip(&watermarks) {
             report(lag, lost.newly_lost(lag));
+            // Until this instance commits, the group's committed offset is
+            // what the gauge should show (it starts at 0, see `baseline`).
+            if let (true, Some(committed)) = (watermark < 0, lag.position) {
+                metrics::gauge!("tailsift_committed_offset", "partition" => lag.partition.to_string())
+                    .set(committed as f64);
+            }
         }
         // Revoked partitions: their new owner reports them.
         for gone in reported
