@@ -65,7 +65,7 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "tailsift_lost_messages_total",
         Kind::Counter,
         Unit::Count,
-        "Unresolved messages deleted by retention before tailsift resolved them, per partition",
+        "Messages retention deleted below the oldest unresolved offset, per partition: no replay can recover them",
     ),
     (
         "tailsift_committed_offset",

@@ -8,9 +8,17 @@
 //! Kafka timestamp of the message at the partition's watermark (its oldest
 //! unresolved offset; before the first one, the group's committed offset)
 //! and compares it with now; the topic's `retention.ms` is exported beside
-//! it. A watermark below the log start means retention deleted messages
-//! tailsift never resolved, and librdkafka's `auto.offset.reset` would skip
-//! them silently: they are counted as lost and logged.
+//! it. A watermark (or, before it has one, the group's committed offset)
+//! below the log start means retention deleted messages tailsift had not
+//! resolved: no replay can bring them back, and librdkafka's
+//! `auto.offset.reset` skips them silently. They are counted as lost and
+//! logged. Those the partition task fetched before the deletion are still
+//! buffered and get written if it stays up; the count is the upper bound,
+//! what a restart or rebalance then loses.
+//!
+//! Not seen: a restart whose committed offset was already below the log
+//! start, when the new partition task resolves its first messages (and the
+//! group's offset moves to them) before the next probe.
 //!
 //! Reads go through a consumer of its own that never joins the group or
 //! commits (`assign`, not `subscribe`), with small fetches.
