@@ -422,3 +422,73 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
     );
     Ok(())
 }
+
+/// A restart after retention deleted messages the group never resolved (its
+/// committed offset lies below the log start): librdkafka would resume at
+/// the log start silently; tailsift counts the skipped messages as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_below_the_log_start_counts_lost_messages() -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let brokers = common::kafka_brokers();
+    let topic = common::unique_name("tailsift-lost");
+    let group = common::unique_name("tailsift-lost-group");
+    common::kafka::create_topic(&brokers, &topic, 1).await?;
+    produce(&topic, 30, 4).await?;
+    // The group had resolved up to offset 2; then retention removed 0..6.
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .create()?;
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset(&topic, 0, Offset::Offset(2))?;
+    committer.commit(&at, CommitMode::Sync)?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()?;
+    let mut below = TopicPartitionList::new();
+    below.add_partition_offset(&topic, 0, Offset::Offset(6))?;
+    admin.delete_records(&below, &AdminOptions::new()).await?;
+
+    let dir = std::env::temp_dir().join(common::unique_name("tailsift-lost-cfg"));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("tailsift.yaml");
+    let port = free_port()?;
+    write_config(
+        &cfg,
+        &topic,
+        &group,
+        &common::unique_name("lost"),
+        port,
+        KEEP_ALL,
+    )?;
+    let log = std::fs::File::create(dir.join("tailsift.log"))?;
+    let _service = Service(
+        Command::new(env!("CARGO_BIN_EXE_tailsift"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn tailsift")?,
+    );
+    let lost = "tailsift_lost_messages_total{partition=\"0\"}";
+    wait_for("4 lost messages counted", 60, || {
+        Ok(scrape(port)?.get(lost) == Some(&4.0))
+    })
+    .await?;
+    // Consumption went on from the log start; the count does not grow.
+    wait_for("the committed offset past the log start", 60, || {
+        let m = scrape(port)?;
+        Ok(m.get("tailsift_committed_offset{partition=\"0\"}")
+            .is_some_and(|o| *o >= 6.0))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    ensure!(scrape(port)?.get(lost) == Some(&4.0), "counted again");
+    Ok(())
+}

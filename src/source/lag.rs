@@ -15,10 +15,9 @@
 //! logged. Those the partition task fetched before the deletion are still
 //! buffered and get written if it stays up; the count is the upper bound,
 //! what a restart or rebalance then loses.
-//!
-//! Not seen: a restart whose committed offset was already below the log
-//! start, when the new partition task resolves its first messages (and the
-//! group's offset moves to them) before the next probe.
+//! On assignment the probe runs at once, before the partition's task
+//! starts, so a restart whose committed offset already lies below the log
+//! start is caught before this instance commits past it.
 //!
 //! Reads go through a consumer of its own that never joins the group or
 //! commits (`assign`, not `subscribe`), with small fetches.
@@ -223,7 +222,14 @@ pub async fn watch(cfg: KafkaConfig, registry: Arc<Registry>) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        // Also at once on assignment: a new partition has no watermark yet,
+        // so the probe reads the group's committed offset before this
+        // instance commits over it, and sees whether it lies below the log
+        // start (a restart after a long outage).
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = registry.assigned.notified() => {}
+        }
         let watermarks: Vec<(i32, i64)> = registry
             .handles()
             .iter()
