@@ -253,7 +253,8 @@ pub async fn watch(cfg: KafkaConfig, registry: Arc<Registry>) {
         for (lag, &(_, watermark)) in measured.iter().zip(&watermarks) {
             report(lag, lost.newly_lost(lag));
             // Until this instance commits, the group's committed offset is
-            // what the gauge should show (it starts at 0, see `baseline`).
+            // what the gauge should show (it starts at 0, see `baseline`; the
+            // probe on assignment sets it).
             if let (true, Some(committed)) = (watermark < 0, lag.position) {
                 metrics::gauge!("tailsift_committed_offset", "partition" => lag.partition.to_string())
                     .set(committed as f64);
