@@ -99,6 +99,7 @@ impl<S: TraceSink> Pipeline<S> {
     /// Consumes until `shared.stop` fires, then shuts down cleanly.
     pub async fn run(&self, cfg: &Config) -> anyhow::Result<()> {
         let kafka = planned_source(cfg).await?;
+        source::lag::report_retention(&cfg.kafka).await;
         let source = Source::new(
             &kafka,
             cfg.shutdown.timeout,

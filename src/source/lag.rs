@@ -180,6 +180,19 @@ pub async fn retention(cfg: &KafkaConfig) -> KafkaResult<Option<Duration>> {
         .map(Duration::from_millis))
 }
 
+/// Exports the topic's retention (`tailsift_topic_retention_seconds`), read
+/// once at start-up, before partitions are assigned, so the gauge is there
+/// when the service is ready.
+pub async fn report_retention(cfg: &KafkaConfig) {
+    match retention(cfg).await {
+        Ok(Some(r)) => metrics::gauge!("tailsift_topic_retention_seconds").set(r.as_secs_f64()),
+        Ok(None) => tracing::info!(topic = %cfg.topic, "topic retention unlimited or unknown"),
+        Err(e) => {
+            tracing::warn!(topic = %cfg.topic, error = %e, "cannot read the topic's retention")
+        }
+    }
+}
+
 /// Lost messages counted so far per partition: up to which offset.
 #[derive(Default)]
 struct LostCount(HashMap<i32, i64>);
@@ -198,18 +211,11 @@ impl LostCount {
     }
 }
 
-/// Measures the assigned partitions every [`PROBE_EVERY`] and exports
-/// `tailsift_partition_lag_seconds`, `tailsift_lost_messages_total` and
-/// `tailsift_topic_retention_seconds`, and the group's committed offset of
+/// Measures the assigned partitions every [`PROBE_EVERY`] and on every
+/// assignment, and exports `tailsift_partition_lag_seconds`,
+/// `tailsift_lost_messages_total`, and the group's committed offset of
 /// partitions this instance has not committed yet. Runs until dropped.
 pub async fn watch(cfg: KafkaConfig, registry: Arc<Registry>) {
-    match retention(&cfg).await {
-        Ok(Some(r)) => metrics::gauge!("tailsift_topic_retention_seconds").set(r.as_secs_f64()),
-        Ok(None) => tracing::info!(topic = %cfg.topic, "topic retention unlimited or unknown"),
-        Err(e) => {
-            tracing::warn!(topic = %cfg.topic, error = %e, "cannot read the topic's retention")
-        }
-    }
     let probe = match LagProbe::new(&cfg) {
         Ok(p) => Arc::new(p),
         Err(e) => {
