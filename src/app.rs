@@ -136,6 +136,7 @@ impl<S: TraceSink> Pipeline<S> {
             let _ = self.shared.decision_log.set(log);
         }
         let kafka = planned_source(cfg).await?;
+        source::lag::report_retention(&cfg.kafka).await;
         let source = Source::new(
             &kafka,
             cfg.shutdown.timeout,
@@ -157,9 +158,14 @@ impl<S: TraceSink> Pipeline<S> {
             None => None,
         };
         let gauges = tokio::spawn(report_gauges(self.shared.clone()));
+        let lag = tokio::spawn(source::lag::watch(
+            cfg.kafka.clone(),
+            self.shared.registry.clone(),
+        ));
         let memory = tokio::spawn(crate::memory::hold_limit(cfg.memory.limit.as_u64()));
         source.run().await;
         gauges.abort();
+        lag.abort();
         memory.abort();
         if let Some(stage) = repartition {
             let _ = stage.await;
@@ -288,6 +294,7 @@ impl Service {
             "memory plan"
         );
         let pipeline = Pipeline::new(&cfg, sink, self.dead_letters)?;
+        crate::baseline::at_start(&cfg, &pipeline.rules.borrow().engine);
         let stop = pipeline.shared.stop.clone();
         let listen = cfg.metrics.listen.parse().context("metrics.listen")?;
         let readiness = Arc::new(ServiceReadiness {
@@ -368,6 +375,7 @@ fn reload(path: &Path, rules: &watch::Sender<Arc<Rules>>) {
         .and_then(|c| Ok((build_rules(&c)?, c.sampling.decision_wait)))
     {
         Ok((r, wait)) => {
+            crate::baseline::decisions(&r.engine);
             let r = r.replacing(&rules.borrow(), wait);
             rules.send_replace(Arc::new(r));
             metrics::counter!("tailsift_policy_reloads_total", "result" => "ok").increment(1);

@@ -8,15 +8,19 @@
 //! partition's next owner, `source` drives it all from a Kafka consumer group,
 //! `app` wires it together behind the CLI; `retention` prunes old daily
 //! indices; `memory` holds the allocator to `memory.limit`; `collector`
-//! reads OpenTelemetry Collector configurations.
+//! reads OpenTelemetry Collector configurations; `keying` checks that input
+//! is keyed by trace ID; `baseline` creates every known metric series at
+//! zero.
 
 pub mod app;
+pub mod baseline;
 pub mod budget;
 pub mod collector;
 pub mod config;
 pub mod deadletter;
 pub mod decision_log;
 pub mod decode;
+pub mod keying;
 pub mod loadgen;
 pub mod memory;
 pub mod model;

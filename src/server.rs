@@ -11,6 +11,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::telemetry::ProcessMetrics;
+
 /// What readiness depends on; implemented by the running service.
 pub trait Readiness: Send + Sync + 'static {
     /// `Ok` when ready, else the reason it is not.
@@ -19,6 +21,7 @@ pub trait Readiness: Send + Sync + 'static {
 
 struct AppState {
     metrics: PrometheusHandle,
+    process: ProcessMetrics,
     readiness: Arc<dyn Readiness>,
 }
 
@@ -29,7 +32,11 @@ pub async fn serve(
     readiness: Arc<dyn Readiness>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let state = Arc::new(AppState { metrics, readiness });
+    let state = Arc::new(AppState {
+        metrics,
+        process: ProcessMetrics::default(),
+        readiness,
+    });
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -43,15 +50,21 @@ pub async fn serve(
 }
 
 async fn render_metrics(State(s): State<Arc<AppState>>) -> String {
+    s.process.collect();
     s.metrics.render()
 }
 
+/// Ready or not, with what an operator must fix even so: input that is not
+/// keyed by trace ID is sampled wrongly but flows, so it does not make the
+/// instance unready (a rollout would stall on a producer's setting).
 async fn ready(State(s): State<Arc<AppState>>) -> (StatusCode, String) {
+    let note = crate::keying::note().map(|n| format!("warning: {n}\n"));
+    let note = note.unwrap_or_default();
     match s.readiness.ready() {
-        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Ok(()) => (StatusCode::OK, format!("ready\n{note}")),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
+            format!("not ready: {why}\n{note}"),
         ),
     }
 }

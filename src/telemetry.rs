@@ -32,6 +32,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Messages that could not be decoded, by reason",
     ),
     (
+        "tailsift_unkeyed_messages_total",
+        Kind::Counter,
+        Unit::Count,
+        "Messages not keyed by their trace ID or holding several traces, by reason (use repartition mode)",
+    ),
+    (
         "tailsift_dead_letters_total",
         Kind::Counter,
         Unit::Count,
@@ -54,6 +60,24 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Kind::Gauge,
         Unit::Count,
         "Consumer lag per partition (librdkafka statistics)",
+    ),
+    (
+        "tailsift_partition_lag_seconds",
+        Kind::Gauge,
+        Unit::Seconds,
+        "Age of the oldest unresolved message per partition (Kafka timestamps), 0 when caught up",
+    ),
+    (
+        "tailsift_topic_retention_seconds",
+        Kind::Gauge,
+        Unit::Seconds,
+        "retention.ms of the topic, read from the broker (absent when unlimited)",
+    ),
+    (
+        "tailsift_lost_messages_total",
+        Kind::Counter,
+        Unit::Count,
+        "Messages retention deleted below the oldest unresolved offset, per partition: no replay can recover them",
     ),
     (
         "tailsift_committed_offset",
@@ -188,6 +212,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Policy reloads, by result",
     ),
     (
+        "tailsift_freshness_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "From the end of a kept trace's last span to Elasticsearch acknowledging all of it",
+    ),
+    (
         "tailsift_es_bulk_requests_total",
         Kind::Counter,
         Unit::Count,
@@ -230,6 +260,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Kept spans that could not be converted to documents, by reason",
     ),
     (
+        "tailsift_redacted_values_total",
+        Kind::Counter,
+        Unit::Count,
+        "Secrets found in attribute values and replaced or hashed, by rule",
+    ),
+    (
         "tailsift_sink_queue_bytes",
         Kind::Gauge,
         Unit::Bytes,
@@ -241,7 +277,74 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         Unit::Count,
         "Partitions paused by backpressure",
     ),
+    // Prometheus' standard process metrics (the names its client libraries
+    // use, so existing dashboards and alerts work), read from /proc at
+    // every scrape by `ProcessMetrics`.
+    (
+        "process_cpu_seconds_total",
+        Kind::Counter,
+        Unit::Seconds,
+        "User and system CPU time spent, in whole seconds",
+    ),
+    (
+        "process_resident_memory_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Resident memory size (compare with tailsift_memory_limit_bytes)",
+    ),
+    (
+        "process_virtual_memory_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Virtual memory size",
+    ),
+    (
+        "process_virtual_memory_max_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Maximum amount of virtual memory available (address-space limit)",
+    ),
+    (
+        "process_open_fds",
+        Kind::Gauge,
+        Unit::Count,
+        "Open file descriptors",
+    ),
+    (
+        "process_max_fds",
+        Kind::Gauge,
+        Unit::Count,
+        "Maximum number of open file descriptors",
+    ),
+    (
+        "process_threads",
+        Kind::Gauge,
+        Unit::Count,
+        "OS threads of the process",
+    ),
+    (
+        "process_start_time_seconds",
+        Kind::Gauge,
+        Unit::Seconds,
+        "Start time of the process since the Unix epoch",
+    ),
 ];
+
+/// Prefix of the standard process metrics in [`METRICS`]; every other
+/// metric is `tailsift_*`.
+pub const PROCESS_PREFIX: &str = "process_";
+
+/// Prometheus' standard process metrics, refreshed before each scrape so
+/// they are as current as the scrape.
+#[derive(Default)]
+pub struct ProcessMetrics(metrics_process::Collector);
+
+impl ProcessMetrics {
+    /// Records the current values (a few reads of /proc).
+    pub fn collect(&self) {
+        self.0.collect();
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -378,12 +481,15 @@ mod tests {
     #[test]
     fn metric_names_follow_conventions() {
         for (name, kind, unit, _) in METRICS {
-            assert!(name.starts_with("tailsift_"), "{name}");
+            assert!(
+                name.starts_with("tailsift_") || name.starts_with(PROCESS_PREFIX),
+                "{name}"
+            );
             if *kind == Kind::Counter {
                 assert!(name.ends_with("_total"), "{name}");
             }
             if *unit == Unit::Seconds {
-                assert!(name.ends_with("_seconds"), "{name}");
+                assert!(name.contains("_seconds"), "{name}");
             }
         }
     }

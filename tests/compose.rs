@@ -361,3 +361,17 @@ fn loadgen_and_kafka_agree_on_brokers_and_topic() {
         "{roles}"
     );
 }
+
+/// The span topic has the production shape's 12 partitions (the KEDA and HPA
+/// maximums in deploy/kubernetes follow it; tests/deploy_assets.rs).
+#[test]
+fn span_topic_has_twelve_partitions() {
+    let c = compose();
+    let init = strings(service(&c, "kafka-init").get("command"));
+    assert_eq!(arg_after(&init, "--topic").as_deref(), Some("jaeger-spans"));
+    assert_eq!(arg_after(&init, "--partitions").as_deref(), Some("12"));
+    assert_eq!(
+        env_var(service(&c, "kafka"), "KAFKA_NUM_PARTITIONS").as_deref(),
+        Some("12")
+    );
+}

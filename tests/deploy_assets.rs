@@ -19,6 +19,8 @@ const DASHBOARD: &str = "deploy/grafana/dashboards/tailsift.json";
 const ALERTS: &str = "deploy/prometheus/rules/alerts.yml";
 const PROMETHEUS: &str = "deploy/prometheus/prometheus.yml";
 const KUBERNETES: &str = "deploy/kubernetes";
+/// Partitions of `jaeger-spans` in the design documents' production setting.
+const PRODUCTION_PARTITIONS: u64 = 12;
 
 fn path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -62,13 +64,14 @@ fn exported_metric(token: &str) -> Option<&'static str> {
 }
 
 fn metric_tokens(promql: &str) -> Vec<String> {
-    let re = Regex::new(r"tailsift_[a-z0-9_]+").expect("valid regex");
+    // tailsift's own metrics and Prometheus' standard process_* ones.
+    let re = Regex::new(r"\b(?:tailsift|process)_[a-z0-9_]+").expect("valid regex");
     re.find_iter(promql)
         .map(|m| m.as_str().to_string())
         .collect()
 }
 
-/// Checks every `tailsift_*` token of `exprs` and returns the metrics used.
+/// Checks every metric token of `exprs` and returns the metrics used.
 fn check_exprs(source: &str, exprs: &[String]) -> BTreeSet<&'static str> {
     assert!(!exprs.is_empty(), "{source}: no PromQL expressions found");
     let mut used = BTreeSet::new();
@@ -475,10 +478,14 @@ fn autoscalers_follow_the_consumer_group() {
             .parse::<u64>()
             .is_ok()
     );
+    // More consumers than partitions sit idle: both autoscalers stop at the
+    // production topic's partition count (docker-compose.yml creates 12 too).
+    assert_eq!(keda["spec"]["maxReplicaCount"], PRODUCTION_PARTITIONS);
 
     // The KEDA-less alternative, kept out of the kustomization.
     let hpa = &yaml_docs(&format!("{KUBERNETES}/hpa.yaml"))[0];
     assert_eq!(hpa["kind"], "HorizontalPodAutoscaler");
+    assert_eq!(hpa["spec"]["maxReplicas"], PRODUCTION_PARTITIONS);
     assert_eq!(str_at(hpa, "/spec/scaleTargetRef/name"), deployment);
     let metric = str_at(hpa, "/spec/metrics/0/external/metric/name");
     assert_eq!(

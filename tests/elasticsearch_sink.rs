@@ -1091,3 +1091,96 @@ async fn bulk_throughput_vs_bare_loader() {
     es.cleanup(&p_sink).await;
     es.cleanup(&p_bare).await;
 }
+
+/// The shipped redaction rules (config/tailsift.yaml) in the real
+/// Elasticsearch: secret headers are gone, and what the value rules find
+/// inside values is hashed or replaced while the rest of each value stays.
+#[tokio::test]
+async fn shipped_redaction_rules_scrub_stored_values() {
+    let p = prefix("redact");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tailsift.yaml");
+    let shipped = tailsift::config::Config::load(&shipped).expect("shipped config");
+    let cfg = ElasticsearchConfig {
+        redaction: shipped.elasticsearch.redaction,
+        ..config()
+    };
+    let (sink, _) = start(&cfg, &p).await;
+    let trace = [0x5c; 16];
+    let mut span = simple_span(trace, 1, "POST /checkout", "2024-05-06T07:08:09Z");
+    span.attributes = vec![
+        attr(
+            "http.request.header.authorization",
+            s("Bearer abcdefgh12345678"),
+        ),
+        attr(
+            "enduser.note",
+            s("mail ann@example.org card 4111 1111 1111 1111 order 4111111111111112"),
+        ),
+        attr("upstream.auth", s("Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig")),
+    ];
+    span.events = vec![Event {
+        time_unix_nano: span.start_time_unix_nano + 1_000,
+        name: "lookup".into(),
+        attributes: vec![attr("customer", s("ssn 123-45-6789, not 2024-01-1234"))],
+        ..Default::default()
+    }];
+    let (ack, mut acks) = ack_channel(7, 1);
+    let refs = otlp_refs(resource("checkout"), scope(), vec![span]);
+    sink.submit(kept(TraceId(trace), refs, ack)).await;
+    sink.flush().await;
+    assert!(acks.try_recv().is_ok(), "acknowledged after flush");
+
+    let hits = Es::new()
+        .docs(
+            &format!("{p}jaeger-span-2024-05-06"),
+            json!({"term": {"traceID": trace_hex(trace)}}),
+        )
+        .await;
+    assert_eq!(hits.len(), 1);
+    let source = &hits[0]["_source"];
+    let tags = source["tags"].as_array().expect("tags");
+    let value = |key: &str| {
+        tags.iter()
+            .find(|t| t["key"] == key)
+            .and_then(|t| t["value"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        value("http.request.header.authorization"),
+        None,
+        "deleted by key"
+    );
+    let note = value("enduser.note").expect("enduser.note kept");
+    let hashed = note
+        .strip_prefix("mail sha256:")
+        .and_then(|rest| rest.split_once(' '))
+        .map(|(hash, rest)| (hash.len(), rest.to_string()));
+    assert_eq!(
+        hashed,
+        Some((
+            64,
+            "card [redacted:card_number] order 4111111111111112".into()
+        )),
+        "{note}"
+    );
+    assert_eq!(
+        value("upstream.auth").as_deref(),
+        Some("[redacted:bearer_token]")
+    );
+    let fields = &source["logs"][0]["fields"];
+    assert_eq!(
+        fields[1],
+        tag("customer", "string", "ssn [redacted:ssn], not 2024-01-1234")
+    );
+    let stored = source.to_string();
+    for secret in [
+        "ann@example.org",
+        "4111 1111",
+        "123-45-6789",
+        "eyJhbGci",
+        "abcdefgh",
+    ] {
+        assert!(!stored.contains(secret), "{secret} stored: {stored}");
+    }
+    Es::new().cleanup(&p).await;
+}

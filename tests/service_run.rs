@@ -177,6 +177,17 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
         first.error_traces
     );
     ensure!(sum(&m, "tailsift_consumed_spans_total", "") == first.spans as f64);
+    // Freshness: one observation per kept trace once all of it is stored,
+    // from its last span's end (the generator's spans end just before they
+    // are sent).
+    wait_for("freshness of every kept trace", 30, || {
+        let m = scrape(port)?;
+        Ok(m.get("tailsift_freshness_seconds_count") == Some(&kept))
+    })
+    .await?;
+    let m = scrape(port)?;
+    let mean = m["tailsift_freshness_seconds_sum"] / kept;
+    ensure!((0.0..60.0).contains(&mean), "mean freshness {mean}s");
     for name in [
         "tailsift_consumed_messages_total",
         "tailsift_decision_reasons_total",
@@ -264,5 +275,220 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     ensure!(status.success(), "exit status {status}");
+    Ok(())
+}
+
+/// Metric families (`# TYPE` lines) of a scrape.
+fn families(body: &str) -> std::collections::BTreeSet<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Started with the shipped config/tailsift.yaml on an idle topic, every
+/// family of the catalogue is on /metrics as soon as the service is ready:
+/// per assigned partition, per configured policy and outcome, per decode
+/// reason, Elasticsearch, dead letters, process metrics. Then unkeyed input
+/// (several traces per message, no key) is counted and /readyz says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<()> {
+    use tailsift::telemetry::METRICS;
+    let topic = common::unique_name("tailsift-idle");
+    common::kafka::create_topic(&common::kafka_brokers(), &topic, PARTITIONS).await?;
+    let dir = std::env::temp_dir().join(common::unique_name("tailsift-idle-run"));
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let log = std::fs::File::create(dir.join("tailsift.log"))?;
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/tailsift.yaml");
+    let _service = Service(
+        Command::new(env!("CARGO_BIN_EXE_tailsift"))
+            .args(["run", "--config"])
+            .arg(&shipped)
+            .env("TAILSIFT_KAFKA__BROKERS", common::kafka_brokers())
+            .env("TAILSIFT_KAFKA__TOPIC", &topic)
+            .env(
+                "TAILSIFT_KAFKA__GROUP_ID",
+                common::unique_name("tailsift-idle-group"),
+            )
+            .env("TAILSIFT_KAFKA__DEAD_LETTER_TOPIC", format!("{topic}-dlq"))
+            .env("TAILSIFT_ELASTICSEARCH__URLS", common::es_url())
+            .env(
+                "TAILSIFT_ELASTICSEARCH__INDEX_PREFIX",
+                common::unique_name("idle"),
+            )
+            .env("TAILSIFT_METRICS__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn tailsift")?,
+    );
+    wait_for("/readyz = 200", 60, || {
+        Ok(http_get(port, "/readyz")?.0 == 200)
+    })
+    .await?;
+
+    let body = http_get(port, "/metrics")?.1;
+    let found = families(&body);
+    let missing: Vec<&str> = METRICS
+        .iter()
+        .map(|m| m.0)
+        .filter(|name| !found.contains(*name))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "families missing on an idle topic: {missing:?}"
+    );
+    let unknown: Vec<&String> = found
+        .iter()
+        .filter(|f| !METRICS.iter().any(|m| m.0 == f.as_str()))
+        .collect();
+    ensure!(
+        unknown.is_empty(),
+        "exported but not catalogued: {unknown:?}"
+    );
+
+    let m = scrape(port)?;
+    let count = |name: &str, label: &str| {
+        m.keys()
+            .filter(|k| k.starts_with(&format!("{name}{{")) && k.contains(label))
+            .count()
+    };
+    let partitions = PARTITIONS as usize;
+    for name in [
+        "tailsift_consumer_lag_messages",
+        "tailsift_partition_lag_seconds",
+        "tailsift_lost_messages_total",
+        "tailsift_committed_offset",
+        "tailsift_consumed_messages_total",
+    ] {
+        ensure!(
+            count(name, "partition=") == partitions,
+            "{name}: not one series per partition"
+        );
+    }
+    for policy in ["errors", "slow", "baseline", "none"] {
+        for outcome in ["kept", "dropped"] {
+            let label = format!("policy=\"{policy}\",outcome=\"{outcome}\"");
+            let alt = format!("outcome=\"{outcome}\",policy=\"{policy}\"");
+            ensure!(
+                count("tailsift_decisions_total", &label) + count("tailsift_decisions_total", &alt)
+                    == 1,
+                "no decision series {label}"
+            );
+        }
+    }
+    let reasons = tailsift::decode::DecodeError::REASONS.len();
+    ensure!(count("tailsift_decode_errors_total", "reason=") == reasons);
+    ensure!(
+        count("tailsift_redacted_values_total", "rule=") == 4,
+        "the shipped value rules"
+    );
+    ensure!(
+        m.get("process_resident_memory_bytes")
+            .is_some_and(|v| *v > 0.0)
+    );
+    ensure!(sum(&m, "tailsift_unkeyed_messages_total", "") == 0.0);
+    ensure!(
+        !http_get(port, "/readyz")?
+            .1
+            .contains(tailsift::keying::NOTE)
+    );
+
+    // Unkeyed batches: several traces per message, no key.
+    let opts = LoadOptions {
+        brokers: common::kafka_brokers(),
+        topic: topic.clone(),
+        encoding: Encoding::OtlpProto,
+        keyed: false,
+        rate: 0.0,
+        max_traces: Some(200),
+        seed: 9,
+        ..Default::default()
+    };
+    loadgen::run(&opts).await?;
+    wait_for("unkeyed messages counted", 60, || {
+        Ok(sum(&scrape(port)?, "tailsift_unkeyed_messages_total", "reason=") > 0.0)
+    })
+    .await?;
+    let (status, ready) = http_get(port, "/readyz")?;
+    ensure!(status == 200, "/readyz {status}: {ready}");
+    ensure!(ready.contains(tailsift::keying::NOTE), "/readyz: {ready}");
+    let logged = std::fs::read_to_string(dir.join("tailsift.log"))?;
+    ensure!(
+        logged.contains(tailsift::keying::NOTE),
+        "no warning in the log"
+    );
+    Ok(())
+}
+
+/// A restart after retention deleted messages the group never resolved (its
+/// committed offset lies below the log start): librdkafka would resume at
+/// the log start silently; tailsift counts the skipped messages as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_below_the_log_start_counts_lost_messages() -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let brokers = common::kafka_brokers();
+    let topic = common::unique_name("tailsift-lost");
+    let group = common::unique_name("tailsift-lost-group");
+    common::kafka::create_topic(&brokers, &topic, 1).await?;
+    produce(&topic, 30, 4).await?;
+    // The group had resolved up to offset 2; then retention removed 0..6.
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .create()?;
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset(&topic, 0, Offset::Offset(2))?;
+    committer.commit(&at, CommitMode::Sync)?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()?;
+    let mut below = TopicPartitionList::new();
+    below.add_partition_offset(&topic, 0, Offset::Offset(6))?;
+    admin.delete_records(&below, &AdminOptions::new()).await?;
+
+    let dir = std::env::temp_dir().join(common::unique_name("tailsift-lost-cfg"));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("tailsift.yaml");
+    let port = free_port()?;
+    write_config(
+        &cfg,
+        &topic,
+        &group,
+        &common::unique_name("lost"),
+        port,
+        KEEP_ALL,
+    )?;
+    let log = std::fs::File::create(dir.join("tailsift.log"))?;
+    let _service = Service(
+        Command::new(env!("CARGO_BIN_EXE_tailsift"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn tailsift")?,
+    );
+    let lost = "tailsift_lost_messages_total{partition=\"0\"}";
+    wait_for("4 lost messages counted", 60, || {
+        Ok(scrape(port)?.get(lost) == Some(&4.0))
+    })
+    .await?;
+    // Consumption went on from the log start; the count does not grow.
+    wait_for("the committed offset past the log start", 60, || {
+        let m = scrape(port)?;
+        Ok(m.get("tailsift_committed_offset{partition=\"0\"}")
+            .is_some_and(|o| *o >= 6.0))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    ensure!(scrape(port)?.get(lost) == Some(&4.0), "counted again");
     Ok(())
 }

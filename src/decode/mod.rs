@@ -98,6 +98,22 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every value [`Self::reason`] returns, so the metric's series exist
+    /// before the first bad message.
+    pub const REASONS: &'static [&'static str] = &[
+        "empty",
+        "too_large",
+        "invalid_protobuf",
+        "truncated",
+        "invalid_utf8",
+        "invalid_json",
+        "zero_trace_id",
+        "invalid_id",
+        "no_spans",
+        "unknown_encoding",
+        "invalid_layout",
+    ];
+
     /// A short, stable label for the `reason` of the decode-error metric.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -1104,3 +1104,29 @@ fn scope_name_and_events_are_scanned_only_on_request() {
         }
     }
 }
+
+/// `REASONS` lists what `reason()` returns for every variant (the metric's
+/// series are created from it at start-up).
+#[test]
+fn every_reason_is_listed() {
+    let json = serde_json::from_str::<serde_json::Value>("{").expect_err("invalid JSON");
+    let prost = <ExportTraceServiceRequest as Message>::decode(&[0xff][..]).expect_err("invalid");
+    let all = [
+        DecodeError::Empty,
+        DecodeError::TooLarge { size: 2, max: 1 },
+        DecodeError::InvalidProtobuf("x"),
+        DecodeError::Truncated,
+        DecodeError::InvalidUtf8,
+        DecodeError::InvalidJson(json),
+        DecodeError::ZeroTraceId,
+        DecodeError::InvalidTraceId(3),
+        DecodeError::InvalidSpanId(3),
+        DecodeError::NoSpans,
+        DecodeError::UnknownEncoding("x"),
+        DecodeError::BadLayout,
+        DecodeError::FullDecode(prost),
+    ];
+    let reasons: std::collections::BTreeSet<&str> = all.iter().map(DecodeError::reason).collect();
+    let listed: std::collections::BTreeSet<&str> = DecodeError::REASONS.iter().copied().collect();
+    assert_eq!(reasons, listed);
+}

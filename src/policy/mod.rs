@@ -56,9 +56,9 @@ pub enum PolicyError {
 }
 
 /// The policy name of decisions made without policies.
-const ALWAYS: &str = "always";
+pub const ALWAYS: &str = "always";
 /// The policy name of drops no `drop` policy caused.
-const NONE: &str = "none";
+pub const NONE: &str = "none";
 
 /// Decides traces; shared as `Arc<PolicyEngine>` by all partition tasks.
 pub struct PolicyEngine {

@@ -127,7 +127,14 @@ impl TraceSink for ElasticsearchSink {
         let encoded = self.encoder.encode(&trace);
         let bytes = self.backlog.reserve(encoded.ndjson.len()).await;
         let units = encoded.docs.len() + encoded.rejects.len();
-        let ticket = Ticket::new(self.backlog.clone(), trace.ack, units, bytes, encoded.key);
+        let ticket = Ticket::new(
+            self.backlog.clone(),
+            trace.ack,
+            units,
+            bytes,
+            encoded.key,
+            encoded.ended_micros,
+        );
         for letter in encoded.rejects {
             self.dead_letters
                 .send(letter, ticket.dead_letter_ack())

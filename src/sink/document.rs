@@ -61,6 +61,7 @@ pub struct SpanMeta<'a> {
     pub trace_id: HexId,
     pub span_id: HexId,
     pub start_micros: u64,
+    pub duration_micros: u64,
     pub service: &'a str,
     pub operation: &'a str,
     /// Where the sampling tags lie in the output buffer: they can differ
@@ -173,6 +174,7 @@ pub fn otlp_document<'s>(
         trace_id: HexId::trace(&trace, opts.short_trace_ids),
         span_id: HexId::span(&span_id(&span.span_id)?),
         start_micros: span.start_time_unix_nano / 1000,
+        duration_micros: 0,
         service: otlp_service_name(s.resource.as_ref()),
         operation: &span.name,
         sampling_tags: 0..0,
@@ -181,6 +183,7 @@ pub fn otlp_document<'s>(
         .end_time_unix_nano
         .saturating_sub(span.start_time_unix_nano)
         / 1000;
+    meta.duration_micros = duration;
 
     head(
         out,
@@ -234,6 +237,7 @@ pub fn jaeger_document<'s>(
         trace_id: HexId::trace(&trace, opts.short_trace_ids),
         span_id: HexId::span(&span_id(&span.span_id)?),
         start_micros: timestamp_micros(span.start_time.as_ref()),
+        duration_micros: 0,
         service: if service.is_empty() {
             NO_SERVICE_NAME
         } else {
@@ -246,6 +250,7 @@ pub fn jaeger_document<'s>(
         .duration
         .as_ref()
         .map_or(0, |d| micros(d.seconds, d.nanos));
+    meta.duration_micros = duration;
 
     head(out, &meta, jaeger_parent(span, &trace), span.flags);
     jaeger_references(out, &span.references, opts.short_trace_ids);

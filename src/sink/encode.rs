@@ -58,6 +58,9 @@ pub struct EncodedTrace {
     /// Spans that could not be turned into documents.
     pub rejects: Vec<DeadLetter>,
     pub key: Bytes,
+    /// When the trace's last span ended (µs since the epoch; 0: no span
+    /// became a document), for the freshness histogram.
+    pub ended_micros: u64,
 }
 
 pub struct Encoder {
@@ -89,6 +92,7 @@ impl Encoder {
         let mut rejects = Vec::new();
         let mut targets = Targets::default();
         let key = Bytes::from(trace.trace_id.to_hex());
+        let mut ended_micros = 0;
         for span in &trace.spans {
             let mut decoded = match decode_span(span) {
                 Ok(d) => d,
@@ -105,7 +109,10 @@ impl Encoder {
                 DecodedSpan::Jaeger(s) => jaeger_document(s, &self.opts, &sampling, &mut body),
             };
             match meta {
-                Ok(meta) => self.push_span(&mut out, &mut docs, &mut targets, &meta, &body, span),
+                Ok(meta) => {
+                    ended_micros = ended_micros.max(meta.start_micros + meta.duration_micros);
+                    self.push_span(&mut out, &mut docs, &mut targets, &meta, &body, span);
+                }
                 Err(e) => rejects.push(reject(span, &key, "invalid_span", e.to_string())),
             }
         }
@@ -114,6 +121,7 @@ impl Encoder {
             docs,
             rejects,
             key,
+            ended_micros,
         }
     }
 

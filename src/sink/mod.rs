@@ -21,6 +21,7 @@ pub mod index;
 pub mod null;
 pub mod redact;
 pub mod retime;
+mod scrub;
 pub mod templates;
 
 use std::future::Future;

@@ -1,11 +1,13 @@
 //! Attribute redaction before documents are written: secrets such as
 //! `http.request.header.authorization` or `db.statement` are deleted, or
-//! replaced by a salted SHA-256 so equal values still group together.
+//! replaced by a salted SHA-256 so equal values still group together, by
+//! key; what value rules find inside the other string values
+//! (`super::scrub`) is replaced or hashed.
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use regex::Regex;
-use sha2::{Digest, Sha256};
 
+use super::scrub::{ValueScrubber, salted_sha256};
 use crate::config::{RedactionAction, RedactionConfig};
 use crate::decode::{DecodedSpan, OtlpSpan, jaeger};
 
@@ -25,6 +27,7 @@ impl Rule {
 #[derive(Default)]
 pub struct Redactor {
     rules: Vec<Rule>,
+    values: ValueScrubber,
     salt: String,
 }
 
@@ -44,12 +47,13 @@ impl Redactor {
             .collect::<Result<_, regex::Error>>()?;
         Ok(Self {
             rules,
+            values: ValueScrubber::new(&cfg.values, &cfg.salt)?,
             salt: cfg.salt.clone(),
         })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.values.is_empty()
     }
 
     pub fn apply(&self, span: &mut DecodedSpan) {
@@ -81,7 +85,12 @@ impl Redactor {
 
     fn otlp_attributes(&self, attrs: &mut Vec<KeyValue>) {
         attrs.retain_mut(|kv| match self.action(&kv.key) {
-            None => true,
+            None => {
+                if let Some(v) = kv.value.as_mut() {
+                    self.otlp_value(v);
+                }
+                true
+            }
             Some(RedactionAction::Delete) => false,
             Some(RedactionAction::Hash) => {
                 let text = otlp_text(kv.value.as_ref());
@@ -91,6 +100,22 @@ impl Redactor {
                 true
             }
         });
+    }
+
+    /// Scrubs string values, also inside arrays and maps.
+    fn otlp_value(&self, v: &mut AnyValue) {
+        match v.value.as_mut() {
+            Some(any_value::Value::StringValue(s)) => {
+                if let Some(clean) = self.values.scrub(s) {
+                    *s = clean;
+                }
+            }
+            Some(any_value::Value::ArrayValue(a)) => {
+                a.values.iter_mut().for_each(|v| self.otlp_value(v));
+            }
+            Some(any_value::Value::KvlistValue(kvs)) => self.otlp_attributes(&mut kvs.values),
+            _ => {}
+        }
     }
 
     fn jaeger(&self, s: &mut jaeger::Span) {
@@ -105,7 +130,13 @@ impl Redactor {
 
     fn jaeger_tags(&self, tags: &mut Vec<jaeger::KeyValue>) {
         tags.retain_mut(|kv| match self.action(&kv.key) {
-            None => true,
+            None => {
+                let is_string = kv.v_type == jaeger::ValueType::String as i32;
+                if let Some(clean) = is_string.then(|| self.values.scrub(&kv.v_str)).flatten() {
+                    kv.v_str = clean;
+                }
+                true
+            }
             Some(RedactionAction::Delete) => false,
             Some(RedactionAction::Hash) => {
                 let hashed = self.hash(&jaeger_text(kv));
@@ -121,10 +152,7 @@ impl Redactor {
     }
 
     fn hash(&self, value: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.salt.as_bytes());
-        h.update(value.as_bytes());
-        format!("sha256:{}", hex::encode(h.finalize()))
+        salted_sha256(&self.salt, value)
     }
 }
 
@@ -157,7 +185,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{Span, span::Event};
 
     use super::*;
-    use crate::config::RedactionRule;
+    use crate::config::{RedactionRule, ValueAction, ValueDetector, ValueRule};
 
     fn kv(key: &str, s: &str) -> KeyValue {
         KeyValue {
@@ -184,6 +212,14 @@ mod tests {
                     action: RedactionAction::Hash,
                 },
             ],
+            values: vec![ValueRule {
+                name: None,
+                detect: Some(ValueDetector::Email),
+                pattern: None,
+                luhn: false,
+                action: ValueAction::Replace,
+                replacement: None,
+            }],
         })
         .expect("valid rules")
     }
@@ -263,6 +299,69 @@ mod tests {
         assert_eq!(s.tags[1].v_str, "db");
         assert!(s.logs[0].fields.is_empty());
         assert!(s.process.as_ref().is_some_and(|p| p.tags.is_empty()));
+    }
+
+    #[test]
+    fn values_are_scrubbed_in_strings_arrays_and_tags() {
+        use opentelemetry_proto::tonic::common::v1::ArrayValue;
+        let mail = "ann@example.org";
+        let array = AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue {
+                values: vec![AnyValue {
+                    value: Some(any_value::Value::StringValue(format!("to {mail}"))),
+                }],
+            })),
+        };
+        let mut span = DecodedSpan::Otlp(Box::new(OtlpSpan {
+            span: Span {
+                attributes: vec![
+                    kv("enduser.note", &format!("mail {mail} twice {mail}")),
+                    KeyValue {
+                        key: "recipients".into(),
+                        value: Some(array),
+                        ..Default::default()
+                    },
+                    // A key rule wins: hashed whole, not scrubbed.
+                    kv("db.statement", &format!("WHERE mail='{mail}'")),
+                ],
+                ..Default::default()
+            },
+            scope: None,
+            resource: None,
+        }));
+        redactor().apply(&mut span);
+        let DecodedSpan::Otlp(s) = span else {
+            unreachable!()
+        };
+        let attrs = &s.span.attributes;
+        assert_eq!(
+            value(attrs, "enduser.note").as_deref(),
+            Some("mail [redacted:email] twice [redacted:email]")
+        );
+        let Some(any_value::Value::ArrayValue(a)) =
+            attrs[1].value.as_ref().and_then(|v| v.value.clone())
+        else {
+            panic!("array kept")
+        };
+        assert_eq!(otlp_text(Some(&a.values[0])), "to [redacted:email]");
+        assert_eq!(
+            value(attrs, "db.statement"),
+            Some(redactor().hash(&format!("WHERE mail='{mail}'")))
+        );
+
+        let mut jaeger_span = DecodedSpan::Jaeger(Box::new(jaeger::Span {
+            tags: vec![jaeger::KeyValue {
+                key: "user".into(),
+                v_str: mail.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        redactor().apply(&mut jaeger_span);
+        let DecodedSpan::Jaeger(j) = jaeger_span else {
+            unreachable!()
+        };
+        assert_eq!(j.tags[0].v_str, "[redacted:email]");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! others, and commits only resolved offsets.
 
 mod context;
+pub mod lag;
 mod partition;
 mod registry;
 

@@ -275,6 +275,13 @@ impl<S: TraceSink> PartitionTask<S> {
         ) {
             Ok(normalized) => {
                 let times = self.decoder.correct_times(m.timestamp, &mut self.batch);
+                crate::keying::check(
+                    self.handle.partition,
+                    m.offset,
+                    m.key.as_deref(),
+                    &self.batch,
+                    &self.shared.log_limiter,
+                );
                 let payload = Arc::new(Payload {
                     bytes: normalized.bytes,
                     format: normalized.format,

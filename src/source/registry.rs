@@ -50,6 +50,10 @@ impl PartitionHandle {
 pub struct Registry {
     topic: String,
     partitions: Mutex<HashMap<i32, Arc<PartitionHandle>>>,
+    /// Fired on every assignment, before the partition's task starts, so
+    /// the lag probe reads the group's committed offset before this
+    /// instance commits over it (`lag::watch`).
+    pub assigned: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -58,6 +62,7 @@ impl Registry {
         Self {
             topic: topic.to_string(),
             partitions: Mutex::default(),
+            assigned: tokio::sync::Notify::new(),
         }
     }
 
@@ -66,9 +71,11 @@ impl Registry {
     }
 
     pub fn insert(&self, handle: Arc<PartitionHandle>) {
+        crate::baseline::partition(handle.partition);
         let mut map = self.lock();
         map.insert(handle.partition, handle);
         report_assigned(map.len());
+        self.assigned.notify_one();
     }
 
     pub fn len(&self) -> usize {
