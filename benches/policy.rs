@@ -114,7 +114,11 @@ fn corpus() -> Corpus {
                     key: route_key,
                     value: RawValue::Str(routes[route]),
                 });
-                let status = if next(&mut rng).is_multiple_of(50) { 503 } else { 200 };
+                let status = if next(&mut rng).is_multiple_of(50) {
+                    503
+                } else {
+                    200
+                };
                 batch.attrs.push(ScannedAttr {
                     key: status_key,
                     value: RawValue::Int(status),
@@ -191,7 +195,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function(format!("{name}_attribute"), |b| {
             b.iter(|| black_box(run(&a, &corpus)))
         });
-        group.bench_function(format!("{name}_ottl"), |b| b.iter(|| black_box(run(&o, &corpus))));
+        group.bench_function(format!("{name}_ottl"), |b| {
+            b.iter(|| black_box(run(&o, &corpus)))
+        });
     }
     group.finish();
 }

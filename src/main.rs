@@ -207,8 +207,8 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn import_otel(file: &std::path::Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let out = tailsift::collector::import::import(&text, &file.display().to_string())?;
     print!("{out}");
     Ok(())

@@ -37,9 +37,18 @@ fn check(path: &str) -> String {
 #[test]
 fn the_design_tail_sampling_block_checks_verbatim() {
     let t = check(&fixture("tail-sampling-block.yaml"));
-    assert!(t.contains("policies (4): errors, slow, checkout-errors, baseline"), "{t}");
-    assert!(t.contains("num_traces: 100000 → accepted, no trace-count limit"), "{t}");
-    assert!(t.contains("expected_new_traces_per_sec: 1000 → accepted"), "{t}");
+    assert!(
+        t.contains("policies (4): errors, slow, checkout-errors, baseline"),
+        "{t}"
+    );
+    assert!(
+        t.contains("num_traces: 100000 → accepted, no trace-count limit"),
+        "{t}"
+    );
+    assert!(
+        t.contains("expected_new_traces_per_sec: 1000 → accepted"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -54,14 +63,15 @@ fn a_whole_collector_config_imports_and_checks() {
     let imported = text(&out);
     assert!(out.status.success(), "{imported}");
     assert!(imported.contains("filter:"), "{imported}");
-    let path: PathBuf = std::env::temp_dir().join(format!(
-        "tailsift-import-{}.yaml",
-        std::process::id()
-    ));
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("tailsift-import-{}.yaml", std::process::id()));
     std::fs::write(&path, &imported).expect("write imported config");
     let t = check(&path.display().to_string());
     let _ = std::fs::remove_file(&path);
-    assert!(t.contains("policies (4): errors, slow-server-spans, vip, baseline"), "{t}");
+    assert!(
+        t.contains("policies (4): errors, slow-server-spans, vip, baseline"),
+        "{t}"
+    );
     assert!(t.contains("filter.spans: 3 span condition(s)"), "{t}");
     for mapped in [
         "decision_wait_after_root_received: 2s → sampling.root_idle",

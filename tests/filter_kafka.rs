@@ -33,7 +33,9 @@ fn messages(t: u8) -> Vec<(Vec<u8>, [u8; 16])> {
         .service("checkout")
         .name("GET /cart")
         .attr("http.route", "/cart");
-    let child = SpanSpec::new(trace, [2; 8]).parent([1; 8]).service("checkout");
+    let child = SpanSpec::new(trace, [2; 8])
+        .parent([1; 8])
+        .service("checkout");
     let health = SpanSpec::new(trace, [3; 8])
         .parent([1; 8])
         .service("checkout")
@@ -94,7 +96,11 @@ async fn filtered_spans_are_dropped_and_their_messages_resolve() -> Result<()> {
     for c in sink.take() {
         kept.entry(c.trace_id).or_default().extend(span_ids(&c));
     }
-    ensure!(kept.len() == usize::from(TRACES), "{} traces kept", kept.len());
+    ensure!(
+        kept.len() == usize::from(TRACES),
+        "{} traces kept",
+        kept.len()
+    );
     for (id, spans) in &kept {
         let want: HashSet<[u8; 8]> = [[1; 8], [2; 8]].into_iter().collect();
         ensure!(*spans == want, "trace {id}: kept spans {spans:?}");

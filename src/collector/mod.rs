@@ -23,12 +23,17 @@ pub fn apply_options(cfg: &mut Config) {
         note(
             "decision_wait_after_root_received",
             humantime::format_duration(d).to_string(),
-            "sampling.root_idle (decide once the root arrived and the trace is idle that long)".into(),
+            "sampling.root_idle (decide once the root arrived and the trace is idle that long)"
+                .into(),
         );
     }
     let cache = &mut s.decision_cache;
     if let Some(n) = cache.sampled_cache_size {
-        note("decision_cache.sampled_cache_size", n.to_string(), cache_size(&mut cache.kept, n, "kept"));
+        note(
+            "decision_cache.sampled_cache_size",
+            n.to_string(),
+            cache_size(&mut cache.kept, n, "kept"),
+        );
     }
     if let Some(n) = cache.non_sampled_cache_size {
         note(
@@ -113,7 +118,9 @@ pub fn apply_options(cfg: &mut Config) {
 /// own default size then.
 fn cache_size(slot: &mut usize, n: usize, name: &str) -> String {
     if n == 0 {
-        return format!("0 disables the collector's cache; tailsift keeps decision_cache.{name} = {slot}");
+        return format!(
+            "0 disables the collector's cache; tailsift keeps decision_cache.{name} = {slot}"
+        );
     }
     *slot = n;
     format!("sampling.decision_cache.{name}")

@@ -970,12 +970,18 @@ fn scope_name_and_events_are_scanned_only_on_request() {
         .name("GET /x")
         .attr("http.route", "/x");
     for (setting, raw) in [
-        (EncodingSetting::OtlpProto, fixtures::otlp_proto(std::slice::from_ref(&error))),
+        (
+            EncodingSetting::OtlpProto,
+            fixtures::otlp_proto(std::slice::from_ref(&error)),
+        ),
         (EncodingSetting::JaegerProto, fixtures::jaeger_proto(&error)),
     ] {
         let (n, batch) = scan(setting, raw.clone());
         let v = batch.view(0, &n.bytes);
-        assert!(batch.events.is_empty() && v.span.scope_name.is_empty(), "{setting:?}");
+        assert!(
+            batch.events.is_empty() && v.span.scope_name.is_empty(),
+            "{setting:?}"
+        );
         assert_eq!(v.bytes_at(v.span.name), b"GET /x");
         assert_eq!(v.span.kind, 2, "a root is a server span");
         assert_eq!(v.span.flags & 1, 1, "sampled");
@@ -985,7 +991,11 @@ fn scope_name_and_events_are_scanned_only_on_request() {
             events: true,
             event_keys: vec!["exception.type".into(), "message".into()],
         };
-        let d = Decoder::new(setting, AttributeKeys::new(KEYS).with_extras(extras), 1 << 20);
+        let d = Decoder::new(
+            setting,
+            AttributeKeys::new(KEYS).with_extras(extras),
+            1 << 20,
+        );
         let mut batch = ScanBatch::default();
         let n = d.scan(Bytes::from(raw), None, &mut batch).expect("scan");
         let v = batch.view(0, &n.bytes);
@@ -1006,8 +1016,14 @@ fn scope_name_and_events_are_scanned_only_on_request() {
             EncodingSetting::OtlpProto => {
                 assert_eq!(v.bytes_at(events[0].name), b"exception");
                 assert_eq!(attrs, ["exception.type"]);
-                assert_eq!(v.bytes_at(v.span.scope_name), b"io.opentelemetry.tomcat-10.0");
-                assert_eq!(v.bytes_at(v.span.status_message), b"upstream request failed");
+                assert_eq!(
+                    v.bytes_at(v.span.scope_name),
+                    b"io.opentelemetry.tomcat-10.0"
+                );
+                assert_eq!(
+                    v.bytes_at(v.span.status_message),
+                    b"upstream request failed"
+                );
             }
             _ => {
                 assert_eq!(v.bytes_at(events[0].name), b"error");

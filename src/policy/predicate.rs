@@ -216,9 +216,9 @@ impl SpanPredicates {
 
     /// The facts beyond the default scan that OTTL conditions read.
     pub(crate) fn extras(&self) -> ScanExtras {
-        self.ottl
-            .iter()
-            .fold(ScanExtras::default(), |out, leaf| out.merge(leaf.conditions.extras()))
+        self.ottl.iter().fold(ScanExtras::default(), |out, leaf| {
+            out.merge(leaf.conditions.extras())
+        })
     }
 
     pub(crate) fn add_attr(&mut self, key: &str, test: AttrTest) -> u32 {

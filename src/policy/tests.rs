@@ -857,8 +857,12 @@ fn bytes_limiting_spends_trace_bytes() {
     assert!(at(0).keep, "300 of 500");
     assert!(!at(0).keep, "200 left");
     assert!(at(500).keep, "100 refilled");
-    let e = engine("- {name: bytes, type: bytes_limiting, bytes_limiting: {bytes_per_second: 100}}");
-    assert!(decide_at(&e, TraceId([1; 16]), &vec![span(); 2], t0).keep, "burst 2 × rate");
+    let e =
+        engine("- {name: bytes, type: bytes_limiting, bytes_limiting: {bytes_per_second: 100}}");
+    assert!(
+        decide_at(&e, TraceId([1; 16]), &vec![span(); 2], t0).keep,
+        "burst 2 × rate"
+    );
     assert!(!decide_at(&e, TraceId([1; 16]), &[span()], t0).keep);
 }
 

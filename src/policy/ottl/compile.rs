@@ -124,8 +124,7 @@ struct Compiler<'f> {
 }
 
 /// What a condition may be, for error messages.
-const NOT_A_CONDITION: &str =
-    "a condition must be a comparison, `true`/`false`, a boolean converter, or `not`/`and`/`or` of those";
+const NOT_A_CONDITION: &str = "a condition must be a comparison, `true`/`false`, a boolean converter, or `not`/`and`/`or` of those";
 
 impl Compiler<'_> {
     fn cond(&mut self, e: &Expr) -> Result<Cond, OttlError> {
@@ -151,9 +150,9 @@ impl Compiler<'_> {
     /// A comparison operand: a value, never a boolean expression.
     fn operand(&mut self, e: &Expr) -> Result<Val, OttlError> {
         match e {
-            Expr::Or(..) | Expr::And(..) | Expr::Not(_) | Expr::Cmp(..) => Err(
-                OttlError::syntax("a comparison operand cannot be a boolean expression"),
-            ),
+            Expr::Or(..) | Expr::And(..) | Expr::Not(_) | Expr::Cmp(..) => Err(OttlError::syntax(
+                "a comparison operand cannot be a boolean expression",
+            )),
             _ => self.value(e),
         }
     }

@@ -311,9 +311,11 @@ fn float_like(v: V<'_>) -> Result<V<'static>> {
         V::Bool(b) => V::Float(if b { 1.0 } else { 0.0 }),
         V::Str(s) => {
             let text = String::from_utf8_lossy(&s);
-            V::Float(text.trim().parse().map_err(|_| {
-                EvalError(format!("Double: cannot parse \"{text}\" as a float"))
-            })?)
+            V::Float(
+                text.trim().parse().map_err(|_| {
+                    EvalError(format!("Double: cannot parse \"{text}\" as a float"))
+                })?,
+            )
         }
         V::Bytes(_) => return Err(EvalError("Double: unsupported type bytes".into())),
     })
@@ -337,5 +339,7 @@ fn concat<'a>(items: &'a [Val], delim: &'a Val, t: Target<'_, 'a>) -> Result<V<'
 
 fn case<'a>(v: V<'a>, name: &str, f: impl Fn(&str) -> String) -> Result<V<'a>> {
     let s = string(v).map_err(|e| EvalError(format!("{name}: {e}")))?;
-    Ok(V::Str(Cow::Owned(f(&String::from_utf8_lossy(&s)).into_bytes())))
+    Ok(V::Str(Cow::Owned(
+        f(&String::from_utf8_lossy(&s)).into_bytes(),
+    )))
 }

@@ -113,7 +113,10 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<Token>, OttlError> {
                 Token::Cmp(op)
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
-                while b.get(i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_') {
+                while b
+                    .get(i)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                {
                     i += 1;
                 }
                 word(&src[start..i])
@@ -261,7 +264,10 @@ mod tests {
         assert_eq!(t[1], Token::Minus);
         assert_eq!(t[4], Token::Int(1_000_000_000));
         assert_eq!(tokenize("a-1").unwrap()[1], Token::Minus);
-        assert_eq!(tokenize("0x0aff").unwrap(), vec![Token::Bytes(vec![10, 255])]);
+        assert_eq!(
+            tokenize("0x0aff").unwrap(),
+            vec![Token::Bytes(vec![10, 255])]
+        );
         assert_eq!(tokenize("nil != true").unwrap()[0], Token::Nil);
     }
 

@@ -329,7 +329,10 @@ mod tests {
             ("(a == 1", "expected `)` at the end"),
             ("a == 1 b", "unexpected `b` after a complete condition"),
             ("attributes[name]", "a key must be a string or an integer"),
-            ("Split(name, \",\")[0] == \"x\"", "keys on the result of `Split`"),
+            (
+                "Split(name, \",\")[0] == \"x\"",
+                "keys on the result of `Split`",
+            ),
             ("resource.", "a path cannot end with `.`"),
         ] {
             let e = parse(src).unwrap_err().to_string();

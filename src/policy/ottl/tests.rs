@@ -35,7 +35,11 @@ fn compile(span: &[&str], events: &[&str], mode: ErrorMode) -> Result<SpanCondit
 }
 
 /// Scans `message` with exactly the keys and extras `c` asks for.
-fn eval_bytes(c: &SpanConditions, message: Vec<u8>, setting: EncodingSetting) -> Result<bool, EvalError> {
+fn eval_bytes(
+    c: &SpanConditions,
+    message: Vec<u8>,
+    setting: EncodingSetting,
+) -> Result<bool, EvalError> {
     let keys = AttributeKeys::new(c.attribute_keys()).with_extras(c.extras().clone());
     let decoder = Decoder::new(setting, keys, 1 << 20);
     let mut batch = ScanBatch::default();
@@ -47,7 +51,11 @@ fn eval_bytes(c: &SpanConditions, message: Vec<u8>, setting: EncodingSetting) ->
 
 fn eval_with(span: &[&str], events: &[&str], mode: ErrorMode) -> Result<bool, EvalError> {
     let c = compile(span, events, mode).expect("compiles");
-    eval_bytes(&c, otlp_request(&[spec()]).encode_to_vec(), EncodingSetting::OtlpProto)
+    eval_bytes(
+        &c,
+        otlp_request(&[spec()]).encode_to_vec(),
+        EncodingSetting::OtlpProto,
+    )
 }
 
 fn holds(cond: &str) -> bool {
@@ -70,8 +78,12 @@ fn attribute_paths_read_span_and_resource() {
     assert!(holds(r#"attributes["http.route"] == "/cart""#));
     assert!(!holds(r#"attributes["http.route"] == "/health""#));
     assert!(holds(r#"span.attributes["http.route"] != "/health""#));
-    assert!(holds(r#"resource.attributes["deployment.environment"] == "prod""#));
-    assert!(holds(r#"resource.attributes["service.name"] == "checkout""#));
+    assert!(holds(
+        r#"resource.attributes["deployment.environment"] == "prod""#
+    ));
+    assert!(holds(
+        r#"resource.attributes["service.name"] == "checkout""#
+    ));
     // Span attributes are not resource attributes and vice versa.
     assert!(holds(r#"attributes["deployment.environment"] == nil"#));
     assert!(holds(r#"resource.attributes["http.route"] == nil"#));
@@ -86,16 +98,24 @@ fn span_fields_kind_status_and_enums() {
     assert!(holds("status.code == STATUS_CODE_ERROR"));
     assert!(holds(r#"status.message == "upstream request failed""#));
     assert!(holds(r#"trace_state == "ot=th:8""#));
-    assert!(holds(r#"instrumentation_scope.name == "io.opentelemetry.tomcat-10.0""#));
+    assert!(holds(
+        r#"instrumentation_scope.name == "io.opentelemetry.tomcat-10.0""#
+    ));
     assert!(holds("start_time_unix_nano == 1000000000"));
     assert!(holds("end_time_unix_nano >= 2500000000"));
 }
 
 #[test]
 fn the_span_duration_idiom_and_math() {
-    assert!(holds("end_time_unix_nano - start_time_unix_nano > 1000000000"));
-    assert!(!holds("end_time_unix_nano - start_time_unix_nano > 2000000000"));
-    assert!(holds("(end_time_unix_nano - start_time_unix_nano) / 1000000 == 1500"));
+    assert!(holds(
+        "end_time_unix_nano - start_time_unix_nano > 1000000000"
+    ));
+    assert!(!holds(
+        "end_time_unix_nano - start_time_unix_nano > 2000000000"
+    ));
+    assert!(holds(
+        "(end_time_unix_nano - start_time_unix_nano) / 1000000 == 1500"
+    ));
     assert!(holds(r#"attributes["http.status_code"] * 2 + 1 == 1007"#));
     // int and float mix into a float.
     assert!(holds(r#"attributes["ratio"] * 4 == 1"#));
@@ -130,7 +150,9 @@ fn boolean_operators_and_parentheses() {
     assert!(holds(r#"name == "x" or kind == SPAN_KIND_SERVER"#));
     assert!(holds(r#"not name == "x""#));
     assert!(!holds(r#"not (name == "x" or kind == SPAN_KIND_SERVER)"#));
-    assert!(holds(r#"(name == "x" or name == "GET /cart") and not IsRootSpan() == false"#));
+    assert!(holds(
+        r#"(name == "x" or name == "GET /cart") and not IsRootSpan() == false"#
+    ));
     // `and` binds tighter than `or`.
     assert!(holds(r#"true or false and false"#));
 }
@@ -140,7 +162,9 @@ fn converters() {
     assert!(holds(r#"IsMatch(attributes["http.route"], "^/ca")"#));
     assert!(!holds(r#"IsMatch(attributes["http.route"], "^/health")"#));
     // Targets are string-like: numbers match as text, nil never matches.
-    assert!(holds(r#"IsMatch(attributes["http.status_code"], "^5\\d\\d$")"#));
+    assert!(holds(
+        r#"IsMatch(attributes["http.status_code"], "^5\\d\\d$")"#
+    ));
     assert!(!holds(r#"IsMatch(attributes["missing"], ".*")"#));
     assert!(holds(r#"IsString(attributes["http.route"])"#));
     assert!(!holds(r#"IsString(attributes["http.status_code"])"#));
@@ -154,7 +178,9 @@ fn converters() {
     assert!(holds(r#"Int(name) == nil"#));
     assert!(holds(r#"Double(attributes["count"]) == 42.0"#));
     assert!(holds(r#"String(attributes["http.status_code"]) == "503""#));
-    assert!(holds(r#"Concat([name, attributes["http.status_code"], attributes["missing"]], "|") == "GET /cart|503|<nil>""#));
+    assert!(holds(
+        r#"Concat([name, attributes["http.status_code"], attributes["missing"]], "|") == "GET /cart|503|<nil>""#
+    ));
     assert!(holds(r#"ToLowerCase(name) == "get /cart""#));
     assert!(holds(r#"ToUpperCase(attributes["http.route"]) == "/CART""#));
     assert!(holds(r#"HasPrefix(name, "GET ")"#));
@@ -164,10 +190,18 @@ fn converters() {
 #[test]
 fn spanevent_conditions_see_each_event() {
     assert!(event_holds(r#"name == "exception""#));
-    assert!(event_holds(r#"attributes["exception.type"] == "java.io.IOException""#));
-    assert!(event_holds(r#"IsMatch(attributes["exception.message"], "reset")"#));
-    assert!(event_holds(r#"span.name == "GET /cart" and name == "exception""#));
-    assert!(event_holds(r#"resource.attributes["service.name"] == "checkout""#));
+    assert!(event_holds(
+        r#"attributes["exception.type"] == "java.io.IOException""#
+    ));
+    assert!(event_holds(
+        r#"IsMatch(attributes["exception.message"], "reset")"#
+    ));
+    assert!(event_holds(
+        r#"span.name == "GET /cart" and name == "exception""#
+    ));
+    assert!(event_holds(
+        r#"resource.attributes["service.name"] == "checkout""#
+    ));
     assert!(!event_holds(r#"name == "retry""#));
     // A span without events never matches event conditions.
     let c = compile(&[], &[r#"name == "exception""#], ErrorMode::Propagate).unwrap();
@@ -178,9 +212,30 @@ fn spanevent_conditions_see_each_event() {
 
 #[test]
 fn conditions_of_a_list_are_ored() {
-    assert!(eval_with(&[r#"name == "x""#, "kind == SPAN_KIND_SERVER"], &[], ErrorMode::Propagate).unwrap());
-    assert!(!eval_with(&[r#"name == "x""#, r#"name == "y""#], &[], ErrorMode::Propagate).unwrap());
-    assert!(eval_with(&[r#"name == "x""#], &[r#"name == "exception""#], ErrorMode::Propagate).unwrap());
+    assert!(
+        eval_with(
+            &[r#"name == "x""#, "kind == SPAN_KIND_SERVER"],
+            &[],
+            ErrorMode::Propagate
+        )
+        .unwrap()
+    );
+    assert!(
+        !eval_with(
+            &[r#"name == "x""#, r#"name == "y""#],
+            &[],
+            ErrorMode::Propagate
+        )
+        .unwrap()
+    );
+    assert!(
+        eval_with(
+            &[r#"name == "x""#],
+            &[r#"name == "exception""#],
+            ErrorMode::Propagate
+        )
+        .unwrap()
+    );
 }
 
 #[test]
@@ -194,11 +249,23 @@ fn error_modes() {
     assert!(!eval_with(&[failing], &[], ErrorMode::Silent).unwrap());
     // Other runtime errors.
     for (cond, msg) in [
-        (r#"Len(attributes["missing"]) == 0"#, "Len: unsupported type nil"),
+        (
+            r#"Len(attributes["missing"]) == 0"#,
+            "Len: unsupported type nil",
+        ),
         ("1 / 0 == 1", "attempted to divide by 0"),
-        (r#"attributes["missing"] + 1 == 1"#, "math needs int64 or float64 operands, got nil"),
-        (r#"Double(name) == 1.0"#, "Double: cannot parse \"GET /cart\" as a float"),
-        (r#"HasPrefix(attributes["missing"], "x")"#, "expected string but got nil"),
+        (
+            r#"attributes["missing"] + 1 == 1"#,
+            "math needs int64 or float64 operands, got nil",
+        ),
+        (
+            r#"Double(name) == 1.0"#,
+            "Double: cannot parse \"GET /cart\" as a float",
+        ),
+        (
+            r#"HasPrefix(attributes["missing"], "x")"#,
+            "expected string but got nil",
+        ),
     ] {
         let e = eval_with(&[cond], &[], ErrorMode::Propagate).unwrap_err();
         assert_eq!(e.to_string(), msg, "{cond}");
@@ -211,17 +278,38 @@ fn error_modes() {
 fn unsupported_constructs_are_named() {
     for (cond, msg) in [
         ("links == nil", "not supported by tailsift: path `links`"),
-        ("span_id.string == \"x\"", "not supported by tailsift: path `span_id.string`"),
-        (r#"attributes["a"]["b"] == 1"#, "path `attributes[\"a\"][\"b\"]`"),
-        (r#"SHA256(name) == "x""#, "not supported by tailsift: function `SHA256`"),
-        ("kind == SPAN_KIND_BOGUS", "not supported by tailsift: enum `SPAN_KIND_BOGUS`"),
-        (r#"IsMatch(name, attributes["p"])"#, "`IsMatch` with a pattern that is not a string literal"),
+        (
+            "span_id.string == \"x\"",
+            "not supported by tailsift: path `span_id.string`",
+        ),
+        (
+            r#"attributes["a"]["b"] == 1"#,
+            "path `attributes[\"a\"][\"b\"]`",
+        ),
+        (
+            r#"SHA256(name) == "x""#,
+            "not supported by tailsift: function `SHA256`",
+        ),
+        (
+            "kind == SPAN_KIND_BOGUS",
+            "not supported by tailsift: enum `SPAN_KIND_BOGUS`",
+        ),
+        (
+            r#"IsMatch(name, attributes["p"])"#,
+            "`IsMatch` with a pattern that is not a string literal",
+        ),
         (r#"IsMatch(name, "(")"#, "`IsMatch`: invalid regex"),
         ("Len(name)", "`Len` does not return a boolean"),
         (r#"attributes["x"]"#, "a condition must be a comparison"),
         ("IsString(name, name)", "`IsString` takes 1 argument, got 2"),
-        (r#"Concat(name, "-") == "x""#, "`Concat` takes a list `[...]` first"),
-        ("(name == \"a\") == true", "a comparison operand cannot be a boolean expression"),
+        (
+            r#"Concat(name, "-") == "x""#,
+            "`Concat` takes a list `[...]` first",
+        ),
+        (
+            "(name == \"a\") == true",
+            "a comparison operand cannot be a boolean expression",
+        ),
         ("name == [1, 2]", "a list outside `Concat`'s first argument"),
         ("set(name, \"x\")", "function `set`"),
     ] {
@@ -234,7 +322,10 @@ fn unsupported_constructs_are_named() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("spanevent[0]") && e.contains("function `IsRootSpan`"), "{e}");
+    assert!(
+        e.contains("spanevent[0]") && e.contains("function `IsRootSpan`"),
+        "{e}"
+    );
     assert_eq!(
         compile(&[], &[], ErrorMode::Propagate).err().unwrap(),
         OttlError::Empty
@@ -253,7 +344,12 @@ fn needs_name_exactly_what_is_read() {
     assert_eq!(keys, ["a", "b"]);
     assert!(c.extras().events && !c.extras().scope_name);
     assert_eq!(&*c.extras().event_keys, &["c".into()] as &[Box<str>]);
-    let c = compile(&[r#"instrumentation_scope.name == "x""#], &[], ErrorMode::Propagate).unwrap();
+    let c = compile(
+        &[r#"instrumentation_scope.name == "x""#],
+        &[],
+        ErrorMode::Propagate,
+    )
+    .unwrap();
     assert!(c.extras().scope_name && !c.extras().events);
 }
 
