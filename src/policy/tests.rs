@@ -806,7 +806,7 @@ fn ottl_condition_samples_when_any_span_matches() {
         decide(&e, &[fast.clone(), slow]),
         Decision::keep("slow-checkout".into(), 1.0)
     );
-    assert!(!kept(&e, &[fast.clone()]));
+    assert!(!kept(&e, std::slice::from_ref(&fast)));
     assert!(kept(&e, &[fast.resource("tier", Val::S("gold"))]));
     let keys: Vec<String> = e.attribute_keys().iter().map(String::from).collect();
     assert_eq!(keys, ["http.route", "tier"]);
