@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the OpenTelemetry Collector that tailsift is benchmarked against, from the Go
 # module proxy with the collector builder (ocb): kafka receiver -> tail_sampling
-# processor -> nop exporter. Nothing of it is committed; binary and sources are cached.
+# processor -> nop exporter (benchmark) or file exporter (conformance test). Nothing of
+# it is committed; binary and sources are cached.
 #
 #   deploy/local/otelcol.sh build     # build once (cached), print the binary's path
 #   deploy/local/otelcol.sh path      # print the binary's path if built (exit 1 if not)
@@ -16,7 +17,8 @@ set -euo pipefail
 CACHE="${TAILSIFT_CACHE:-$HOME/.cache/tailsift}"
 VERSION="${OTELCOL_VERSION:-0.158.0}"
 CONTRIB_VERSION="${OTELCOL_CONTRIB_VERSION:-$VERSION}"
-HOME_DIR="$CACHE/otelcol/$VERSION"
+# The suffix names the component set: a cached build with fewer components is not reused.
+HOME_DIR="$CACHE/otelcol/$VERSION-file"
 BINARY="$HOME_DIR/otelcol-tailsift-bench"
 BUILDER="$HOME_DIR/bin/builder"
 CONTRIB="github.com/open-telemetry/opentelemetry-collector-contrib"
@@ -43,6 +45,7 @@ processors:
   - gomod: $CONTRIB/processor/tailsamplingprocessor v$CONTRIB_VERSION
 exporters:
   - gomod: go.opentelemetry.io/collector/exporter/nopexporter v$VERSION
+  - gomod: $CONTRIB/exporter/fileexporter v$CONTRIB_VERSION
 EOF
 }
 

@@ -134,9 +134,10 @@ fn scan_scope_spans(
             _ => {}
         }
     }
-    let scope_name = match keys.extras().scope_name {
-        true => scope_name(buf, scope)?,
-        false => ByteRange::default(),
+    let scope_name = if keys.extras().scope_name {
+        scope_name(buf, scope)?
+    } else {
+        ByteRange::default()
     };
     for span in &mut batch.spans[first_span..] {
         span.layout.scope = scope;

@@ -562,39 +562,49 @@ fn round_to_64_bits(p: u128) -> u128 {
 }
 
 fn rate_limiting(path: &Path, cfg: RateLimitingCfg) -> Result<Node> {
-    if cfg.spans_per_second <= 0 {
-        return Err(path.err("`spans_per_second` must be greater than 0"));
-    }
-    if cfg.burst_capacity < 0 {
-        return Err(path.err("`burst_capacity` must not be negative"));
-    }
-    let rate = cfg.spans_per_second as u64;
-    // The collector's default bucket holds two seconds' worth.
-    let burst = if cfg.burst_capacity > 0 {
-        cfg.burst_capacity as u64
-    } else {
-        rate.saturating_mul(2)
-    };
-    Ok(Node::RateLimit(TokenBucket::new(rate, burst)))
+    let bucket = token_bucket(
+        path,
+        "spans_per_second",
+        cfg.spans_per_second,
+        cfg.burst_capacity,
+    )?;
+    Ok(Node::RateLimit(bucket))
 }
 
 /// The trace's bytes are its spans' wire bytes, where the collector
 /// estimates the size of its in-memory spans; budgets are comparable, not
 /// byte-identical.
 fn bytes_limiting(path: &Path, cfg: BytesLimitingCfg) -> Result<Node> {
-    if cfg.bytes_per_second <= 0 {
-        return Err(path.err("`bytes_per_second` must be greater than 0"));
+    let bucket = token_bucket(
+        path,
+        "bytes_per_second",
+        cfg.bytes_per_second,
+        cfg.burst_capacity,
+    )?;
+    Ok(Node::ByteLimit(bucket))
+}
+
+/// The collector's limiter: `rate` per second, a bucket of `burst_capacity`
+/// or, when that is 0, of two seconds' worth.
+fn token_bucket(
+    path: &Path,
+    rate_field: &str,
+    rate: i64,
+    burst_capacity: i64,
+) -> Result<TokenBucket> {
+    if rate <= 0 {
+        return Err(path.err(format!("`{rate_field}` must be greater than 0")));
     }
-    if cfg.burst_capacity < 0 {
+    if burst_capacity < 0 {
         return Err(path.err("`burst_capacity` must not be negative"));
     }
-    let rate = cfg.bytes_per_second as u64;
-    let burst = if cfg.burst_capacity > 0 {
-        cfg.burst_capacity as u64
+    let rate = rate as u64;
+    let burst = if burst_capacity > 0 {
+        burst_capacity as u64
     } else {
         rate.saturating_mul(2)
     };
-    Ok(Node::ByteLimit(TokenBucket::new(rate, burst)))
+    Ok(TokenBucket::new(rate, burst))
 }
 
 fn sub_names(values: &[Value]) -> Vec<Option<&str>> {
