@@ -72,14 +72,16 @@ pub fn at_start(cfg: &Config, engine: &PolicyEngine) {
 /// The sink's series; the error types of failed requests that need no
 /// reply to be known (a connection error) are among them.
 fn elasticsearch() {
-    for result in ["ok", "item_errors", "connection_error", "http_error"] {
+    for result in ["ok", "error", "item_errors"] {
         counter("tailsift_es_bulk_requests_total", &[("result", result)]);
     }
     for result in ["indexed", "rejected"] {
         counter("tailsift_es_documents_total", &[("result", result)]);
     }
-    counter("tailsift_es_errors_total", &[("type", "connection")]);
-    counter("tailsift_es_retries_total", &[("reason", "connection")]);
+    counter("tailsift_es_errors_total", &[("type", "request_refused")]);
+    for reason in crate::sink::classify::Reason::ALL {
+        counter("tailsift_es_retries_total", &[("reason", reason.as_str())]);
+    }
     counter("tailsift_es_service_documents_total", &[]);
     // Registered: rendered with empty buckets until the first record.
     let _ = metrics::histogram!("tailsift_es_bulk_duration_seconds");

@@ -51,6 +51,23 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for the metric series created at start.
+    pub const ALL: [Reason; 13] = [
+        Self::Connection,
+        Self::Overloaded,
+        Self::ServerError,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::WriteBlock,
+        Self::IndexMissing,
+        Self::Alias,
+        Self::IndexClosed,
+        Self::ShardLimit,
+        Self::IndexCreation,
+        Self::Unreadable,
+        Self::Unclassified,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Connection => "connection",
