@@ -663,14 +663,17 @@ async fn long_kafka_restart() -> Result<()> {
 /// late spans arrive. The new process has no decisions in memory: it reads
 /// them back from the decision log, and the late spans of kept traces —
 /// the OK-status spans of error traces among them, which alone would be
-/// dropped — are written.
+/// dropped — are written. With the shipped trace windows (`decision_wait`
+/// 10 s, `root_idle` 2 s), unlike the other scenarios.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_restart_late_spans() -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let seed = seed();
     let tuning = Tuning {
+        decision_wait: "10s",
+        root_idle: "2s",
         late_share: 0.5,
-        late_after: Duration::from_secs(25),
+        late_after: Duration::from_secs(30),
         ..Tuning::default()
     };
     let mut s = Scenario::new("restart_late", Encoding::OtlpProto, tuning).await?;
@@ -678,9 +681,10 @@ async fn fast_restart_late_spans() -> Result<()> {
     s.wait_assigned(&[&first], 1, SETTLE).await?;
     let load = Load::start(&s, RATE, 0.0, seed);
     sleep(Duration::from_secs(8)).await;
-    // No new traces; what is due still comes, the late spans from ~25 s on.
+    // No new traces; what is due still comes, the late spans from ~30 s on.
+    // Every trace is decided (and committed) within `decision_wait`.
     load.set_rate(0.0);
-    sleep(Duration::from_secs(5)).await;
+    sleep(Duration::from_secs(12)).await;
     s.account(&first).await;
     let place = first.metrics;
     let (status, took) = first.terminate(EXIT).await?;
@@ -700,8 +704,8 @@ async fn fast_restart_late_spans() -> Result<()> {
     stop_all(&mut s, vec![second]).await?;
     let mut row = Row::new(&s, 1, &verdict);
     row.note = format!(
-        "{late} late spans after the restart, {from_log} followed decisions read back; \
-         partitions owned {:.1}s after the start",
+        "{late} late spans 30 s after their traces, after the restart; {from_log} followed \
+         decisions read back; partitions owned {:.1}s after the start (shipped windows)",
         owned_after.as_secs_f64()
     );
     s.record(&row)?;
