@@ -34,7 +34,7 @@ pub fn at_start(cfg: &Config, engine: &PolicyEngine) {
     for &reason in DecodeError::REASONS {
         counter("tailsift_decode_errors_total", &[("reason", reason)]);
     }
-    let outcome = match cfg.kafka.dead_letter_topic {
+    let outcome = match cfg.kafka.dead_letter_topic() {
         Some(_) => "produced",
         None => "not_configured",
     };
@@ -54,6 +54,15 @@ pub fn at_start(cfg: &Config, engine: &PolicyEngine) {
     for &reason in crate::keying::REASONS {
         counter("tailsift_unkeyed_messages_total", &[("reason", reason)]);
     }
+    for fault in crate::span_time::Fault::ALL {
+        counter(
+            "tailsift_span_time_corrections_total",
+            &[("reason", fault.as_str())],
+        );
+    }
+    gauge("tailsift_dead_letter_bytes");
+    counter("tailsift_decision_log_loaded_total", &[]);
+    let _ = metrics::histogram!("tailsift_decision_log_load_seconds");
     for result in ["ok", "error"] {
         counter("tailsift_commits_total", &[("result", result)]);
         counter("tailsift_policy_reloads_total", &[("result", result)]);

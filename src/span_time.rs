@@ -58,6 +58,14 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Every reason, for the metric series created at start.
+    pub const ALL: [Fault; 4] = [
+        Self::StartTooOld,
+        Self::StartInFuture,
+        Self::EndBeforeStart,
+        Self::EndInFuture,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::StartTooOld => "start_too_old",

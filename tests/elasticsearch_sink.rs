@@ -24,6 +24,7 @@ use tailsift::decode::jaeger;
 use tailsift::model::{ByteRange, Decision, Payload, SpanLayout, SpanRef, TraceId, WireFormat};
 use tailsift::offsets::{AckHandle, Resolved};
 use tailsift::sink::document::service_doc_id;
+use tailsift::sink::templates::TemplateApi;
 use tailsift::sink::{ElasticsearchSink, KeptTrace, TraceSink};
 use tokio::sync::mpsc;
 
@@ -512,32 +513,63 @@ async fn jaeger_span_is_stored_per_the_jaeger_contract() {
 /// A same-named template tailsift did not create (a Jaeger installation's,
 /// with its own `_meta` and `tag.*` dynamic templates) is left alone; with
 /// `overwrite_templates` it is replaced; a missing one is created, marked.
+/// In the template API the server speaks: composable on Elasticsearch 8/9,
+/// legacy on OpenSearch (whose `_meta` sits in the mappings).
 #[tokio::test]
 async fn foreign_templates_are_kept_unless_overwrite_is_set() {
     let p = prefix("foreign");
     let es = Es::new();
-    let span_path = format!("/_index_template/{p}jaeger-span");
-    let foreign = json!({
-        "index_patterns": [format!("{p}jaeger-span-*")],
-        "priority": 300,
-        "template": {
-            "settings": {"index.number_of_shards": 1, "index.number_of_replicas": 0},
-            "mappings": {"dynamic_templates": [
-                {"span_tags_map": {"path_match": "tag.*", "mapping": {"type": "keyword"}}}
-            ]},
-        },
-        "_meta": {"owner": "jaeger-es-rollover"},
+    let client = tailsift::sink::elasticsearch::EsClient::new(&config()).expect("client");
+    let info = client.server_info().await.expect("server info");
+    let api = TemplateApi::for_server(&info);
+    let span_name = format!("{p}jaeger-span");
+    let span_path = api.path(&span_name);
+    let mappings = json!({
+        "dynamic_templates": [
+            {"span_tags_map": {"path_match": "tag.*", "mapping": {"type": "keyword"}}}
+        ],
     });
+    let settings = json!({"index.number_of_shards": 1, "index.number_of_replicas": 0});
+    let owner = json!({"owner": "jaeger-es-rollover"});
+    let foreign = match api {
+        TemplateApi::Composable => json!({
+            "index_patterns": [format!("{p}jaeger-span-*")],
+            "priority": 300,
+            "template": {"settings": settings, "mappings": mappings},
+            "_meta": owner,
+        }),
+        TemplateApi::Legacy => {
+            let mut mappings = mappings;
+            mappings["_meta"] = owner;
+            json!({
+                "index_patterns": [format!("{p}jaeger-span-*")],
+                "order": 300,
+                "settings": settings,
+                "mappings": mappings,
+            })
+        }
+    };
     let (status, r) = es.call(Method::Put, &span_path, Some(foreign)).await;
     assert_eq!(status, 200, "{r}");
-    let meta = |reply: &Value| reply["index_templates"][0]["index_template"]["_meta"].clone();
+    let meta = |name: &str, reply: &Value| match api {
+        TemplateApi::Composable => reply["index_templates"][0]["index_template"]["_meta"].clone(),
+        TemplateApi::Legacy => reply[name]["mappings"]["_meta"].clone(),
+    };
 
     let (_sink, _) = start(&config(), &p).await;
     let (_, kept) = es.call(Method::Get, &span_path, None).await;
-    assert_eq!(meta(&kept)["owner"], "jaeger-es-rollover", "{kept}");
-    let service_path = format!("/_index_template/{p}jaeger-service");
-    let (_, created) = es.call(Method::Get, &service_path, None).await;
-    assert_eq!(meta(&created)["managed_by"], "tailsift", "{created}");
+    assert_eq!(
+        meta(&span_name, &kept)["owner"],
+        "jaeger-es-rollover",
+        "{kept}"
+    );
+    let service_name = format!("{p}jaeger-service");
+    let (_, created) = es.call(Method::Get, &api.path(&service_name), None).await;
+    assert_eq!(
+        meta(&service_name, &created)["managed_by"],
+        "tailsift",
+        "{created}"
+    );
 
     let cfg = ElasticsearchConfig {
         overwrite_templates: true,
@@ -545,7 +577,11 @@ async fn foreign_templates_are_kept_unless_overwrite_is_set() {
     };
     let (_sink, _) = start(&cfg, &p).await;
     let (_, replaced) = es.call(Method::Get, &span_path, None).await;
-    assert_eq!(meta(&replaced)["managed_by"], "tailsift", "{replaced}");
+    assert_eq!(
+        meta(&span_name, &replaced)["managed_by"],
+        "tailsift",
+        "{replaced}"
+    );
     // Ours from now on: updated on every start, switch or not.
     let (_sink, _) = start(&config(), &p).await;
     es.cleanup(&p).await;

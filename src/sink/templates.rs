@@ -41,7 +41,7 @@ impl TemplateApi {
         }
     }
 
-    fn path(self, name: &str) -> String {
+    pub fn path(self, name: &str) -> String {
         match self {
             Self::Legacy => format!("/_template/{name}"),
             Self::Composable => format!("/_index_template/{name}"),
