@@ -189,14 +189,7 @@ async fn consumer_group_protocol_consumes_and_commits() -> Result<()> {
             t.spans
         );
     }
-    let offsets = common::kafka::committed_vs_end(&brokers, &topic, &group, PARTITIONS)?;
-    for (p, (committed, end)) in offsets.iter().enumerate() {
-        ensure!(
-            committed == end,
-            "partition {p}: committed {committed}, end {end}"
-        );
-    }
-    Ok(())
+    common::kafka::ensure_committed_to_end(&brokers, &topic, &group, PARTITIONS)
 }
 
 /// The read-back cost (README): one partition holding the decisions of a

@@ -137,12 +137,5 @@ async fn two_consumers_keep_every_interesting_trace() -> Result<()> {
     );
 
     // Everything resolved: the group committed every partition to its end.
-    let offsets = common::kafka::committed_vs_end(&brokers, &topic, &group, PARTITIONS)?;
-    for (p, (committed, end)) in offsets.iter().enumerate() {
-        ensure!(
-            committed == end,
-            "partition {p}: committed {committed}, end {end}"
-        );
-    }
-    Ok(())
+    common::kafka::ensure_committed_to_end(&brokers, &topic, &group, PARTITIONS)
 }

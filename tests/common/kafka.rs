@@ -48,3 +48,23 @@ pub fn committed_vs_end(
     }
     Ok(out)
 }
+
+/// Fails unless the group committed every partition to its end offset:
+/// every message resolved.
+pub fn ensure_committed_to_end(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    partitions: i32,
+) -> Result<()> {
+    for (p, (committed, end)) in committed_vs_end(brokers, topic, group, partitions)?
+        .iter()
+        .enumerate()
+    {
+        anyhow::ensure!(
+            committed == end,
+            "partition {p}: committed {committed}, end {end}"
+        );
+    }
+    Ok(())
+}
