@@ -14,11 +14,15 @@ use crate::config::{Config, EncodingSetting, KafkaConfig, MemoryPlan};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decision_log::{DecisionLog, LogSettings};
 use crate::decode::Decoder;
+use crate::dependencies::{Dependencies, LinkWriter};
 use crate::policy::{PolicyEngine, SpanFilter};
 use crate::repartition::Repartitioner;
 use crate::server::{self, Readiness};
 use crate::sink::TraceSink;
+use crate::sink::elasticsearch::EsClient;
+use crate::sink::index::IndexNames;
 use crate::source::{self, Registry, Rules, Shared, Source};
+use crate::span_metrics::SpanMetrics;
 use crate::telemetry::LogLimiter;
 use crate::window::{CACHE_ENTRY_BYTES, DecisionCache, Occupancy, WindowConfig};
 
@@ -38,9 +42,13 @@ pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
         Some(_) => EncodingSetting::Auto,
         None => cfg.kafka.encoding,
     };
+    let mut keys = engine.attribute_keys().merge(&filter.attribute_keys());
+    if cfg.span_metrics.enabled {
+        keys = keys.merge(&SpanMetrics::attribute_keys(&cfg.span_metrics));
+    }
     let decoder = Decoder::new(
         encoding,
-        engine.attribute_keys().merge(&filter.attribute_keys()),
+        keys,
         cfg.kafka.max_message_bytes.as_u64() as usize,
     )
     .with_time_limits(cfg.sampling.time_limits())
@@ -96,6 +104,19 @@ pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink
     ))
 }
 
+/// The dependency documents' writer, on the sink's Elasticsearch settings
+/// and index names (the sink installs the template).
+pub fn link_writer(cfg: &Config) -> anyhow::Result<LinkWriter> {
+    let client = EsClient::new(&cfg.elasticsearch)?;
+    let names = IndexNames::new(&cfg.index_prefix(), cfg.elasticsearch.use_aliases);
+    let bulk = &cfg.elasticsearch.bulk;
+    Ok(LinkWriter::start(
+        client,
+        names,
+        (bulk.initial_backoff, bulk.max_backoff),
+    ))
+}
+
 /// The pieces a running pipeline is made of, for the service and for tests.
 pub struct Pipeline<S: TraceSink> {
     pub shared: Arc<Shared<S>>,
@@ -116,6 +137,10 @@ impl<S: TraceSink> Pipeline<S> {
             cache: Arc::new(decision_cache(cfg)),
             decision_log: OnceLock::new(),
             occupancy: Arc::new(Occupancy::default()),
+            span_metrics: (cfg.span_metrics.enabled)
+                .then(|| Arc::new(SpanMetrics::new(&cfg.span_metrics))),
+            dependencies: (cfg.dependencies.enabled)
+                .then(|| Arc::new(Dependencies::new(&cfg.dependencies))),
             trace_budget: MemoryPlan::new(cfg).traces as usize,
             registry: Arc::new(Registry::new(&cfg.kafka.topic)),
             outage: Arc::default(),
@@ -275,6 +300,8 @@ pub struct Service {
     pub config_path: PathBuf,
     pub metrics: PrometheusHandle,
     pub dead_letters: Arc<dyn DeadLetterSink>,
+    /// Writes dependency documents; with an Elasticsearch sink only.
+    pub link_writer: Option<LinkWriter>,
 }
 
 impl Service {
@@ -300,7 +327,17 @@ impl Service {
         let readiness = Arc::new(ServiceReadiness {
             shared: pipeline.shared.clone(),
         });
-        let http = tokio::spawn(server::serve(listen, self.metrics, readiness, stop.clone()));
+        if let (Some(deps), Some(writer)) = (&pipeline.shared.dependencies, self.link_writer) {
+            let _ = deps.writer.set(writer);
+        }
+        let families = pipeline.shared.families();
+        let http = tokio::spawn(server::serve(
+            listen,
+            self.metrics,
+            families,
+            readiness,
+            stop.clone(),
+        ));
         tokio::spawn(watch_signals(stop.clone()));
         tokio::spawn(watch_reloads(
             self.config_path,

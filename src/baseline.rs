@@ -72,6 +72,11 @@ pub fn at_start(cfg: &Config, engine: &PolicyEngine) {
     }
     counter("tailsift_kafka_errors_total", &[]);
     counter("tailsift_memory_purges_total", &[]);
+    counter("tailsift_span_metrics_overflow_spans_total", &[]);
+    counter("tailsift_service_graph_overflow_calls_total", &[]);
+    for result in ["stored", "retried", "rejected"] {
+        counter("tailsift_dependency_documents_total", &[("result", result)]);
+    }
     gauge("tailsift_paused_partitions");
     gauge("tailsift_sink_queue_bytes");
     elasticsearch();

@@ -37,6 +37,10 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Spans dropped before buffering (the collector's `filter` processor).
     pub filter: FilterConfig,
+    /// RED metrics from every span (`span_metrics`).
+    pub span_metrics: crate::span_metrics::SpanMetricsConfig,
+    /// Service dependency links from every trace (`dependencies`).
+    pub dependencies: crate::dependencies::DependenciesConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -749,6 +753,8 @@ impl Config {
         if self.elasticsearch.bulk.concurrency == 0 {
             return invalid("elasticsearch.bulk.concurrency must be at least 1");
         }
+        self.span_metrics.validate().map_err(ConfigError::Invalid)?;
+        self.dependencies.validate().map_err(ConfigError::Invalid)?;
         if self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Invalid(format!(
                 "metrics.listen: '{}' is not a socket address",

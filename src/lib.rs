@@ -10,7 +10,9 @@
 //! indices; `memory` holds the allocator to `memory.limit`; `collector`
 //! reads OpenTelemetry Collector configurations; `keying` checks that input
 //! is keyed by trace ID; `baseline` creates every known metric series at
-//! zero.
+//! zero; `span_metrics` counts RED metrics from every span and
+//! `dependencies` the service links of every trace, both before sampling,
+//! on `series`' hand-kept Prometheus series.
 
 pub mod app;
 pub mod baseline;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod deadletter;
 pub mod decision_log;
 pub mod decode;
+pub mod dependencies;
 pub mod keying;
 pub mod loadgen;
 pub mod memory;
@@ -28,9 +31,11 @@ pub mod offsets;
 pub mod policy;
 pub mod repartition;
 pub mod retention;
+pub mod series;
 pub mod server;
 pub mod sink;
 pub mod source;
+pub mod span_metrics;
 pub mod span_time;
 pub mod telemetry;
 pub mod topics;

@@ -232,11 +232,18 @@ fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async move {
+        let link_writer = match (sink, cfg.dependencies.enabled) {
+            (SinkKind::Elasticsearch, true) => Some(
+                tailsift::app::link_writer(&cfg).context("cannot start the dependency writer")?,
+            ),
+            _ => None,
+        };
         let service = Service {
             dead_letters: tailsift::app::dead_letters(&cfg).await?,
             cfg,
             config_path: path,
             metrics,
+            link_writer,
         };
         match sink {
             SinkKind::Null => service.serve(NullSink::default()).await,

@@ -11,6 +11,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::series::Exposition;
 use crate::telemetry::ProcessMetrics;
 
 /// What readiness depends on; implemented by the running service.
@@ -21,6 +22,8 @@ pub trait Readiness: Send + Sync + 'static {
 
 struct AppState {
     metrics: PrometheusHandle,
+    /// Families kept outside the registry (span metrics, service graph).
+    families: Vec<Arc<dyn Exposition>>,
     process: ProcessMetrics,
     readiness: Arc<dyn Readiness>,
 }
@@ -29,11 +32,13 @@ struct AppState {
 pub async fn serve(
     listen: SocketAddr,
     metrics: PrometheusHandle,
+    families: Vec<Arc<dyn Exposition>>,
     readiness: Arc<dyn Readiness>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let state = Arc::new(AppState {
         metrics,
+        families,
         process: ProcessMetrics::default(),
         readiness,
     });
@@ -51,7 +56,11 @@ pub async fn serve(
 
 async fn render_metrics(State(s): State<Arc<AppState>>) -> String {
     s.process.collect();
-    s.metrics.render()
+    let mut out = s.metrics.render();
+    for family in &s.families {
+        family.render(&mut out);
+    }
+    out
 }
 
 /// Ready or not, with what an operator must fix even so: input that is not

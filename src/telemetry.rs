@@ -299,6 +299,24 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Virtual memory size",
     ),
     (
+        "tailsift_span_metrics_overflow_spans_total",
+        Kind::Counter,
+        Unit::Count,
+        "Spans counted in the span metrics' overflow series because span_metrics.max_series was reached",
+    ),
+    (
+        "tailsift_service_graph_overflow_calls_total",
+        Kind::Counter,
+        Unit::Count,
+        "Service-graph calls not exported because dependencies.max_edges was reached",
+    ),
+    (
+        "tailsift_dependency_documents_total",
+        Kind::Counter,
+        Unit::Count,
+        "Dependency-link documents written to Elasticsearch, by result (stored, retried, rejected)",
+    ),
+    (
         "process_virtual_memory_max_bytes",
         Kind::Gauge,
         Unit::Bytes,

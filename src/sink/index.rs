@@ -26,11 +26,17 @@ impl Day {
     }
 }
 
-/// The two kinds of documents and where each goes.
+/// The kinds of documents and where each goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Span,
     Service,
+    /// Service dependency links (`dependencies`).
+    Dependencies,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Span, Kind::Service, Kind::Dependencies];
 }
 
 impl Kind {
@@ -38,6 +44,7 @@ impl Kind {
         match self {
             Kind::Span => "jaeger-span",
             Kind::Service => "jaeger-service",
+            Kind::Dependencies => "jaeger-dependencies",
         }
     }
 }
@@ -105,7 +112,7 @@ impl IndexNames {
         }
         // The longest day name stands for every day.
         let day = Day(2_932_896); // 9999-12-31
-        for kind in [Kind::Span, Kind::Service] {
+        for kind in Kind::ALL {
             for name in [
                 format!("{}{}-{}", self.prefix, kind.base(), day.date()),
                 self.write_alias(kind),

@@ -1,4 +1,4 @@
-//! Index templates for the span and service indices, installed at start so
+//! Index templates for the span, service and dependency indices, installed at start so
 //! every daily index gets the mapping Jaeger Query searches: keywords for IDs
 //! and names, `nested` tags/logs/references, `startTimeMillis` as a date.
 //!
@@ -70,6 +70,7 @@ pub fn template(
     let mappings = match kind {
         Kind::Span => span_mappings(),
         Kind::Service => service_mappings(),
+        Kind::Dependencies => dependencies_mappings(),
     };
     let mut body = json!({"settings": settings, "mappings": mappings});
     if api == TemplateApi::Legacy {
@@ -134,6 +135,18 @@ fn service_mappings() -> Value {
     json!({"properties": {"serviceName": keyword(), "operationName": keyword()}})
 }
 
+/// Jaeger's dependency documents: `timestamp` is what its reader filters on.
+fn dependencies_mappings() -> Value {
+    json!({"properties": {
+        "timestamp": {"type": "date"},
+        "dependencies": {"properties": {
+            "parent": keyword(),
+            "child": keyword(),
+            "callCount": {"type": "long"},
+        }},
+    }})
+}
+
 /// Who owns the template a name already points to, from its `GET` reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Existing {
@@ -172,7 +185,7 @@ pub async fn install(
 ) -> Result<TemplateApi, SinkError> {
     let info = client.server_info().await?;
     let api = TemplateApi::for_server(&info);
-    for kind in [Kind::Span, Kind::Service] {
+    for kind in Kind::ALL {
         let name = names.template(kind);
         let path = api.path(&name);
         let existing = Existing::from_reply(api, &name, client.get_optional(&path).await?.as_ref());
@@ -192,7 +205,7 @@ pub async fn install(
 /// unless the alias exists, as Jaeger's `es-rollover init` would; writing
 /// to a missing alias would otherwise create a plain index of that name.
 pub async fn ensure_write_aliases(client: &EsClient, names: &IndexNames) -> Result<(), SinkError> {
-    for kind in [Kind::Span, Kind::Service] {
+    for kind in Kind::ALL {
         let alias = names.write_alias(kind);
         if client.exists(&format!("/_alias/{alias}")).await? {
             continue;

@@ -56,6 +56,11 @@ pub struct Shared<S: TraceSink> {
     /// `sampling.decision_log.enabled` is false.
     pub decision_log: OnceLock<Arc<DecisionLog>>,
     pub occupancy: Arc<Occupancy>,
+    /// RED metrics of every span; unset when `span_metrics.enabled` is false.
+    pub span_metrics: Option<Arc<crate::span_metrics::SpanMetrics>>,
+    /// Dependency links of every trace; unset when `dependencies.enabled`
+    /// is false.
+    pub dependencies: Option<Arc<crate::dependencies::Dependencies>>,
     /// Buffered trace bytes allowed before traces are decided early:
     /// `memory.limit`'s share for them (`MemoryPlan::traces`).
     pub trace_budget: usize,
@@ -66,6 +71,20 @@ pub struct Shared<S: TraceSink> {
     pub stop: CancellationToken,
     pub on_shutdown: PendingOnShutdown,
     pub log_limiter: LogLimiter,
+}
+
+impl<S: TraceSink> Shared<S> {
+    /// The families rendered beside the registry's on `/metrics`.
+    pub fn families(&self) -> Vec<Arc<dyn crate::series::Exposition>> {
+        let mut out: Vec<Arc<dyn crate::series::Exposition>> = Vec::new();
+        if let Some(m) = &self.span_metrics {
+            out.push(m.clone());
+        }
+        if let Some(g) = self.dependencies.as_ref().and_then(|d| d.graph.clone()) {
+            out.push(g);
+        }
+        out
+    }
 }
 
 /// librdkafka settings for the consumer: manual, resolved-only commits,

@@ -20,10 +20,12 @@ use crate::config::PendingOnShutdown;
 use crate::deadletter::DeadLetter;
 use crate::decision_log::{self, record::DecisionRecord};
 use crate::decode::{DecodeError, Decoder};
+use crate::dependencies::{Batch, Counted, Flush, PartitionDependencies};
 use crate::model::{Decision, DecisionReason, Payload, ScanBatch, SpanRef, TraceId};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
 use crate::policy::{PolicyEngine, SpanFilter};
 use crate::sink::{KeptTrace, TraceSink};
+use crate::span_metrics::LocalSpanMetrics;
 use crate::window::{Decided, Found, Inserted, Remembered, TraceWindow};
 
 /// How often deadlines are checked and the watermark is published.
@@ -131,6 +133,10 @@ pub struct PartitionTask<S: TraceSink> {
     stalled: Duration,
     batch: ScanBatch,
     metrics: PartitionMetrics,
+    /// Span metrics counted here since the last tick.
+    red: Option<LocalSpanMetrics>,
+    /// Parent links of the buffered traces, and their documents.
+    links: Option<PartitionDependencies>,
 }
 
 struct PartitionMetrics {
@@ -176,7 +182,14 @@ impl<S: TraceSink> PartitionTask<S> {
             shared.occupancy.clone(),
         );
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        let red = shared.span_metrics.as_ref().map(|m| m.local());
+        let links = shared
+            .dependencies
+            .as_ref()
+            .map(|d| d.partition(shared.registry.topic(), handle.partition));
         Self {
+            red,
+            links,
             metrics: PartitionMetrics::new(handle.partition),
             handle,
             shared,
@@ -262,6 +275,12 @@ impl<S: TraceSink> PartitionTask<S> {
         self.refresh_rules();
         let decided = self.window.expire(self.clock());
         self.handle_decided(decided).await;
+        if let Some(red) = &mut self.red {
+            red.flush();
+        }
+        if let Some(flush) = self.links.as_mut().and_then(|l| l.tick()) {
+            self.send_links(flush).await;
+        }
         self.handle.publish(self.offsets.committable());
     }
 
@@ -319,6 +338,9 @@ impl<S: TraceSink> PartitionTask<S> {
                 self.offsets.resolve(payload.offset, 1);
                 continue;
             }
+            if let Some(red) = &mut self.red {
+                red.observe(&view);
+            }
             let span_ref = SpanRef {
                 payload: payload.clone(),
                 layout: span.layout,
@@ -327,8 +349,18 @@ impl<S: TraceSink> PartitionTask<S> {
                 .window
                 .insert(span, &view, span_ref.clone(), now, expected)
             {
-                Inserted::Buffered => {}
-                Inserted::Decided(d) => decided.push(d),
+                Inserted::Buffered => {
+                    if let Some(links) = &mut self.links {
+                        let bytes = links.observe(&view);
+                        self.window.charge(&span.trace_id, bytes);
+                    }
+                }
+                Inserted::Decided(d) => {
+                    if let Some(links) = &mut self.links {
+                        links.observe(&view);
+                    }
+                    decided.push(d);
+                }
                 Inserted::Late(remembered, found) => {
                     self.metrics.late(&remembered, found).increment(1);
                     let decision = match remembered {
@@ -380,7 +412,8 @@ impl<S: TraceSink> PartitionTask<S> {
 
     async fn handle_decided(&mut self, decided: Vec<Decided>) {
         for d in decided {
-            self.log_decision(&d).await;
+            let waits = self.count_links(&d).await;
+            self.log_decision(&d, waits).await;
             if d.write() {
                 self.submit(d.trace_id, d.decision, d.would_drop, d.spans, d.resolved)
                     .await;
@@ -390,11 +423,57 @@ impl<S: TraceSink> PartitionTask<S> {
         }
     }
 
+    /// Counts a decided trace's dependency links; whether its decision
+    /// record must wait for the document that holds them (see
+    /// `dependencies::links`). The trace's first message waits for that
+    /// document too. A shutdown decision is provisional: not counted.
+    async fn count_links(&mut self, d: &Decided) -> bool {
+        let Some(links) = &mut self.links else {
+            return false;
+        };
+        let first = d.resolved.offsets.iter().map(|(o, _)| *o).min();
+        let (Some(first), false) = (first, d.reason == DecisionReason::Shutdown) else {
+            links.forget(&d.trace_id);
+            return false;
+        };
+        let Counted::Pending(closed) = links.decided(&d.trace_id, first) else {
+            return false;
+        };
+        self.offsets.defer(first);
+        if let Some(flush) = closed {
+            self.send_links(flush).await;
+        }
+        true
+    }
+
+    /// Hands a dependency document to the writer, with the records and
+    /// offsets that wait for it.
+    async fn send_links(&mut self, flush: Flush) {
+        let writer = self
+            .shared
+            .dependencies
+            .as_ref()
+            .and_then(|d| d.writer.get());
+        let Some(writer) = writer.cloned() else {
+            return;
+        };
+        let batch = Batch {
+            partition: self.handle.partition,
+            document: flush.document,
+            records: flush.records,
+            log: self.shared.decision_log.get().cloned(),
+            gate: self.ack_handle(flush.gate),
+        };
+        let started = Instant::now();
+        writer.send(batch).await;
+        self.stalled += started.elapsed();
+    }
+
     /// Records a decision in the decision log, holding back the trace's
-    /// first message (and so the watermark) until the broker stored it. A
-    /// shutdown decision is not recorded: it is provisional (see
-    /// `shutdown`).
-    async fn log_decision(&mut self, d: &Decided) {
+    /// first message (and so the watermark) until the broker stored it;
+    /// `waits`: only once its dependency document is stored. A shutdown
+    /// decision is not recorded: it is provisional (see `shutdown`).
+    async fn log_decision(&mut self, d: &Decided, waits: bool) {
         let Some(log) = self.shared.decision_log.get().cloned() else {
             return;
         };
@@ -412,6 +491,10 @@ impl<S: TraceSink> PartitionTask<S> {
         let partition = self.handle.partition;
         let record = DecisionRecord::new(&d.decision, d.reason, partition, (first, last));
         let pending = decision_log::Pending::new(d.trace_id, record, ack);
+        if waits && let Some(links) = &mut self.links {
+            links.hold(pending);
+            return;
+        }
         let started = Instant::now();
         log.record(partition, pending).await;
         self.stalled += started.elapsed();
@@ -537,6 +620,9 @@ impl<S: TraceSink> PartitionTask<S> {
                 }
             }
             self.handle_decided(decided).await;
+        }
+        if let Some(flush) = self.links.as_mut().and_then(|l| l.flush_now()) {
+            self.send_links(flush).await;
         }
         while self.inflight > 0 {
             self.handle.publish(self.offsets.committable());

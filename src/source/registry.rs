@@ -57,6 +57,10 @@ pub struct Registry {
 }
 
 impl Registry {
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     pub fn new(topic: &str) -> Self {
         report_assigned(0);
         Self {

@@ -49,6 +49,8 @@ fn start(cfg: &Config) -> Task {
         cache: Arc::new(DecisionCache::new(1000, 1000)),
         decision_log: OnceLock::new(),
         occupancy: Arc::new(Occupancy::default()),
+        span_metrics: None,
+        dependencies: None,
         trace_budget: usize::MAX,
         registry: Arc::new(Registry::new("t")),
         outage: Arc::default(),
