@@ -35,6 +35,15 @@ impl Es {
             .map(drop)
     }
 
+    /// Documents in the indices matching `pattern` (refreshed first).
+    pub async fn count(&self, pattern: &str) -> Result<u64> {
+        self.refresh(pattern).await?;
+        let body = self
+            .call(Method::Get, &format!("/{pattern}/_count"))
+            .await?;
+        body["count"].as_u64().context("count in _count reply")
+    }
+
     /// Removes this run's indices and templates (kept when the test fails, to inspect).
     pub async fn delete_run(&self, prefix: &str) {
         // By name: wildcard deletes are refused where action.destructive_requires_name is on.
@@ -54,7 +63,7 @@ impl Es {
         }
         // Composable templates on Elasticsearch 8/9, legacy ones on OpenSearch.
         for api in ["_index_template", "_template"] {
-            for kind in ["span", "service"] {
+            for kind in ["span", "service", "dependencies"] {
                 let _ = self
                     .call(Method::Delete, &format!("/{api}/{prefix}jaeger-{kind}"))
                     .await;

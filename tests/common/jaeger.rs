@@ -87,6 +87,17 @@ impl JaegerQuery {
     /// `elasticsearch.index_prefix`; Jaeger adds the '-' the same way). The first run
     /// builds the binary, so this blocks for minutes then: call it off the executor.
     pub fn start(reader: Reader, es_url: &str, index_prefix: &str) -> Result<Self> {
+        Self::start_with(reader, es_url, index_prefix, None)
+    }
+
+    /// Like `start`, with `prometheus` (a URL) as the v2 Monitor tab's
+    /// metrics backend.
+    pub fn start_with(
+        reader: Reader,
+        es_url: &str,
+        index_prefix: &str,
+        prometheus: Option<&str>,
+    ) -> Result<Self> {
         let port = free_port()?;
         let name = super::unique_name(&format!("jaeger-{}", reader.name()));
         let env = vec![
@@ -102,6 +113,10 @@ impl JaegerQuery {
             (
                 "JAEGER_QUERY_ADMIN_PORT".to_string(),
                 free_port()?.to_string(),
+            ),
+            (
+                "JAEGER_QUERY_PROMETHEUS_URL".to_string(),
+                prometheus.unwrap_or_default().to_string(),
             ),
         ];
         let url = format!("http://127.0.0.1:{port}");

@@ -14,6 +14,7 @@ pub mod es;
 pub mod jaeger;
 pub mod kafka;
 pub mod pipeline;
+pub mod prometheus;
 
 pub const START_HINT: &str =
     "start the stack: deploy/local/stack.sh up && eval \"$(deploy/local/stack.sh env)\"";
