@@ -348,6 +348,24 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
     ),
 ];
 
+/// Families in the OpenTelemetry connectors' naming (default namespaces),
+/// rendered by `span_metrics` and `dependencies::service_graph` rather than
+/// the registry: Jaeger's Monitor tab and Grafana's node graph read them.
+pub const CONNECTOR_METRICS: &[(&str, Kind)] = &[
+    ("traces_span_metrics_calls_total", Kind::Counter),
+    ("traces_span_metrics_duration_milliseconds", Kind::Histogram),
+    ("traces_service_graph_request_total", Kind::Counter),
+    ("traces_service_graph_request_failed_total", Kind::Counter),
+    (
+        "traces_service_graph_request_server_seconds",
+        Kind::Histogram,
+    ),
+    (
+        "traces_service_graph_request_client_seconds",
+        Kind::Histogram,
+    ),
+];
+
 /// Prefix of the standard process metrics in [`METRICS`]; every other
 /// metric is `tailsift_*`.
 pub const PROCESS_PREFIX: &str = "process_";

@@ -13,7 +13,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 use tailsift::config::Config;
-use tailsift::telemetry::{Kind, METRICS};
+use tailsift::telemetry::{CONNECTOR_METRICS, Kind, METRICS};
 
 const DASHBOARD: &str = "deploy/grafana/dashboards/tailsift.json";
 const ALERTS: &str = "deploy/prometheus/rules/alerts.yml";
@@ -51,7 +51,11 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 /// The exported metric a PromQL token refers to: itself, or for a histogram
 /// series (`_bucket`, `_sum`, `_count`) the histogram.
 fn exported_metric(token: &str) -> Option<&'static str> {
-    let find = |name: &str| METRICS.iter().find(|m| m.0 == name);
+    let all = METRICS
+        .iter()
+        .map(|m| (m.0, m.1))
+        .chain(CONNECTOR_METRICS.iter().copied());
+    let find = |name: &str| all.clone().find(|m| m.0 == name);
     if let Some(m) = find(token) {
         return Some(m.0);
     }
@@ -64,8 +68,9 @@ fn exported_metric(token: &str) -> Option<&'static str> {
 }
 
 fn metric_tokens(promql: &str) -> Vec<String> {
-    // tailsift's own metrics and Prometheus' standard process_* ones.
-    let re = Regex::new(r"\b(?:tailsift|process)_[a-z0-9_]+").expect("valid regex");
+    // tailsift's own metrics, Prometheus' standard process_* ones and the
+    // connector-named span metrics and service graph.
+    let re = Regex::new(r"\b(?:tailsift|process|traces)_[a-z0-9_]+").expect("valid regex");
     re.find_iter(promql)
         .map(|m| m.as_str().to_string())
         .collect()
@@ -144,6 +149,7 @@ fn dashboard_shows_every_exported_metric() {
     let missing: Vec<_> = METRICS
         .iter()
         .map(|m| m.0)
+        .chain(CONNECTOR_METRICS.iter().map(|m| m.0))
         .filter(|name| !used.contains(name))
         .collect();
     assert!(

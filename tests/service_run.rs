@@ -294,7 +294,7 @@ fn families(body: &str) -> std::collections::BTreeSet<String> {
 /// (several traces per message, no key) is counted and /readyz says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<()> {
-    use tailsift::telemetry::METRICS;
+    use tailsift::telemetry::{CONNECTOR_METRICS, METRICS};
     let topic = common::unique_name("tailsift-idle");
     common::kafka::create_topic(&common::kafka_brokers(), &topic, PARTITIONS).await?;
     let dir = std::env::temp_dir().join(common::unique_name("tailsift-idle-run"));
@@ -340,6 +340,7 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
     let missing: Vec<&str> = METRICS
         .iter()
         .map(|m| m.0)
+        .chain(CONNECTOR_METRICS.iter().map(|m| m.0))
         .filter(|name| !found.contains(*name) && !per_ottl_rule.contains(name))
         .collect();
     ensure!(
@@ -349,6 +350,7 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
     let unknown: Vec<&String> = found
         .iter()
         .filter(|f| !METRICS.iter().any(|m| m.0 == f.as_str()))
+        .filter(|f| !CONNECTOR_METRICS.iter().any(|m| m.0 == f.as_str()))
         .collect();
     ensure!(
         unknown.is_empty(),

@@ -203,3 +203,24 @@ fn buckets_and_intervals_are_checked() {
     cfg.flush_interval = Duration::from_secs(7200);
     assert!(cfg.validate().is_err());
 }
+
+#[test]
+fn rendered_families_are_catalogued() {
+    let graph = ServiceGraph::new(&service_graph::DEFAULT_BUCKETS_S, 10);
+    let mut out = String::new();
+    graph.render(&mut out);
+    let typed: Vec<_> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(typed.len(), 4);
+    for name in typed {
+        assert!(
+            crate::telemetry::CONNECTOR_METRICS
+                .iter()
+                .any(|(n, _)| *n == name),
+            "{name}"
+        );
+    }
+}

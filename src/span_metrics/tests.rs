@@ -176,3 +176,23 @@ fn a_bad_namespace_is_refused() {
     assert!(cfg.validate().is_err());
     assert!(SpanMetricsConfig::default().validate().is_ok());
 }
+
+#[test]
+fn rendered_families_are_catalogued() {
+    let cfg = SpanMetricsConfig::default();
+    let metrics = Arc::new(SpanMetrics::new(&cfg));
+    let mut out = String::new();
+    metrics.render(&mut out);
+    let catalogued = |name: &str| {
+        crate::telemetry::CONNECTOR_METRICS
+            .iter()
+            .any(|(n, _)| *n == name)
+    };
+    let typed: Vec<_> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(typed.len(), 2);
+    assert!(typed.iter().all(|n| catalogued(n)), "{typed:?}");
+}
