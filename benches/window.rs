@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tailsift::config::EncodingSetting;
+use tailsift::dependencies::{Dependencies, DependenciesConfig};
+use tailsift::span_metrics::{SpanMetrics, SpanMetricsConfig};
 use tailsift::decode::Decoder;
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{Profile, TraceGenerator};
@@ -90,6 +92,47 @@ fn insert_and_decide(c: &mut Criterion) {
                 }
             }
             black_box(w.expire(now + Duration::from_secs(11)).len())
+        })
+    });
+    // The same with what span metrics and dependency links add per span:
+    // their observe on every span, edges at every decision, the merges of
+    // a tick. The difference is their cost (target: at most 15% of the
+    // null-sink CPU per span, checked end to end by benches/e2e).
+    let red = Arc::new(SpanMetrics::new(&SpanMetricsConfig::default()));
+    let deps = Dependencies::new(&DependenciesConfig::default());
+    group.bench_function("scan+insert+decide+span-metrics+dependencies", |b| {
+        b.iter(|| {
+            let mut w = window(&engine);
+            let (mut local, mut links) = (red.local(), deps.partition("t", 0));
+            let now = Instant::now();
+            for (offset, m) in msgs.iter().enumerate() {
+                let n = decoder.scan(m.clone(), None, &mut batch).expect("scan");
+                let payload = Arc::new(Payload {
+                    bytes: n.bytes,
+                    format: n.format,
+                    partition: 0,
+                    offset: offset as i64,
+                    times: tailsift::span_time::TimeBounds::UNBOUNDED,
+                });
+                for i in 0..batch.spans.len() {
+                    let span = &batch.spans[i];
+                    let r = SpanRef {
+                        payload: payload.clone(),
+                        layout: span.layout,
+                    };
+                    let view = batch.view(i, &payload.bytes);
+                    local.observe(&view);
+                    black_box(w.insert(span, &view, r, now, batch.spans.len()));
+                    links.observe(&view);
+                }
+            }
+            let decided = w.expire(now + Duration::from_secs(11));
+            for d in &decided {
+                black_box(links.decided(&d.trace_id, 0));
+            }
+            local.flush();
+            black_box(links.tick());
+            black_box(decided.len())
         })
     });
     group.finish();

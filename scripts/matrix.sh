@@ -10,7 +10,7 @@
 # Environment (all optional):
 #   MATRIX               engine:version list (default below; the tested versions)
 #   MATRIX_TESTS         cargo test targets   (default elasticsearch_sink harness_elasticsearch
-#                                             retention jaeger_query jaeger_trace_ids jaeger_collector)
+#                                             retention jaeger_query jaeger_trace_ids jaeger_collector red_metrics)
 #   MATRIX_DIR           where the stacks live (default <repo>/.stack-matrix)
 #   MATRIX_KAFKA_PORT    Kafka port of every matrix stack (+1: its controller) (default 29092)
 #   MATRIX_ES_PORT       first search-node port; entry i gets +i              (default 29200)
@@ -21,7 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 
 MATRIX="${MATRIX:-elasticsearch:8.19.21 elasticsearch:9.2.0 opensearch:2.19.6}"
-MATRIX_TESTS="${MATRIX_TESTS:-elasticsearch_sink harness_elasticsearch retention jaeger_query jaeger_trace_ids jaeger_collector}"
+MATRIX_TESTS="${MATRIX_TESTS:-elasticsearch_sink harness_elasticsearch retention jaeger_query jaeger_trace_ids jaeger_collector red_metrics}"
 DIR="${MATRIX_DIR:-$ROOT/.stack-matrix}"
 KAFKA_PORT="${MATRIX_KAFKA_PORT:-29092}"
 ES_PORT0="${MATRIX_ES_PORT:-29200}"

@@ -5,7 +5,7 @@
 //!
 //! The `metrics` crate registry hashes and allocates a label set per
 //! update; at a few updates per span that would cost more than deciding the
-//! span (see benches/window.rs, group `span-metrics`). Here a span costs one
+//! span (benches/window.rs measures both sides). Here a span costs one
 //! lookup in a partition-local map.
 
 use std::fmt::Write as _;

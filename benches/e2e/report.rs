@@ -61,6 +61,9 @@ pub struct Results {
     /// Every run of a contender; the report shows medians.
     pub scan: Vec<ScanResult>,
     pub tailsift: Vec<Throughput>,
+    /// The same with span metrics and dependency links off.
+    #[serde(default)]
+    pub tailsift_plain: Vec<Throughput>,
     pub otelcol: Vec<Throughput>,
     pub tailsift_memory: Option<Memory>,
     pub otelcol_memory: Option<Memory>,
@@ -261,6 +264,10 @@ fn throughput(r: &Results) -> Table {
     for (name, runs) in [
         ("(a) bare consume + scan", Runs::over(&r.scan)),
         ("(b) tailsift, null sink", Runs::over(&r.tailsift)),
+        (
+            "(b) the same, span metrics and dependencies off",
+            Runs::over(&r.tailsift_plain),
+        ),
         (collector.as_str(), Runs::over(&r.otelcol)),
     ] {
         if let Some(x) = runs {
@@ -373,6 +380,16 @@ fn ratios(r: &Results) -> Table {
             measured,
             ">= 50%",
             best >= 0.5,
+        ));
+    }
+    if let (Some(on), Some(off)) = (&tailsift, Runs::over(&r.tailsift_plain)) {
+        // CPU per span is 1 / (spans per CPU-s): the added share is off/on - 1.
+        let (best, med) = (off.per_cpu_max / on.per_cpu_max - 1.0, off.per_cpu / on.per_cpu - 1.0);
+        t.rows.push(target_row(
+            "span metrics + dependencies, added CPU per span",
+            format!("{} ({})", pct(best), pct(med)),
+            "<= 15%",
+            best <= 0.15,
         ));
     }
     if let (Some(m), Some(wire)) = (&r.tailsift_memory, r.wire_bytes_per_span()) {

@@ -155,7 +155,12 @@ impl Run {
             r.scan = self.repeat(|run, i| run.scan(&format!("scan{i}")))?;
         }
         if self.wanted("null") {
-            r.tailsift = self.repeat(|run, i| run.tailsift_throughput(&format!("null{i}")))?;
+            let name = |i| format!("null{i}");
+            r.tailsift = self.repeat(|run, i| run.tailsift_throughput(&name(i), true))?;
+        }
+        if self.wanted("null-off") {
+            let name = |i| format!("nulloff{i}");
+            r.tailsift_plain = self.repeat(|run, i| run.tailsift_throughput(&name(i), false))?;
         }
         if self.wanted("memory") {
             r.tailsift_memory = Some(self.tailsift_memory()?);
@@ -306,9 +311,10 @@ impl Run {
         )
     }
 
-    fn tailsift_throughput(&self, name: &str) -> Result<Throughput> {
+    /// `observers`: span metrics and dependency links on (the default) or off.
+    fn tailsift_throughput(&self, name: &str, observers: bool) -> Result<Throughput> {
         step(&format!("(b) tailsift run --sink null [{name}]"));
-        let (config, listen) = self.tailsift_config(name, POLICIES, &SHORT)?;
+        let (config, listen) = self.tailsift_config_with(name, POLICIES, &SHORT, observers)?;
         let (spans, traces) = (self.load.spans as f64, self.load.traces as f64);
         let observed = watch::observe(
             &self.tailsift(&config, name, listen, "null"),
@@ -494,6 +500,16 @@ impl Run {
         policies: &str,
         window: &Window,
     ) -> Result<(PathBuf, String)> {
+        self.tailsift_config_with(name, policies, window, true)
+    }
+
+    fn tailsift_config_with(
+        &self,
+        name: &str,
+        policies: &str,
+        window: &Window,
+        observers: bool,
+    ) -> Result<(PathBuf, String)> {
         let listen = format!("127.0.0.1:{}", free_port()?);
         let text = fill(
             TAILSIFT_CONFIG,
@@ -514,6 +530,7 @@ impl Run {
                 ("PREFIX", &self.prefix(name)),
                 ("MEMORY_LIMIT", window.memory_limit),
                 ("LISTEN", &listen),
+                ("OBSERVERS", if observers { "true" } else { "false" }),
             ],
         );
         let path = self.file(&format!("tailsift-{name}.yaml"));
@@ -635,6 +652,7 @@ mod tests {
             ("PREFIX", "p-"),
             ("MEMORY_LIMIT", "1GiB"),
             ("LISTEN", "127.0.0.1:1"),
+            ("OBSERVERS", "true"),
             ("NUM_TRACES", "10"),
             ("METRICS_PORT", "1"),
         ];
