@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tailsift::config::EncodingSetting;
-use tailsift::dependencies::{Dependencies, DependenciesConfig};
-use tailsift::span_metrics::{SpanMetrics, SpanMetricsConfig};
 use tailsift::decode::Decoder;
+use tailsift::dependencies::{Dependencies, DependenciesConfig};
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{Profile, TraceGenerator};
 use tailsift::model::{Payload, ScanBatch, SpanRef, TraceId};
 use tailsift::policy::PolicyEngine;
+use tailsift::span_metrics::{SpanMetrics, SpanMetricsConfig};
 use tailsift::window::{DecisionCache, Occupancy, TraceWindow, WindowConfig};
 
 const DEFAULT_POLICIES: &str = r#"[

@@ -44,6 +44,19 @@ impl Drop for Service {
     }
 }
 
+/// `tailsift run` on `dir`'s config, logging to `log` there.
+fn spawn(dir: &Path, log: &str) -> Result<Service> {
+    let log = std::fs::File::create(dir.join(log))?;
+    let child = Command::new(env!("CARGO_BIN_EXE_tailsift"))
+        .args(["run", "--config"])
+        .arg(dir.join("tailsift.yaml"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("spawn tailsift")?;
+    Ok(Service(child))
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -71,15 +84,19 @@ fn write_config(path: &Path, topic: &str, prefix: &str, port: u16) -> Result<()>
 }
 
 fn traffic() -> Vec<GenTrace> {
+    traffic_of(TRACES, 42)
+}
+
+fn traffic_of(n: usize, seed: u64) -> Vec<GenTrace> {
     let profile = Profile {
         services: 4,
         error_rate: 0.2,
         ..Profile::default()
     };
-    let mut g = TraceGenerator::new(profile, 42);
+    let mut g = TraceGenerator::new(profile, seed);
     // Ended in the past: no span is corrected for a clock in the future.
     let start = (now_ms() - 20_000) * 1_000_000;
-    (0..TRACES)
+    (0..n)
         .map(|i| g.trace(start + i as u64 * 1_000_000))
         .collect()
 }
@@ -229,16 +246,7 @@ async fn jaeger_monitor_and_dependencies_from_every_span() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let port = free_port()?;
     write_config(&dir.join("tailsift.yaml"), &topic, &prefix, port)?;
-    let log = std::fs::File::create(dir.join("tailsift.log"))?;
-    let _service = Service(
-        Command::new(env!("CARGO_BIN_EXE_tailsift"))
-            .args(["run", "--config"])
-            .arg(dir.join("tailsift.yaml"))
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn tailsift")?,
-    );
+    let _service = spawn(&dir, "tailsift.log")?;
     let target = format!("127.0.0.1:{port}");
     let prometheus = tokio::task::spawn_blocking(move || Prometheus::start(&target)).await??;
     let (es, jprefix, prom) = (
@@ -345,6 +353,116 @@ async fn jaeger_monitor_and_dependencies_from_every_span() -> Result<()> {
     );
     jaeger.finish();
     es.delete_run(&format!("{prefix}-")).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn scrape_sum(port: u16, family: &str) -> Result<f64> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    use std::io::{Read, Write};
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
+/// A member killed (SIGKILL) in the middle of the traffic and started
+/// again, with the shipped dependency settings: Jaeger's
+/// `/api/dependencies` still holds every generated link, none lost. A trace
+/// is counted by whoever decides it whole; the one double count the design
+/// allows (a document stored, its decision records not yet acknowledged
+/// when the process died) can only come from traces the crashed member
+/// decided, and is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependency_links_survive_a_crash() -> Result<()> {
+    if !common::jaeger::enabled("dependency_links_survive_a_crash") {
+        return Ok(());
+    }
+    let topic = common::unique_name("tailsift-deps-crash");
+    let prefix = common::unique_name("depcrash");
+    common::kafka::create_topic(&common::kafka_brokers(), &topic, 6).await?;
+    let dir = std::env::temp_dir().join(common::unique_name("tailsift-deps-crash"));
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    write_config(&dir.join("tailsift.yaml"), &topic, &prefix, port)?;
+    let (es, jprefix) = (common::es_url(), format!("{prefix}-"));
+    let jaeger = tokio::task::spawn_blocking(move || JaegerQuery::start(Reader::V2, &es, &jprefix))
+        .await??;
+
+    let (first, second) = (traffic_of(500, 7), traffic_of(500, 8));
+    let mut crashed = spawn(&dir, "tailsift-1.log")?;
+    wait_for("the first member ready", 60, || async {
+        Ok(scrape_sum(port, "tailsift_rebalances_total").is_ok_and(|n| n > 0.0))
+    })
+    .await?;
+    produce(&topic, &first).await?;
+    wait_for("a third of the first traffic decided", 60, || async {
+        Ok(scrape_sum(port, "tailsift_decisions_total")? >= 170.0)
+    })
+    .await?;
+    let decided_before = scrape_sum(port, "tailsift_decisions_total")?;
+    crashed.0.kill().context("SIGKILL")?;
+    let _ = crashed.0.wait();
+    produce(&topic, &second).await?;
+    let _restarted = spawn(&dir, "tailsift-2.log")?;
+
+    // Only traces the crashed member decided can count twice: at most the
+    // busiest of the first traffic, as many as it had decided (plus what it
+    // may have decided between that scrape and the kill).
+    let mut per_trace: Vec<u64> = first
+        .iter()
+        .map(|t| truth(std::slice::from_ref(t)).links.values().sum())
+        .collect();
+    per_trace.sort_unstable_by(|a, b| b.cmp(a));
+    let bound: u64 = per_trace.iter().take(decided_before as usize + 50).sum();
+    let all: Vec<GenTrace> = first.into_iter().chain(second).collect();
+    let expected = truth(&all).links;
+    let group = format!("{topic}-group");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let query = [
+        ("endTs", now_ms().to_string()),
+        ("lookback", "86400000".to_string()),
+    ];
+    let got = loop {
+        let committed =
+            common::kafka::ensure_committed_to_end(&common::kafka_brokers(), &topic, &group, 6);
+        let got = dependencies(&jaeger.api, &query).await?;
+        let covered = expected
+            .iter()
+            .all(|(k, n)| got.get(k).is_some_and(|g| g >= n));
+        if committed.is_ok() && covered {
+            break got;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "after the crash: committed {committed:?}; Jaeger returns {got:?}, generated {expected:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    ensure!(
+        got.len() == expected.len(),
+        "links nobody generated: {got:?}"
+    );
+    let total: u64 = expected.values().sum();
+    let extra: u64 = got.values().sum::<u64>() - total;
+    common::report(&format!(
+        "after a crash: {total} generated calls, {extra} counted twice \
+         (the crashed member had decided {decided_before} traces)"
+    ));
+    ensure!(
+        extra <= bound,
+        "{extra} of {total} calls counted twice: more than the crashed member decided ({bound})"
+    );
+    jaeger.finish();
+    common::es::Es::new(&common::es_url())?
+        .delete_run(&format!("{prefix}-"))
+        .await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -384,7 +384,10 @@ fn ratios(r: &Results) -> Table {
     }
     if let (Some(on), Some(off)) = (&tailsift, Runs::over(&r.tailsift_plain)) {
         // CPU per span is 1 / (spans per CPU-s): the added share is off/on - 1.
-        let (best, med) = (off.per_cpu_max / on.per_cpu_max - 1.0, off.per_cpu / on.per_cpu - 1.0);
+        let (best, med) = (
+            off.per_cpu_max / on.per_cpu_max - 1.0,
+            off.per_cpu / on.per_cpu - 1.0,
+        );
         t.rows.push(target_row(
             "span metrics + dependencies, added CPU per span",
             format!("{} ({})", pct(best), pct(med)),
