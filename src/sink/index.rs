@@ -175,9 +175,10 @@ mod tests {
         for bad in ["Prod-", "a b-", "a:b-", "_x-", "..-", "a\tb-"] {
             assert!(IndexNames::new(bad, false).validate().is_err(), "{bad}");
         }
-        // The longest derived name decides: 230 bytes of prefix + 25.
-        assert!(IndexNames::new(&"p".repeat(230), false).validate().is_ok());
-        let err = IndexNames::new(&"p".repeat(231), false)
+        // The longest derived name decides: 225 bytes of prefix + 30
+        // (`jaeger-dependencies-9999-12-31`).
+        assert!(IndexNames::new(&"p".repeat(225), false).validate().is_ok());
+        let err = IndexNames::new(&"p".repeat(226), false)
             .validate()
             .unwrap_err();
         assert!(err.contains("255 bytes"), "{err}");
