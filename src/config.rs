@@ -655,6 +655,17 @@ impl Config {
     /// Loads a YAML file, then applies `TAILSIFT_SECTION__KEY=value`
     /// environment overrides (e.g. `TAILSIFT_KAFKA__BROKERS`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_from(Some(path))
+    }
+
+    /// The defaults with the environment overrides, for the index tools run
+    /// without a file (credentials then still come from
+    /// `TAILSIFT_ELASTICSEARCH__USERNAME` and the like).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load_from(None)
+    }
+
+    fn load_from(path: Option<&Path>) -> Result<Self, ConfigError> {
         // Only `SECTION__KEY` variables are overrides: other TAILSIFT_*
         // variables (scripts' settings) must not break loading.
         let overrides: config::Map<String, String> = std::env::vars()
@@ -667,13 +678,16 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("elasticsearch.urls")
             .try_parsing(true);
-        let cfg: Config = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Yaml))
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Yaml));
+        }
+        let cfg: Config = builder
             .add_source(env)
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|source| ConfigError::Load {
-                path: path.display().to_string(),
+                path: path.map_or("the environment".into(), |p| p.display().to_string()),
                 source,
             })?;
         let mut cfg = cfg;

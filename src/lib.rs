@@ -6,11 +6,12 @@
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
 //! until a decision, `decision_log` records decisions on Kafka for the
 //! partition's next owner, `source` drives it all from a Kafka consumer group,
-//! `app` wires it together behind the CLI; `retention` prunes old daily
-//! indices; `memory` holds the allocator to `memory.limit`; `collector`
-//! reads OpenTelemetry Collector configurations; `keying` checks that input
-//! is keyed by trace ID; `baseline` creates every known metric series at
-//! zero.
+//! `app` wires it together behind the CLI; `index_catalog` lists the
+//! indices under a prefix, `retention` prunes old ones and `rollover` rolls
+//! the alias mode's indices over; `memory` holds the allocator to
+//! `memory.limit`; `collector` reads OpenTelemetry Collector
+//! configurations; `keying` checks that input is keyed by trace ID;
+//! `baseline` creates every known metric series at zero.
 
 pub mod app;
 pub mod baseline;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod deadletter;
 pub mod decision_log;
 pub mod decode;
+pub mod index_catalog;
 pub mod keying;
 pub mod loadgen;
 pub mod memory;
@@ -28,6 +30,7 @@ pub mod offsets;
 pub mod policy;
 pub mod repartition;
 pub mod retention;
+pub mod rollover;
 pub mod server;
 pub mod sink;
 pub mod source;

@@ -34,7 +34,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn base(self) -> &'static str {
+    /// The index family, `jaeger-span` or `jaeger-service`.
+    pub fn base(self) -> &'static str {
         match self {
             Kind::Span => "jaeger-span",
             Kind::Service => "jaeger-service",
@@ -63,6 +64,11 @@ impl IndexNames {
             true => self.write_alias(kind),
             false => format!("{}{}-{}", self.prefix, kind.base(), day.date()),
         }
+    }
+
+    /// Empty, or ending in `-`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn uses_aliases(&self) -> bool {
