@@ -87,12 +87,23 @@ impl JaegerQuery {
     /// `elasticsearch.index_prefix`; Jaeger adds the '-' the same way). The first run
     /// builds the binary, so this blocks for minutes then: call it off the executor.
     pub fn start(reader: Reader, es_url: &str, index_prefix: &str) -> Result<Self> {
+        Self::launch(reader, es_url, index_prefix, false)
+    }
+
+    /// The same in Jaeger's alias mode (`use_aliases`): it reads
+    /// `<prefix>jaeger-span-read` and `<prefix>jaeger-service-read` only.
+    pub fn start_with_aliases(reader: Reader, es_url: &str, index_prefix: &str) -> Result<Self> {
+        Self::launch(reader, es_url, index_prefix, true)
+    }
+
+    fn launch(reader: Reader, es_url: &str, index_prefix: &str, aliases: bool) -> Result<Self> {
         let port = free_port()?;
         let name = super::unique_name(&format!("jaeger-{}", reader.name()));
         let env = vec![
             ("JAEGER_READER".to_string(), reader.name().to_string()),
             ("ES_URL".to_string(), es_url.to_string()),
             ("ES_INDEX_PREFIX".to_string(), index_prefix.to_string()),
+            ("ES_USE_ALIASES".to_string(), aliases.to_string()),
             ("JAEGER_QUERY_NAME".to_string(), name.clone()),
             ("JAEGER_QUERY_PORT".to_string(), port.to_string()),
             (
