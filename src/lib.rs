@@ -10,7 +10,9 @@
 //! indices under a prefix, `retention` prunes old ones and `rollover` rolls
 //! the alias mode's indices over; `memory` holds the allocator to
 //! `memory.limit`; `collector` reads OpenTelemetry Collector
-//! configurations; `keying` checks that input is keyed by trace ID;
+//! configurations; `keying` checks that input is keyed by trace ID,
+//! `rekey` re-keys it by trace ID and `repartition` runs the stage that
+//! does so for an input topic;
 //! `baseline` creates every known metric series at zero.
 
 pub mod app;
@@ -28,6 +30,7 @@ pub mod memory;
 pub mod model;
 pub mod offsets;
 pub mod policy;
+pub mod rekey;
 pub mod repartition;
 pub mod retention;
 pub mod rollover;

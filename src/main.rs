@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use tailsift::app::Service;
-use tailsift::config::Config;
+use tailsift::config::{Config, Repartition};
 use tailsift::decode::Encoding;
 use tailsift::loadgen::{LoadOptions, generator::Profile};
 use tailsift::sink::ElasticsearchSink;
@@ -246,6 +246,17 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         "  kafka: brokers={} topic={} group={} encoding={:?}",
         cfg.kafka.brokers, cfg.kafka.topic, cfg.kafka.group_id, cfg.kafka.encoding
     );
+    match &cfg.kafka.repartition {
+        None => {}
+        Some(Repartition::Auto) => println!(
+            "  repartition: auto (messages not keyed by trace ID are re-keyed into {})",
+            cfg.kafka.topic
+        ),
+        Some(Repartition::Topic(r)) => println!(
+            "  repartition: {} re-keyed into {}",
+            r.input_topic, cfg.kafka.topic
+        ),
+    }
     println!("  elasticsearch: {}", cfg.elasticsearch.urls.join(","));
     println!("  policies ({}): {}", names.len(), names.join(", "));
     match cfg.kafka.dead_letter_topic() {

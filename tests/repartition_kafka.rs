@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use common::pipeline::{Running, span_ids, wait_assigned};
-use tailsift::config::RepartitionConfig;
+use tailsift::config::{Repartition, RepartitionConfig};
 use tailsift::decode::Encoding;
 use tailsift::loadgen::{self, LoadOptions, generator::Profile};
 use tailsift::model::TraceId;
@@ -32,9 +32,9 @@ async fn unkeyed_input_is_rekeyed_and_sampled_whole() -> Result<()> {
     common::kafka::create_topic(&brokers, &input, PARTITIONS).await?;
     common::kafka::create_topic(&brokers, &internal, PARTITIONS).await?;
     let mut cfg = common::pipeline::config(&brokers, &internal, &group, ERRORS_ONLY);
-    cfg.kafka.repartition = Some(RepartitionConfig {
+    cfg.kafka.repartition = Some(Repartition::Topic(RepartitionConfig {
         input_topic: input.clone(),
-    });
+    }));
 
     let sink = Arc::new(CollectingSink::default());
     let member = Running::start(&cfg, sink.clone())?;
