@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The backend matrix: the Elasticsearch-facing tests (the sink, the harness, retention,
-# rollover, and the Jaeger Query proofs) against each search engine tailsift supports, one after the
-# other, each on a stack of its own (deploy/local/stack.sh with its own state dir and
-# ports; brought up, tested, brought down and deleted).
+# rollover, and the Jaeger Query proofs) against each search engine tailsift supports,
+# one after the other, each on a stack of its own (deploy/local/stack.sh with its own
+# state dir and ports; brought up, tested, brought down and deleted).
 #
 #   bash scripts/matrix.sh                       # the whole matrix
 #   MATRIX="opensearch:2.19.6" bash scripts/matrix.sh
