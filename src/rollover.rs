@@ -355,7 +355,7 @@ mod tests {
             "rolled_over": false, "dry_run": false, "conditions": {"[max_docs: 10]": false}});
         let mut r: RolledOver = serde_json::from_value(reply).unwrap();
         assert_eq!(r.write_index(), "jaeger-span-000001");
-        assert_eq!(r.conditions["[max_docs: 10]"], false);
+        assert!(!r.conditions["[max_docs: 10]"]);
         r.rolled_over = true;
         assert_eq!(r.write_index(), "jaeger-span-000002");
     }

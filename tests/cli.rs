@@ -143,3 +143,24 @@ fn rollover_needs_a_condition_and_alias_mode() {
         text(&out)
     );
 }
+
+#[test]
+fn repartition_auto_as_an_environment_override() {
+    let out = tailsift(
+        &["check-config", "config/tailsift.yaml"],
+        &[("TAILSIFT_KAFKA__REPARTITION", "auto")],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("repartition: auto"), "{t}");
+    let out = tailsift(
+        &["check-config", "config/tailsift.yaml"],
+        &[("TAILSIFT_KAFKA__REPARTITION", "always")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("`auto` or `{input_topic"),
+        "{}",
+        text(&out)
+    );
+}
