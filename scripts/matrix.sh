@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The backend matrix: the Elasticsearch-facing tests (the sink, the harness, retention, and
-# the Jaeger Query proofs) against each search engine tailsift supports, one after the
-# other, each on a stack of its own (deploy/local/stack.sh with its own state dir and
-# ports; brought up, tested, brought down and deleted).
+# The backend matrix: the Elasticsearch-facing tests (the sink, the harness, retention,
+# rollover, and the Jaeger Query proofs) against each search engine tailsift supports,
+# one after the other, each on a stack of its own (deploy/local/stack.sh with its own
+# state dir and ports; brought up, tested, brought down and deleted).
 #
 #   bash scripts/matrix.sh                       # the whole matrix
 #   MATRIX="opensearch:2.19.6" bash scripts/matrix.sh
@@ -10,7 +10,8 @@
 # Environment (all optional):
 #   MATRIX               engine:version list (default below; the tested versions)
 #   MATRIX_TESTS         cargo test targets   (default elasticsearch_sink harness_elasticsearch
-#                                             retention jaeger_query jaeger_trace_ids jaeger_collector red_metrics)
+#                                             retention rollover jaeger_query jaeger_trace_ids
+#                                             jaeger_collector red_metrics)
 #   MATRIX_DIR           where the stacks live (default <repo>/.stack-matrix)
 #   MATRIX_KAFKA_PORT    Kafka port of every matrix stack (+1: its controller) (default 29092)
 #   MATRIX_ES_PORT       first search-node port; entry i gets +i              (default 29200)
@@ -21,7 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 
 MATRIX="${MATRIX:-elasticsearch:8.19.21 elasticsearch:9.2.0 opensearch:2.19.6}"
-MATRIX_TESTS="${MATRIX_TESTS:-elasticsearch_sink harness_elasticsearch retention jaeger_query jaeger_trace_ids jaeger_collector red_metrics}"
+MATRIX_TESTS="${MATRIX_TESTS:-elasticsearch_sink harness_elasticsearch retention rollover jaeger_query jaeger_trace_ids jaeger_collector red_metrics}"
 DIR="${MATRIX_DIR:-$ROOT/.stack-matrix}"
 KAFKA_PORT="${MATRIX_KAFKA_PORT:-29092}"
 ES_PORT0="${MATRIX_ES_PORT:-29200}"

@@ -10,12 +10,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EncodingSetting, KafkaConfig, MemoryPlan};
+use crate::config::{Config, EncodingSetting, KafkaConfig, MemoryPlan, Repartition};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decision_log::{DecisionLog, LogSettings};
 use crate::decode::Decoder;
 use crate::dependencies::{Dependencies, LinkWriter};
 use crate::policy::{PolicyEngine, SpanFilter};
+use crate::rekey::Forwarder;
 use crate::repartition::Repartitioner;
 use crate::server::{self, Readiness};
 use crate::sink::TraceSink;
@@ -36,24 +37,34 @@ pub fn build_rules(cfg: &Config) -> anyhow::Result<Rules> {
         .context("invalid sampling.policies")?
         .sample_on_first_match(cfg.sampling.sample_on_first_match);
     let filter = SpanFilter::from_config(&cfg.filter)?;
-    // Repartitioned pieces are protobuf in the input's model (OTLP or
-    // Jaeger), tagged with a content type: let the decoder tell which.
-    let encoding = match cfg.kafka.repartition {
-        Some(_) => EncodingSetting::Auto,
-        None => cfg.kafka.encoding,
-    };
     let mut keys = engine.attribute_keys().merge(&filter.attribute_keys());
     if cfg.span_metrics.enabled {
         keys = keys.merge(&SpanMetrics::attribute_keys(&cfg.span_metrics));
     }
     let decoder = Decoder::new(
-        encoding,
+        sampled_encoding(&cfg.kafka),
         keys,
         cfg.kafka.max_message_bytes.as_u64() as usize,
     )
     .with_time_limits(cfg.sampling.time_limits())
     .with_max_spans(cfg.kafka.max_spans_per_message);
     Ok(Rules::new(engine, filter, decoder))
+}
+
+/// What the sampler's decoder reads. Re-keyed pieces are protobuf in the
+/// input's model (OTLP or Jaeger), tagged with a content type. Reading
+/// only pieces (an input topic), or pieces beside JSON input (`auto`), the
+/// decoder tells them apart itself; beside protobuf input the configured
+/// encoding reads both.
+fn sampled_encoding(kafka: &KafkaConfig) -> EncodingSetting {
+    match (&kafka.repartition, kafka.encoding) {
+        (None, e) => e,
+        (
+            Some(Repartition::Auto),
+            e @ (EncodingSetting::OtlpProto | EncodingSetting::JaegerProto),
+        ) => e,
+        (Some(_), _) => EncodingSetting::Auto,
+    }
 }
 
 pub fn window_config(cfg: &Config) -> WindowConfig {
@@ -130,6 +141,17 @@ impl<S: TraceSink> Pipeline<S> {
         dead_letters: Arc<dyn DeadLetterSink>,
     ) -> anyhow::Result<Self> {
         let rules = build_rules(cfg)?;
+        let rekey = match cfg.kafka.rekeys_unkeyed() {
+            true => Some(Arc::new(
+                Forwarder::new(
+                    &source::client_config(&cfg.kafka),
+                    &cfg.kafka.topic,
+                    MemoryPlan::new(cfg).dead_letters as usize,
+                )
+                .context("cannot create the producer that re-keys unkeyed input")?,
+            )),
+            false => None,
+        };
         let shared = Arc::new(Shared {
             sink,
             dead_letters,
@@ -147,6 +169,7 @@ impl<S: TraceSink> Pipeline<S> {
             stop: CancellationToken::new(),
             on_shutdown: cfg.shutdown.pending,
             log_limiter: LogLimiter::default(),
+            rekey,
         });
         let (rules, _) = watch::channel(Arc::new(rules));
         Ok(Self { shared, rules })
@@ -169,11 +192,11 @@ impl<S: TraceSink> Pipeline<S> {
             self.rules.subscribe(),
         )
         .context("cannot create the Kafka consumer")?;
-        let repartition = match &cfg.kafka.repartition {
-            Some(r) => {
+        let repartition = match cfg.kafka.repartition_input() {
+            Some(input_topic) => {
                 let stage = Repartitioner::new(
                     cfg,
-                    &r.input_topic,
+                    input_topic,
                     self.shared.dead_letters.clone(),
                     self.shared.stop.clone(),
                 )
@@ -265,10 +288,10 @@ pub fn decision_log_topic(cfg: &Config) -> String {
 }
 
 /// The source's Kafka settings with the prefetch of the memory plan; a
-/// repartition stage's consumer gets half of it.
+/// repartition stage's consumer (with an input topic) gets half of it.
 async fn planned_source(cfg: &Config) -> anyhow::Result<KafkaConfig> {
     let mut plan = MemoryPlan::new(cfg);
-    if cfg.kafka.repartition.is_some() {
+    if cfg.kafka.repartition_input().is_some() {
         plan.prefetch /= 2;
     }
     let kafka = cfg.kafka.clone();

@@ -54,6 +54,7 @@ pub fn at_start(cfg: &Config, engine: &PolicyEngine) {
     for &reason in crate::keying::REASONS {
         counter("tailsift_unkeyed_messages_total", &[("reason", reason)]);
     }
+    counter("tailsift_rekeyed_messages_total", &[]);
     for fault in crate::span_time::Fault::ALL {
         counter(
             "tailsift_span_time_corrections_total",

@@ -92,8 +92,9 @@ pub struct KafkaConfig {
     pub max_spans_per_message: usize,
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
-    /// Input not keyed by trace ID: re-key it into `topic` first.
-    pub repartition: Option<RepartitionConfig>,
+    /// Input not keyed by trace ID: re-key it (see [`Repartition`]); unset:
+    /// `topic` is keyed by trace ID.
+    pub repartition: Option<Repartition>,
     /// Static group membership (`group.instance.id`): a restarted member
     /// with the same ID takes its partitions back at once, without a
     /// rebalance. Unset: `<host name>-<metrics port>`, stable across
@@ -117,12 +118,54 @@ pub enum GroupProtocol {
     Consumer,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// `kafka.repartition`: how input not keyed by trace ID is re-keyed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Repartition {
+    /// `auto`: `topic` is read as usual, and each message the keying check
+    /// finds not keyed by its trace ID (see `keying`) is split by trace and
+    /// produced back to `topic`, one message per trace keyed by its ID,
+    /// instead of being sampled from its part.
+    Auto,
+    /// `{input_topic: …}`: every message of `input_topic` is re-keyed into
+    /// `topic`, which the sampler reads.
+    Topic(RepartitionConfig),
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RepartitionConfig {
     /// The unkeyed topic producers write to; `topic` becomes the internal,
     /// trace-keyed topic the sampler reads.
     pub input_topic: String,
+}
+
+impl<'de> Deserialize<'de> for Repartition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Repartition;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`auto` or `{input_topic: <topic>}`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Repartition, E> {
+                match v {
+                    "auto" => Ok(Repartition::Auto),
+                    other => Err(E::invalid_value(serde::de::Unexpected::Str(other), &self)),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Repartition, A::Error> {
+                let d = serde::de::value::MapAccessDeserializer::new(map);
+                RepartitionConfig::deserialize(d).map(Repartition::Topic)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `kafka.max_spans_per_message` unless set: a message's scan is ~120 bytes
@@ -133,6 +176,19 @@ pub const DEFAULT_MAX_SPANS_PER_MESSAGE: usize = 65_536;
 pub const NO_DEAD_LETTER_TOPIC: &str = "none";
 
 impl KafkaConfig {
+    /// The explicit repartition mode's input topic.
+    pub fn repartition_input(&self) -> Option<&str> {
+        match &self.repartition {
+            Some(Repartition::Topic(r)) => Some(&r.input_topic),
+            _ => None,
+        }
+    }
+
+    /// `repartition: auto`: misplaced messages are re-keyed into `topic`.
+    pub fn rekeys_unkeyed(&self) -> bool {
+        self.repartition == Some(Repartition::Auto)
+    }
+
     /// Where bad input and rejected documents go: the set topic, by default
     /// `<topic>-dlq`; `None` after the explicit opt-out (`none`), when they
     /// are only counted and then lost.
@@ -659,6 +715,17 @@ impl Config {
     /// Loads a YAML file, then applies `TAILSIFT_SECTION__KEY=value`
     /// environment overrides (e.g. `TAILSIFT_KAFKA__BROKERS`).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_from(Some(path))
+    }
+
+    /// The defaults with the environment overrides, for the index tools run
+    /// without a file (credentials then still come from
+    /// `TAILSIFT_ELASTICSEARCH__USERNAME` and the like).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load_from(None)
+    }
+
+    fn load_from(path: Option<&Path>) -> Result<Self, ConfigError> {
         // Only `SECTION__KEY` variables are overrides: other TAILSIFT_*
         // variables (scripts' settings) must not break loading.
         let overrides: config::Map<String, String> = std::env::vars()
@@ -671,13 +738,16 @@ impl Config {
             .list_separator(",")
             .with_list_parse_key("elasticsearch.urls")
             .try_parsing(true);
-        let cfg: Config = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Yaml))
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Yaml));
+        }
+        let cfg: Config = builder
             .add_source(env)
             .build()
             .and_then(|c| c.try_deserialize())
             .map_err(|source| ConfigError::Load {
-                path: path.display().to_string(),
+                path: path.map_or("the environment".into(), |p| p.display().to_string()),
                 source,
             })?;
         let mut cfg = cfg;
@@ -703,9 +773,7 @@ impl Config {
         if self.kafka.topic.trim().is_empty() {
             return invalid("kafka.topic must not be empty");
         }
-        if let Some(r) = &self.kafka.repartition
-            && r.input_topic == self.kafka.topic
-        {
+        if self.kafka.repartition_input() == Some(self.kafka.topic.as_str()) {
             return invalid("kafka.repartition.input_topic must differ from kafka.topic");
         }
         if self.kafka.dead_letter_topic() == Some(self.kafka.topic.clone()) {
@@ -834,6 +902,25 @@ pub(crate) mod tests {
             Some("plaintext")
         );
         assert_eq!(cfg.kafka.group_id, "tailsift");
+    }
+
+    #[test]
+    fn repartition_is_auto_or_an_input_topic() {
+        let auto = Config::load(&write("kafka:\n  repartition: auto\n").0).unwrap();
+        assert!(auto.kafka.rekeys_unkeyed());
+        assert_eq!(auto.kafka.repartition_input(), None);
+        let topic = write("kafka:\n  repartition:\n    input_topic: otlp-spans\n");
+        let topic = Config::load(&topic.0).unwrap();
+        assert_eq!(topic.kafka.repartition_input(), Some("otlp-spans"));
+        assert!(!topic.kafka.rekeys_unkeyed());
+        assert_eq!(Config::default().kafka.repartition, None);
+        for (bad, named) in [
+            ("  repartition: yes\n", "`auto` or `{input_topic"),
+            ("  repartition:\n    topic: x\n", "expected `input_topic`"),
+        ] {
+            let err = Config::load(&write(&format!("kafka:\n{bad}")).0).unwrap_err();
+            assert!(err.to_string().contains(named), "{err}");
+        }
     }
 
     #[test]

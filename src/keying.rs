@@ -8,7 +8,9 @@
 //!
 //! Every scanned message is checked: no key, a key that is not its trace ID
 //! (hex or raw bytes), or several traces in one message. Each is counted,
-//! warned about (rate-limited), and `/readyz` says so for a while.
+//! warned about (rate-limited), and `/readyz` says so for a while. With
+//! `kafka.repartition: auto` such messages are re-keyed instead of sampled
+//! (see `rekey`); they are still counted, and logged and noted as handled.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,6 +24,10 @@ pub const REASONS: &[&str] = &["no_key", "other_key", "several_traces"];
 /// What `/readyz` adds while unkeyed input was seen within [`NOTE_FOR`].
 pub const NOTE: &str = "input not keyed by trace ID: use repartition mode";
 
+/// The same, where `kafka.repartition: auto` re-keys it.
+pub const NOTE_REKEYED: &str =
+    "input not keyed by trace ID: re-keyed by trace ID (kafka.repartition: auto)";
+
 /// How long after the last unkeyed message `/readyz` keeps the note.
 const NOTE_FOR: Duration = Duration::from_secs(600);
 
@@ -29,6 +35,8 @@ const NOTE_FOR: Duration = Duration::from_secs(600);
 /// never). Process-wide, as the readiness endpoint reports for the process;
 /// an atomic store per unkeyed message, nothing for keyed ones.
 static LAST_SEEN: AtomicU64 = AtomicU64::new(0);
+/// The same for unkeyed messages that were re-keyed (`auto`).
+static LAST_REKEYED: AtomicU64 = AtomicU64::new(0);
 
 /// Why a message's key does not place its trace, if it does not.
 fn misplaced(key: Option<&[u8]>, batch: &ScanBatch) -> Option<&'static str> {
@@ -56,32 +64,62 @@ fn names(key: &[u8], trace: TraceId) -> bool {
 }
 
 /// Checks one scanned message of `partition` (called for every message the
-/// default mode consumes).
-pub fn check(partition: i32, offset: i64, key: Option<&[u8]>, batch: &ScanBatch, log: &LogLimiter) {
-    let Some(reason) = misplaced(key, batch) else {
-        return;
-    };
+/// default and `auto` modes consume); `rekeying`: `auto`, which re-keys the
+/// message when this returns why it is misplaced.
+pub fn check(
+    partition: i32,
+    offset: i64,
+    key: Option<&[u8]>,
+    batch: &ScanBatch,
+    rekeying: bool,
+    log: &LogLimiter,
+) -> Option<&'static str> {
+    let reason = misplaced(key, batch)?;
     metrics::counter!("tailsift_unkeyed_messages_total", "reason" => reason).increment(1);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(1, |d| d.as_secs());
-    LAST_SEEN.store(now, Ordering::Relaxed);
-    log.warn("unkeyed_input", || {
-        tracing::warn!(
+    match rekeying {
+        true => LAST_REKEYED.store(now, Ordering::Relaxed),
+        false => LAST_SEEN.store(now, Ordering::Relaxed),
+    }
+    log.warn("unkeyed_input", || match rekeying {
+        true => tracing::info!(
+            partition,
+            offset,
+            reason,
+            "{NOTE_REKEYED}: such messages are split by trace and produced back to the topic"
+        ),
+        false => tracing::warn!(
             partition,
             offset,
             reason,
             "{NOTE}: traces are spread over partitions and decided from parts \
-             (set kafka.repartition.input_topic)"
-        );
+             (set kafka.repartition: auto, or kafka.repartition.input_topic)"
+        ),
     });
+    Some(reason)
 }
 
-/// [`NOTE`] while unkeyed input was seen recently.
+/// [`NOTE`] while unkeyed input was seen recently, else [`NOTE_REKEYED`]
+/// while it was re-keyed recently.
 pub fn note() -> Option<&'static str> {
-    let last = LAST_SEEN.load(Ordering::Relaxed);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    (last > 0 && now.saturating_sub(last) < NOTE_FOR.as_secs()).then_some(NOTE)
+    note_at(
+        now,
+        LAST_SEEN.load(Ordering::Relaxed),
+        LAST_REKEYED.load(Ordering::Relaxed),
+    )
+}
+
+/// Unhandled input wins: it is the one that needs an operator.
+fn note_at(now: u64, last_seen: u64, last_rekeyed: u64) -> Option<&'static str> {
+    let recent = |last: u64| last > 0 && now.saturating_sub(last) < NOTE_FOR.as_secs();
+    match (recent(last_seen), recent(last_rekeyed)) {
+        (true, _) => Some(NOTE),
+        (false, true) => Some(NOTE_REKEYED),
+        (false, false) => None,
+    }
 }
 
 #[cfg(test)]
@@ -161,14 +199,21 @@ mod tests {
     #[test]
     fn a_report_sets_the_readiness_note() {
         let log = LogLimiter::default();
-        check(
-            0,
-            1,
-            Some(id(1).to_hex().as_bytes()),
-            &batch(&[id(1)]),
-            &log,
-        );
-        check(0, 2, None, &batch(&[id(1)]), &log);
+        let keyed = id(1).to_hex();
+        let one = batch(&[id(1)]);
+        assert_eq!(check(0, 1, Some(keyed.as_bytes()), &one, false, &log), None);
+        assert_eq!(check(0, 2, None, &one, true, &log), Some("no_key"));
+        assert_eq!(check(0, 3, None, &one, false, &log), Some("no_key"));
         assert_eq!(note(), Some(NOTE));
+    }
+
+    #[test]
+    fn notes_last_ten_minutes_and_unhandled_input_wins() {
+        let now = 1_000_000;
+        assert_eq!(note_at(now, 0, 0), None);
+        assert_eq!(note_at(now, 0, now - 10), Some(NOTE_REKEYED));
+        assert_eq!(note_at(now, now - 10, now - 5), Some(NOTE));
+        assert_eq!(note_at(now, now - 600, now - 599), Some(NOTE_REKEYED));
+        assert_eq!(note_at(now, now - 600, now - 600), None);
     }
 }

@@ -6,13 +6,17 @@
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
 //! until a decision, `decision_log` records decisions on Kafka for the
 //! partition's next owner, `source` drives it all from a Kafka consumer group,
-//! `app` wires it together behind the CLI; `retention` prunes old daily
-//! indices; `memory` holds the allocator to `memory.limit`; `collector`
-//! reads OpenTelemetry Collector configurations; `keying` checks that input
-//! is keyed by trace ID; `baseline` creates every known metric series at
-//! zero; `span_metrics` counts RED metrics from every span and
-//! `dependencies` the service links of every trace, both before sampling,
-//! on `series`' hand-kept Prometheus series.
+//! `app` wires it together behind the CLI; `index_catalog` lists the
+//! indices under a prefix, `retention` prunes old ones and `rollover` rolls
+//! the alias mode's indices over; `memory` holds the allocator to
+//! `memory.limit`; `collector` reads OpenTelemetry Collector
+//! configurations; `keying` checks that input is keyed by trace ID,
+//! `rekey` re-keys it by trace ID and `repartition` runs the stage that
+//! does so for an input topic;
+//! `baseline` creates every known metric series at zero; `span_metrics`
+//! counts RED metrics from every span and `dependencies` the service links
+//! of every trace, both before sampling, on `series`' hand-kept Prometheus
+//! series.
 
 pub mod app;
 pub mod baseline;
@@ -23,14 +27,17 @@ pub mod deadletter;
 pub mod decision_log;
 pub mod decode;
 pub mod dependencies;
+pub mod index_catalog;
 pub mod keying;
 pub mod loadgen;
 pub mod memory;
 pub mod model;
 pub mod offsets;
 pub mod policy;
+pub mod rekey;
 pub mod repartition;
 pub mod retention;
+pub mod rollover;
 pub mod series;
 pub mod server;
 pub mod sink;

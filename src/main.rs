@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use tailsift::app::Service;
-use tailsift::config::Config;
+use tailsift::config::{Config, Repartition};
 use tailsift::decode::Encoding;
 use tailsift::loadgen::{LoadOptions, generator::Profile};
 use tailsift::sink::ElasticsearchSink;
@@ -47,8 +47,30 @@ enum Command {
     ImportOtel { file: PathBuf },
     /// Produce realistic generated traces to Kafka and print the ground truth.
     Loadgen(LoadgenArgs),
-    /// Delete daily span and service indices older than N days.
+    /// Delete span, service and dependencies indices older than N days
+    /// (daily ones by their date, rollover ones by when they stopped taking
+    /// writes; never a write index).
     PruneIndices(PruneArgs),
+    /// Alias mode without ILM: create, roll over and look back the indices
+    /// behind the write and read aliases.
+    #[command(subcommand)]
+    Rollover(RolloverCommand),
+}
+
+/// Where the index tools connect: a config file and/or flags. URLs,
+/// credentials (also as TAILSIFT_ELASTICSEARCH__* variables, with or
+/// without a file), TLS and the index prefix come from the config.
+#[derive(clap::Args)]
+struct EsTarget {
+    /// Take URLs, credentials, TLS and index prefix from this config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Elasticsearch URL (overrides the config file's).
+    #[arg(long)]
+    es_url: Option<String>,
+    /// Index prefix (overrides the config file's).
+    #[arg(long)]
+    index_prefix: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -59,15 +81,46 @@ struct PruneArgs {
     /// List what would be deleted, delete nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Take URLs, credentials, TLS and index prefix from this config file.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Elasticsearch URL (overrides the config file's).
+    #[command(flatten)]
+    target: EsTarget,
+}
+
+#[derive(Subcommand)]
+enum RolloverCommand {
+    /// Install the templates and create each first index
+    /// (<prefix>jaeger-span-000001) behind its write and read aliases.
+    Init(EsTarget),
+    /// Move each write alias to a new index when a condition is met.
+    Rollover(RolloverArgs),
+    /// Take the indices that stopped taking writes before now minus
+    /// COUNT UNITs out of the read aliases.
+    Lookback(LookbackArgs),
+}
+
+#[derive(clap::Args)]
+struct RolloverArgs {
+    #[command(flatten)]
+    target: EsTarget,
+    /// Roll over once the write index is this old (e.g. 1d, 12h).
     #[arg(long)]
-    es_url: Option<String>,
-    /// Index prefix (overrides the config file's).
+    max_age: Option<String>,
+    /// Roll over once the write index holds this many documents.
     #[arg(long)]
-    index_prefix: Option<String>,
+    max_docs: Option<u64>,
+    /// Roll over once its largest primary shard is this big (e.g. 50gb).
+    #[arg(long)]
+    max_primary_shard_size: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct LookbackArgs {
+    #[command(flatten)]
+    target: EsTarget,
+    /// seconds, minutes, hours, days, weeks, months or years.
+    #[arg(long, default_value = "days")]
+    unit: tailsift::rollover::LookbackUnit,
+    #[arg(long, default_value_t = 1)]
+    unit_count: u32,
 }
 
 #[derive(clap::Args)]
@@ -168,6 +221,7 @@ fn main() -> ExitCode {
         Command::ImportOtel { file } => import_otel(&file),
         Command::Loadgen(args) => loadgen(args),
         Command::PruneIndices(args) => prune_indices(args),
+        Command::Rollover(command) => rollover(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,6 +246,17 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         "  kafka: brokers={} topic={} group={} encoding={:?}",
         cfg.kafka.brokers, cfg.kafka.topic, cfg.kafka.group_id, cfg.kafka.encoding
     );
+    match &cfg.kafka.repartition {
+        None => {}
+        Some(Repartition::Auto) => println!(
+            "  repartition: auto (messages not keyed by trace ID are re-keyed into {})",
+            cfg.kafka.topic
+        ),
+        Some(Repartition::Topic(r)) => println!(
+            "  repartition: {} re-keyed into {}",
+            r.input_topic, cfg.kafka.topic
+        ),
+    }
     println!("  elasticsearch: {}", cfg.elasticsearch.urls.join(","));
     println!("  policies ({}): {}", names.len(), names.join(", "));
     match cfg.kafka.dead_letter_topic() {
@@ -303,25 +368,31 @@ fn loadgen(a: LoadgenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn prune_indices(a: PruneArgs) -> anyhow::Result<()> {
-    let mut cfg = match &a.config {
+/// The configuration an index tool runs with: the file (or the defaults)
+/// with the environment's overrides, then the flags'.
+fn es_config(target: &EsTarget) -> anyhow::Result<Config> {
+    let mut cfg = match &target.config {
         Some(path) => Config::load(path)?,
-        None => Config::default(),
+        None => Config::from_env()?,
     };
-    if let Some(url) = a.es_url {
-        cfg.elasticsearch.urls = vec![url];
+    if let Some(url) = &target.es_url {
+        cfg.elasticsearch.urls = vec![url.clone()];
     }
-    if let Some(prefix) = a.index_prefix {
-        cfg.elasticsearch.index_prefix = prefix;
+    if let Some(prefix) = &target.index_prefix {
+        cfg.elasticsearch.index_prefix = prefix.clone();
     }
+    Ok(cfg)
+}
+
+fn prune_indices(a: PruneArgs) -> anyhow::Result<()> {
+    let cfg = es_config(&a.target)?;
     let client = tailsift::sink::elasticsearch::EsClient::new(&cfg.elasticsearch)?;
-    let today = chrono::Utc::now().date_naive();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let report = runtime.block_on(tailsift::retention::prune_indices(
-        client.inner(),
+        &client,
         &cfg.elasticsearch.index_prefix,
         a.keep_days,
-        today,
+        chrono::Utc::now(),
         a.dry_run,
     ))?;
     let verb = if a.dry_run { "would delete" } else { "deleted" };
@@ -336,4 +407,73 @@ fn prune_indices(a: PruneArgs) -> anyhow::Result<()> {
         report.kept.len()
     );
     Ok(())
+}
+
+fn rollover(command: RolloverCommand) -> anyhow::Result<()> {
+    use tailsift::rollover::{self, Conditions};
+    let target = match &command {
+        RolloverCommand::Init(t) => t,
+        RolloverCommand::Rollover(a) => &a.target,
+        RolloverCommand::Lookback(a) => &a.target,
+    };
+    let cfg = es_config(target)?;
+    // Without a file alias mode is implied; a file that writes daily
+    // indices would not read what this creates.
+    anyhow::ensure!(
+        target.config.is_none() || cfg.elasticsearch.use_aliases,
+        "elasticsearch.use_aliases is false in the config: tailsift writes daily indices, \
+         which need no rollover (set use_aliases: true for alias mode)"
+    );
+    let client = tailsift::sink::elasticsearch::EsClient::new(&cfg.elasticsearch)?;
+    let names = rollover::names(&cfg.index_prefix());
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match command {
+            RolloverCommand::Init(_) => {
+                let created = rollover::init(&client, &cfg.elasticsearch, &names).await?;
+                for index in &created {
+                    println!("created {index}");
+                }
+                println!("aliases ready; created {} indices", created.len());
+            }
+            RolloverCommand::Rollover(a) => {
+                let conditions = Conditions {
+                    max_age: a.max_age,
+                    max_docs: a.max_docs,
+                    max_primary_shard_size: a.max_primary_shard_size,
+                };
+                for r in rollover::rollover(&client, &names, &conditions).await? {
+                    let met: Vec<String> = r
+                        .conditions
+                        .iter()
+                        .map(|(c, met)| format!("{c}={met}"))
+                        .collect();
+                    match r.rolled_over {
+                        true => println!(
+                            "{}: rolled over {} -> {} ({})",
+                            r.alias,
+                            r.old_index,
+                            r.new_index,
+                            met.join(", ")
+                        ),
+                        false => {
+                            println!("{}: stays on {} ({})", r.alias, r.old_index, met.join(", "))
+                        }
+                    }
+                }
+            }
+            RolloverCommand::Lookback(a) => {
+                let cutoff = rollover::cutoff(chrono::Utc::now(), a.unit, a.unit_count);
+                let removed = rollover::lookback(&client, &names, cutoff).await?;
+                for index in &removed {
+                    println!("removed {index} from its read alias");
+                }
+                println!(
+                    "{} indices retired before {cutoff} left the read aliases",
+                    removed.len()
+                );
+            }
+        }
+        anyhow::Ok(())
+    })
 }

@@ -1,130 +1,33 @@
-//! Repartition mode, for input not keyed by trace ID (e.g. the OpenTelemetry
-//! kafka exporter without `partition_traces_by_id`): spans of one trace are
-//! then spread over partitions and no single consumer sees the whole trace.
+//! Repartition mode with an input topic (`kafka.repartition.input_topic`),
+//! for input not keyed by trace ID (e.g. the OpenTelemetry kafka exporter
+//! without `partition_traces_by_id`): spans of one trace are then spread
+//! over partitions and no single consumer sees the whole trace.
 //!
 //! This stage consumes the unkeyed input topic, re-produces each trace's
-//! spans as one protobuf message keyed by trace ID to `kafka.topic`, and
-//! commits an input message only once every piece of it is acknowledged by
-//! the broker. The sampler then reads `kafka.topic` as usual. A crash may
-//! re-produce pieces; their spans get the same document IDs downstream, so
-//! Elasticsearch still holds one copy.
-//!
-//! Splitting works on the wire: the scanner's byte ranges of each span, its
-//! scope and its resource are copied into new `ExportTraceServiceRequest`s
-//! without decoding them.
+//! spans as one protobuf message keyed by trace ID to `kafka.topic` (see
+//! `rekey`), and commits an input message only once every piece of it is
+//! acknowledged by the broker. The sampler then reads `kafka.topic` as
+//! usual. A crash may re-produce pieces; their spans get the same document
+//! IDs downstream, so Elasticsearch still holds one copy.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::encoding::{WireType, encode_key, encode_varint};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::ByteBudget;
 use crate::config::{Config, MemoryPlan};
 use crate::deadletter::{DeadLetter, DeadLetterSink};
 use crate::decode::Decoder;
-use crate::model::{AttributeKeys, ScanBatch, TraceId, WireFormat};
+use crate::model::{AttributeKeys, ScanBatch};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
+use crate::rekey::{Forwarder, split_by_trace};
 use crate::source::{
     Assigned, Incoming, PartitionHandle, Registry, SourceContext, consumer_config,
 };
-
-/// One trace's spans, ready to produce.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Piece {
-    pub trace_id: TraceId,
-    pub payload: Vec<u8>,
-}
-
-/// Splits a scanned message into one message per trace. Jaeger messages
-/// hold one span already and pass through unchanged.
-pub fn split_by_trace(bytes: &[u8], format: WireFormat, batch: &ScanBatch) -> Vec<Piece> {
-    match format {
-        WireFormat::Jaeger => batch
-            .spans
-            .first()
-            .map(|s| Piece {
-                trace_id: s.trace_id,
-                payload: bytes.to_vec(),
-            })
-            .into_iter()
-            .collect(),
-        WireFormat::Otlp => split_otlp(bytes, batch),
-    }
-}
-
-fn split_otlp(bytes: &[u8], batch: &ScanBatch) -> Vec<Piece> {
-    let mut order: Vec<TraceId> = Vec::new();
-    let mut by_trace: HashMap<TraceId, Vec<usize>> = HashMap::new();
-    for (i, s) in batch.spans.iter().enumerate() {
-        by_trace
-            .entry(s.trace_id)
-            .or_insert_with(|| {
-                order.push(s.trace_id);
-                Vec::new()
-            })
-            .push(i);
-    }
-    order
-        .into_iter()
-        .map(|trace_id| Piece {
-            trace_id,
-            payload: encode_request(bytes, batch, &by_trace[&trace_id]),
-        })
-        .collect()
-}
-
-/// Builds `ExportTraceServiceRequest{ResourceSpans{resource, ScopeSpans{
-/// scope, spans…}…}…}` from byte ranges, grouping consecutive spans that
-/// share a resource and a scope.
-fn encode_request(bytes: &[u8], batch: &ScanBatch, spans: &[usize]) -> Vec<u8> {
-    let mut request = Vec::new();
-    let mut i = 0;
-    while i < spans.len() {
-        let resource = batch.spans[spans[i]].layout.resource;
-        let mut resource_spans = Vec::new();
-        put_message(&mut resource_spans, 1, resource.of(bytes));
-        while i < spans.len() && batch.spans[spans[i]].layout.resource == resource {
-            let scope = batch.spans[spans[i]].layout.scope;
-            let mut scope_spans = Vec::new();
-            put_message(&mut scope_spans, 1, scope.of(bytes));
-            while i < spans.len()
-                && batch.spans[spans[i]].layout.resource == resource
-                && batch.spans[spans[i]].layout.scope == scope
-            {
-                put_field(
-                    &mut scope_spans,
-                    2,
-                    batch.spans[spans[i]].layout.span.of(bytes),
-                );
-                i += 1;
-            }
-            put_field(&mut resource_spans, 2, &scope_spans);
-        }
-        put_field(&mut request, 1, &resource_spans);
-    }
-    request
-}
-
-/// A length-delimited field, always written (repeated spans may be empty).
-fn put_field(out: &mut Vec<u8>, number: u32, body: &[u8]) {
-    encode_key(number, WireType::LengthDelimited, out);
-    encode_varint(body.len() as u64, out);
-    out.extend_from_slice(body);
-}
-
-/// An optional sub-message: absent when the source had none.
-fn put_message(out: &mut Vec<u8>, number: u32, body: &[u8]) {
-    if !body.is_empty() {
-        put_field(out, number, body);
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepartitionError {
@@ -150,14 +53,10 @@ impl InputPartition {
 pub struct Repartitioner {
     consumer: Arc<StreamConsumer<SourceContext>>,
     assigned: mpsc::UnboundedReceiver<Assigned>,
-    producer: FutureProducer,
-    output: String,
+    forwarder: Forwarder,
     decoder: Decoder,
     registry: Arc<Registry>,
     dead_letters: Arc<dyn DeadLetterSink>,
-    /// Bytes of pieces produced and not yet acknowledged by the broker;
-    /// when full, forwarding (and so consuming) waits.
-    in_flight: ByteBudget,
     stop: CancellationToken,
 }
 
@@ -182,15 +81,15 @@ impl Repartitioner {
         let consumer: StreamConsumer<SourceContext> =
             consumer_config(&kafka).create_with_context(context)?;
         consumer.subscribe(&[input_topic])?;
-        let producer: FutureProducer = crate::source::client_config(&cfg.kafka)
-            .set("linger.ms", "5")
-            .set("enable.idempotence", "true")
-            .create()?;
+        let forwarder = Forwarder::new(
+            &crate::source::client_config(&cfg.kafka),
+            &cfg.kafka.topic,
+            plan.dead_letters as usize,
+        )?;
         Ok(Self {
             consumer: Arc::new(consumer),
             assigned,
-            producer,
-            output: cfg.kafka.topic.clone(),
+            forwarder,
             decoder: Decoder::new(
                 cfg.kafka.encoding,
                 AttributeKeys::default(),
@@ -198,7 +97,6 @@ impl Repartitioner {
             ),
             registry,
             dead_letters,
-            in_flight: ByteBudget::new(plan.dead_letters as usize),
             stop,
         })
     }
@@ -290,17 +188,9 @@ impl Repartitioner {
             // Spans cut out for a bad ID: the original, naming them.
             self.dead_letter(m, ack, reason, error).await;
         }
-        for piece in pieces {
-            let producer = self.producer.clone();
-            let topic = self.output.clone();
-            let handle = ack.handle(offset, 1);
-            let permit = self.in_flight.reserve(piece.payload.len()).await;
-            tokio::spawn(async move {
-                produce_until_acked(&producer, &topic, &piece).await;
-                drop(permit);
-                handle.ack();
-            });
-        }
+        self.forwarder
+            .forward(pieces, || ack.handle(offset, 1))
+            .await;
     }
 }
 
@@ -346,108 +236,5 @@ impl AckSender {
         let mut r = Resolved::default();
         r.add(offset, n);
         AckHandle::new(self.tx.clone(), r)
-    }
-}
-
-async fn produce_until_acked(producer: &FutureProducer, topic: &str, piece: &Piece) {
-    let key = piece.trace_id.to_hex();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some("application/x-protobuf"),
-        });
-        let record = FutureRecord::to(topic)
-            .key(&key)
-            .payload(&piece.payload)
-            .headers(headers);
-        match producer.send(record, Duration::from_secs(30)).await {
-            Ok(_) => return,
-            Err((e, _)) => {
-                tracing::warn!(error = %e, "repartition produce failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::HashSet;
-
-    use bytes::Bytes;
-
-    use super::*;
-    use crate::config::EncodingSetting;
-    use crate::loadgen::encode;
-    use crate::loadgen::generator::{Profile, TraceGenerator};
-
-    fn scan(d: &Decoder, bytes: &[u8], batch: &mut ScanBatch) -> WireFormat {
-        d.scan(Bytes::copy_from_slice(bytes), None, batch)
-            .expect("valid message")
-            .format
-    }
-
-    #[test]
-    fn otlp_batch_splits_into_one_message_per_trace() {
-        let mut g = TraceGenerator::new(Profile::default(), 3);
-        let traces: Vec<_> = (0..5).map(|_| g.trace(1_700_000_000_000_000_000)).collect();
-        let spans: Vec<_> = traces
-            .iter()
-            .flat_map(|t| t.spans.iter().map(move |s| (t.trace_id, s)))
-            .collect();
-        let message = encode::otlp(&spans, false);
-        let d = Decoder::new(
-            EncodingSetting::OtlpProto,
-            AttributeKeys::default(),
-            1 << 24,
-        );
-        let mut batch = ScanBatch::default();
-        let format = scan(&d, &message, &mut batch);
-        let pieces = split_by_trace(&message, format, &batch);
-        assert_eq!(pieces.len(), traces.len());
-        for piece in &pieces {
-            let trace = traces
-                .iter()
-                .find(|t| t.trace_id == piece.trace_id)
-                .expect("a piece per generated trace");
-            let mut one = ScanBatch::default();
-            scan(&d, &piece.payload, &mut one);
-            assert!(one.spans.iter().all(|s| s.trace_id == trace.trace_id));
-            let got: HashSet<_> = one.spans.iter().map(|s| s.span_id).collect();
-            let want: HashSet<_> = trace.spans.iter().map(|s| s.span_id).collect();
-            assert_eq!(got, want);
-            for (i, s) in one.spans.iter().enumerate() {
-                let original = trace
-                    .spans
-                    .iter()
-                    .find(|g| g.span_id == s.span_id)
-                    .expect("span");
-                assert_eq!(one.view(i, &piece.payload).service_name(), original.service);
-            }
-        }
-    }
-
-    #[test]
-    fn jaeger_span_passes_through() {
-        let mut g = TraceGenerator::new(Profile::default(), 4);
-        let t = g.trace(1_700_000_000_000_000_000);
-        let message = encode::jaeger(t.trace_id, &t.spans[0], false);
-        let d = Decoder::new(
-            EncodingSetting::JaegerProto,
-            AttributeKeys::default(),
-            1 << 24,
-        );
-        let mut batch = ScanBatch::default();
-        let format = scan(&d, &message, &mut batch);
-        let pieces = split_by_trace(&message, format, &batch);
-        assert_eq!(
-            pieces,
-            vec![Piece {
-                trace_id: t.trace_id,
-                payload: message
-            }]
-        );
     }
 }

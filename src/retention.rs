@@ -1,40 +1,26 @@
-//! Retention: deletes the daily span and service indices older than N days,
-//! as Jaeger's `es-index-cleaner` does for the same indices. Elasticsearch
-//! has no TTL, so `tailsift prune-indices` runs daily from cron or a
-//! Kubernetes CronJob (deploy/kubernetes/cronjob-prune-indices.yaml).
+//! Retention: deletes the span, service and dependencies indices older than
+//! N days, as Jaeger's `es-index-cleaner` does for the same indices. Daily
+//! indices go by the date in their name; rollover indices
+//! (`<prefix>jaeger-span-000001`, see `rollover`) by when they stopped taking
+//! writes, and the current write index never goes. Elasticsearch has no
+//! TTL, so `tailsift prune-indices` runs daily from cron or a Kubernetes
+//! CronJob (deploy/kubernetes/cronjob-prune-indices.yaml).
 
-use chrono::{Days, NaiveDate};
-use elasticsearch::Elasticsearch;
-use elasticsearch::cat::CatIndicesParts;
-use elasticsearch::http::response::Response;
-use elasticsearch::http::transport::{BuildError, SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::indices::IndicesDeleteParts;
-use elasticsearch::params::ExpandWildcards;
-use serde::Deserialize;
+use chrono::{DateTime, Days, NaiveDate, Utc};
 
-/// The daily index families tailsift writes: `<prefix><family>YYYY-MM-DD`.
-const FAMILIES: [&str; 2] = ["jaeger-span-", "jaeger-service-"];
-const DATE_FORMAT: &str = "%Y-%m-%d";
+use crate::index_catalog::{self, FAMILIES, IndexInfo, Name};
+use crate::sink::SinkError;
+use crate::sink::elasticsearch::EsClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
-    #[error("invalid Elasticsearch URL: {0}")]
-    Url(#[from] url::ParseError),
-    #[error("cannot build the Elasticsearch client: {0}")]
-    Client(#[from] BuildError),
     #[error("keep_days must be at least 1: 0 would delete the indices written today")]
     KeepDaysZero,
     #[error("Elasticsearch request to {action} failed: {source}")]
     Request {
         action: String,
         #[source]
-        source: elasticsearch::Error,
-    },
-    #[error("Elasticsearch answered HTTP {status} to {action}: {body}")]
-    Status {
-        action: String,
-        status: u16,
-        body: String,
+        source: SinkError,
     },
 }
 
@@ -43,33 +29,42 @@ pub enum RetentionError {
 pub struct PruneReport {
     /// The oldest day whose indices are kept.
     pub keep_from: NaiveDate,
-    /// Sorted index names older than `keep_from`.
+    /// Sorted names of the indices older than `keep_from`.
     pub deleted: Vec<String>,
-    /// Sorted dated index names from `keep_from` on.
+    /// Sorted names of the other daily and rollover indices.
     pub kept: Vec<String>,
 }
 
-/// A client for one Elasticsearch node, for the `prune-indices` command.
-pub fn client(url: &str) -> Result<Elasticsearch, RetentionError> {
-    let pool = SingleNodeConnectionPool::new(url::Url::parse(url)?);
-    Ok(Elasticsearch::new(TransportBuilder::new(pool).build()?))
+/// A client for one Elasticsearch node without credentials (tests, local
+/// use; the command builds its client from the configuration).
+pub fn client(url: &str) -> Result<EsClient, SinkError> {
+    EsClient::new(&crate::config::ElasticsearchConfig {
+        urls: vec![url.to_string()],
+        ..Default::default()
+    })
 }
 
-/// Deletes `<prefix>jaeger-span-YYYY-MM-DD` and `<prefix>jaeger-service-YYYY-MM-DD`
-/// indices dated before the `keep_days` most recent days (see `first_kept_day`);
-/// with `dry_run` only reports them. Indices whose name does not end in a date
-/// (rollover indices, aliases, other prefixes) are never touched. `today` is
-/// the current UTC date, the calendar tailsift names its daily indices by.
+/// Deletes the indices of `<prefix>jaeger-span-`, `jaeger-service-` and
+/// `jaeger-dependencies-` older than the `keep_days` most recent days (see
+/// `first_kept_day`); with `dry_run` only reports them. Other names
+/// (aliases, archive indices, other prefixes) are never touched. `now`
+/// fixes the current UTC day, the calendar the daily indices are named by.
 pub async fn prune_indices(
-    client: &Elasticsearch,
+    client: &EsClient,
     index_prefix: &str,
     keep_days: u32,
-    today: NaiveDate,
+    now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<PruneReport, RetentionError> {
-    let keep_from = first_kept_day(today, keep_days)?;
+    let keep_from = first_kept_day(now.date_naive(), keep_days)?;
     let prefix = normalize_prefix(index_prefix);
-    let report = plan(&prefix, list_indices(client, &prefix).await?, keep_from);
+    let indices = index_catalog::list(client, &prefix)
+        .await
+        .map_err(|source| RetentionError::Request {
+            action: format!("list {}", index_catalog::patterns(&prefix).join(",")),
+            source,
+        })?;
+    let report = plan(&prefix, &indices, keep_from);
     if !dry_run {
         for index in &report.deleted {
             delete_index(client, index).await?;
@@ -82,9 +77,9 @@ pub async fn prune_indices(
 /// "Older than N days" means dated before the N most recent days, today
 /// included: N = 7 on 2024-03-08 keeps 03-02 … 03-08 and deletes 03-01 and
 /// before. That is the set `es-index-cleaner N` deletes (indices created
-/// before tomorrow's midnight minus N days), judged by the name's date
-/// rather than the creation time, so a restored or re-created index keeps
-/// its age.
+/// before tomorrow's midnight minus N days). Daily indices are judged by
+/// the name's date rather than the creation time, so a restored or
+/// re-created index keeps its age.
 fn first_kept_day(today: NaiveDate, keep_days: u32) -> Result<NaiveDate, RetentionError> {
     let back = keep_days
         .checked_sub(1)
@@ -103,94 +98,58 @@ fn normalize_prefix(prefix: &str) -> String {
     }
 }
 
-/// The day of a tailsift daily index, or None for anything else.
-fn index_date(prefix: &str, index: &str) -> Option<NaiveDate> {
-    let rest = index.strip_prefix(prefix)?;
-    let suffix = FAMILIES.iter().find_map(|f| rest.strip_prefix(f))?;
-    let date = NaiveDate::parse_from_str(suffix, DATE_FORMAT).ok()?;
-    // Only the zero-padded form tailsift writes, e.g. not `2024-3-1`.
-    (date.format(DATE_FORMAT).to_string() == suffix).then_some(date)
-}
-
-fn plan(prefix: &str, indices: Vec<String>, keep_from: NaiveDate) -> PruneReport {
-    let (mut deleted, mut kept): (Vec<_>, Vec<_>) = indices
-        .into_iter()
-        .filter_map(|i| index_date(prefix, &i).map(|d| (i, d)))
-        .partition(|(_, day)| *day < keep_from);
+/// Daily indices dated before `keep_from`, and rollover indices that
+/// stopped taking writes before its midnight, are deleted; the other
+/// indices of the families are kept.
+fn plan(prefix: &str, indices: &[IndexInfo], keep_from: NaiveDate) -> PruneReport {
+    let cutoff = keep_from.and_time(chrono::NaiveTime::MIN).and_utc();
+    let retired: Vec<&str> = FAMILIES
+        .iter()
+        .flat_map(|family| index_catalog::retired(prefix, family, indices))
+        .filter(|r| r.since < cutoff)
+        .map(|r| r.index.name.as_str())
+        .collect();
+    let (mut deleted, mut kept) = (Vec::new(), Vec::new());
+    for index in indices {
+        let old = match index_catalog::parse(prefix, &index.name) {
+            None => continue,
+            Some(Name::Daily { day, .. }) => day < keep_from,
+            Some(Name::Rollover { .. }) => retired.contains(&index.name.as_str()),
+        };
+        match old {
+            true => deleted.push(index.name.clone()),
+            false => kept.push(index.name.clone()),
+        }
+    }
     deleted.sort();
     kept.sort();
     PruneReport {
         keep_from,
-        deleted: deleted.into_iter().map(|(i, _)| i).collect(),
-        kept: kept.into_iter().map(|(i, _)| i).collect(),
+        deleted,
+        kept,
     }
 }
 
-#[derive(Deserialize)]
-struct CatRow {
-    index: String,
-}
-
-async fn list_indices(client: &Elasticsearch, prefix: &str) -> Result<Vec<String>, RetentionError> {
-    let patterns = FAMILIES.map(|f| format!("{prefix}{f}*"));
-    let patterns = patterns.each_ref().map(String::as_str);
-    let action = format!("list {}", patterns.join(","));
-    let response = client
-        .cat()
-        .indices(CatIndicesParts::Index(&patterns))
-        .format("json")
-        .h(&["index"])
-        // Closed indices still hold disk.
-        .expand_wildcards(&[ExpandWildcards::Open, ExpandWildcards::Closed])
-        .send()
-        .await;
-    let rows: Vec<CatRow> = checked(response, &action)
-        .await?
-        .json()
+async fn delete_index(client: &EsClient, index: &str) -> Result<(), RetentionError> {
+    // Already gone (a concurrent run) is what we wanted.
+    let path = format!("/{index}?ignore_unavailable=true");
+    client
+        .delete(&path)
         .await
-        .map_err(|source| RetentionError::Request { action, source })?;
-    Ok(rows.into_iter().map(|r| r.index).collect())
-}
-
-async fn delete_index(client: &Elasticsearch, index: &str) -> Result<(), RetentionError> {
-    let response = client
-        .indices()
-        .delete(IndicesDeleteParts::Index(&[index]))
-        // Already gone (a concurrent run) is what we wanted.
-        .ignore_unavailable(true)
-        .send()
-        .await;
-    checked(response, &format!("delete {index}")).await?;
-    Ok(())
-}
-
-/// Turns transport errors and non-2xx answers into errors naming `action`.
-async fn checked(
-    response: Result<Response, elasticsearch::Error>,
-    action: &str,
-) -> Result<Response, RetentionError> {
-    let response = response.map_err(|source| RetentionError::Request {
-        action: action.to_string(),
-        source,
-    })?;
-    let status = response.status_code();
-    if status.is_success() {
-        return Ok(response);
-    }
-    Err(RetentionError::Status {
-        action: action.to_string(),
-        status: status.as_u16(),
-        body: response.text().await.unwrap_or_default(),
-    })
+        .map_err(|source| RetentionError::Request {
+            action: format!("delete {index}"),
+            source,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::index_catalog::tests::index;
 
     fn day(s: &str) -> NaiveDate {
-        NaiveDate::parse_from_str(s, DATE_FORMAT).unwrap()
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
     }
 
     #[test]
@@ -220,45 +179,23 @@ mod tests {
     }
 
     #[test]
-    fn only_daily_span_and_service_indices_have_a_date() {
-        let d = Some(day("2024-02-29"));
-        assert_eq!(index_date("", "jaeger-span-2024-02-29"), d);
-        assert_eq!(index_date("", "jaeger-service-2024-02-29"), d);
-        assert_eq!(index_date("prod-", "prod-jaeger-span-2024-02-29"), d);
-        for other in [
-            "jaeger-span-2024-2-29",
-            "jaeger-span-2023-02-29",
-            "jaeger-span-2024-02-29-x",
-            "jaeger-span-000001",
-            "jaeger-span-write",
-            "jaeger-span-archive-2024-02-29",
-            "jaeger-dependencies-2024-02-29",
-            "prod-jaeger-span-2024-02-29",
-            "jaeger-span-+2024-02-29",
-        ] {
-            assert_eq!(index_date("", other), None, "{other}");
-        }
-        assert_eq!(index_date("prod-", "jaeger-span-2024-02-29"), None);
-    }
-
-    #[test]
-    fn plan_splits_at_the_first_kept_day() {
+    fn plan_splits_daily_indices_at_the_first_kept_day() {
         let names = [
             "p-jaeger-span-2024-02-24",
             "p-jaeger-service-2024-02-23",
             "p-jaeger-span-2024-02-23",
-            "p-jaeger-span-write",
+            "p-jaeger-dependencies-2024-02-23",
+            "p-jaeger-dependencies-2024-02-24",
+            "p-jaeger-span-archive-2024-02-01",
             "p-jaeger-service-2024-03-01",
             "p-jaeger-span-2023-12-31",
         ];
-        let report = plan(
-            "p-",
-            names.iter().map(|s| s.to_string()).collect(),
-            day("2024-02-24"),
-        );
+        let indices: Vec<IndexInfo> = names.iter().map(|n| index(n, 0, &[])).collect();
+        let report = plan("p-", &indices, day("2024-02-24"));
         assert_eq!(
             report.deleted,
             [
+                "p-jaeger-dependencies-2024-02-23",
                 "p-jaeger-service-2024-02-23",
                 "p-jaeger-span-2023-12-31",
                 "p-jaeger-span-2024-02-23"
@@ -266,7 +203,44 @@ mod tests {
         );
         assert_eq!(
             report.kept,
-            ["p-jaeger-service-2024-03-01", "p-jaeger-span-2024-02-24"]
+            [
+                "p-jaeger-dependencies-2024-02-24",
+                "p-jaeger-service-2024-03-01",
+                "p-jaeger-span-2024-02-24"
+            ]
         );
+    }
+
+    #[test]
+    fn rollover_indices_go_when_their_successor_is_older_than_the_cutoff() {
+        // Creation times in minutes from 2024-03-08T00:00Z, the cutoff.
+        let w = "jaeger-span-write";
+        let indices = [
+            index("jaeger-span-000001", -3 * 1440, &[]),
+            // Retired when 000003 was created, just after the cutoff.
+            index("jaeger-span-000002", -2 * 1440, &[]),
+            index("jaeger-span-000003", 1, &[]),
+            index("jaeger-span-000004", 2, &[(w, None)]),
+            // No write alias: nothing can be judged.
+            index("jaeger-service-000001", -3 * 1440, &[]),
+            index("jaeger-service-000002", -2 * 1440, &[]),
+        ];
+        let report = plan("", &indices, day("2024-03-08"));
+        assert_eq!(report.deleted, ["jaeger-span-000001"]);
+        assert_eq!(
+            report.kept,
+            [
+                "jaeger-service-000001",
+                "jaeger-service-000002",
+                "jaeger-span-000002",
+                "jaeger-span-000003",
+                "jaeger-span-000004"
+            ]
+        );
+        // However far the cutoff, the write index stays.
+        let report = plan("", &indices, day("2030-01-01"));
+        assert!(!report.deleted.contains(&"jaeger-span-000004".to_string()));
+        assert!(report.kept.contains(&"jaeger-span-000004".to_string()));
+        assert_eq!(report.deleted.len(), 3, "{:?}", report.deleted);
     }
 }

@@ -38,6 +38,12 @@ pub const METRICS: &[(&str, Kind, Unit, &str)] = &[
         "Messages not keyed by their trace ID or holding several traces, by reason (use repartition mode)",
     ),
     (
+        "tailsift_rekeyed_messages_total",
+        Kind::Counter,
+        Unit::Count,
+        "Messages split by trace and produced again keyed by trace ID (repartition mode: auto or an input topic)",
+    ),
+    (
         "tailsift_dead_letters_total",
         Kind::Counter,
         Unit::Count,

@@ -77,3 +77,90 @@ fn missing_file_is_a_clear_error() {
         text(&out)
     );
 }
+
+#[test]
+fn index_tools_take_elasticsearch_settings_from_the_environment_without_a_file() {
+    // A CronJob's Secret arrives as variables: both kinds of credentials at
+    // once is a configuration error, so seeing it proves they were read.
+    let both = [
+        ("TAILSIFT_ELASTICSEARCH__USERNAME", "tailsift"),
+        ("TAILSIFT_ELASTICSEARCH__API_KEY", "a2V5"),
+    ];
+    for args in [
+        &["prune-indices", "--keep-days", "7"][..],
+        &["rollover", "lookback"][..],
+    ] {
+        let out = tailsift(args, &both);
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("api_key or username/password"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    // The URL too: nothing listens on port 9.
+    let out = tailsift(
+        &["prune-indices", "--keep-days", "7"],
+        &[("TAILSIFT_ELASTICSEARCH__URLS", "http://127.0.0.1:9")],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("127.0.0.1:9"), "{}", text(&out));
+}
+
+#[test]
+fn rollover_needs_a_condition_and_alias_mode() {
+    let out = tailsift(
+        &["rollover", "rollover", "--es-url", "http://127.0.0.1:9"],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no rollover condition"),
+        "{}",
+        text(&out)
+    );
+    let out = tailsift(
+        &[
+            "rollover",
+            "rollover",
+            "--es-url",
+            "http://127.0.0.1:9",
+            "--max-age",
+            "1w",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("max_age '1w'"), "{}", text(&out));
+    // A config file that writes daily indices is not rolled over.
+    let daily = temp_config("daily", "elasticsearch:\n  use_aliases: false\n");
+    let path = daily.to_str().expect("utf-8 path");
+    let out = tailsift(&["rollover", "init", "--config", path], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("use_aliases is false"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn repartition_auto_as_an_environment_override() {
+    let out = tailsift(
+        &["check-config", "config/tailsift.yaml"],
+        &[("TAILSIFT_KAFKA__REPARTITION", "auto")],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("repartition: auto"), "{t}");
+    let out = tailsift(
+        &["check-config", "config/tailsift.yaml"],
+        &[("TAILSIFT_KAFKA__REPARTITION", "always")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("`auto` or `{input_topic"),
+        "{}",
+        text(&out)
+    );
+}

@@ -530,6 +530,141 @@ fn cronjob_prunes_old_indices() {
     );
 }
 
+/// The rollover CronJob: opt-in (alias mode), so outside the kustomization.
+const ROLLOVER_CRONJOB: &str = "deploy/kubernetes/cronjob-rollover.yaml";
+
+fn job_container(cron: &Value) -> &Value {
+    &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn string_args(container: &Value) -> Vec<&str> {
+    container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg"))
+        .collect()
+}
+
+/// The value after `flag` in `args`.
+fn flag_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| *a == flag)?;
+    args.get(i + 1).copied()
+}
+
+/// Clap stops at `--help` after parsing everything before it: unknown
+/// flags or malformed values fail, the required checks are skipped.
+fn assert_cli_accepts(args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tailsift"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run tailsift");
+    assert!(
+        out.status.success(),
+        "tailsift {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Both index CronJobs read the service's ConfigMap and authenticate as it
+/// does: every Elasticsearch variable of the Deployment (endpoint and the
+/// Secret's credentials) is set the same way in the job.
+#[test]
+fn cronjobs_run_with_the_services_config_and_credentials() {
+    let m = Manifests::load();
+    let es_env: Vec<&Value> = m.container()["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter(|e| {
+            let name = str_at(e, "/name");
+            name.starts_with("TAILSIFT_ELASTICSEARCH__") && !name.contains("REDACTION")
+        })
+        .collect();
+    for var in [
+        "TAILSIFT_ELASTICSEARCH__URLS",
+        "TAILSIFT_ELASTICSEARCH__USERNAME",
+        "TAILSIFT_ELASTICSEARCH__PASSWORD",
+    ] {
+        assert!(
+            es_env.iter().any(|e| e["name"] == var),
+            "the Deployment does not set {var}"
+        );
+    }
+    let rollover = yaml_docs(ROLLOVER_CRONJOB);
+    for cron in [m.one("CronJob"), &rollover[0]] {
+        let name = str_at(cron, "/metadata/name");
+        let container = job_container(cron);
+        let args = string_args(container);
+        assert_cli_accepts(&args);
+        let config = flag_value(&args, "--config").unwrap_or_else(|| panic!("{name}: no --config"));
+        assert!(
+            !args.contains(&"--es-url"),
+            "{name}: the URL comes from the config"
+        );
+        let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        let mount = container["volumeMounts"]
+            .as_array()
+            .expect("volumeMounts")
+            .iter()
+            .find(|v| config.starts_with(str_at(v, "/mountPath")))
+            .unwrap_or_else(|| panic!("{name}: {config} is not under a volume mount"));
+        let volume = pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("mounted volume");
+        assert_eq!(
+            volume["configMap"]["name"],
+            m.one("ConfigMap")["metadata"]["name"],
+            "{name}"
+        );
+        let env = container["env"].as_array().expect("env");
+        for var in &es_env {
+            assert!(
+                env.contains(var),
+                "{name}: {} differs from the Deployment's",
+                var["name"]
+            );
+        }
+        assert_eq!(
+            container["image"],
+            m.container()["image"],
+            "{name}: same image as the service"
+        );
+    }
+}
+
+#[test]
+fn rollover_cronjob_is_opt_in_and_its_conditions_hold() {
+    let kustomization = read(&format!("{KUBERNETES}/kustomization.yaml"));
+    let resources = &yaml_docs(&format!("{KUBERNETES}/kustomization.yaml"))[0]["resources"];
+    assert!(
+        !resources
+            .as_array()
+            .expect("resources")
+            .iter()
+            .any(|r| r == "cronjob-rollover.yaml"),
+        "the shipped ConfigMap writes daily indices: the rollover CronJob stays opt-in"
+    );
+    assert!(
+        kustomization.contains("# - cronjob-rollover.yaml"),
+        "not mentioned in the kustomization"
+    );
+    let cron = &yaml_docs(ROLLOVER_CRONJOB)[0];
+    assert_eq!(cron["kind"], "CronJob");
+    let args = string_args(job_container(cron));
+    assert_eq!(args[..2], ["rollover", "rollover"]);
+    let conditions = tailsift::rollover::Conditions {
+        max_age: flag_value(&args, "--max-age").map(str::to_string),
+        max_docs: flag_value(&args, "--max-docs").map(|d| d.parse().expect("--max-docs")),
+        max_primary_shard_size: flag_value(&args, "--max-primary-shard-size").map(str::to_string),
+    };
+    conditions.body().expect("valid rollover conditions");
+}
+
 /// deploy/jaeger: Jaeger v2 on Kubernetes runs the shipped query-only config (the
 /// file docker-compose.yml mounts), with its Elasticsearch URL set and its ports served.
 #[test]

@@ -27,7 +27,7 @@ use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use common::es::Es;
 use common::jaeger::{self, JaegerQuery, Reader, check_trace, http_client};
 use common::pipeline;
-use tailsift::config::{EncodingSetting, RepartitionConfig};
+use tailsift::config::{EncodingSetting, Repartition, RepartitionConfig};
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{GenSpan, GenTrace, Profile, TraceGenerator};
 use tailsift::model::TraceId;
@@ -101,9 +101,9 @@ async fn through_collector(
     let mut cfg = pipeline::config(&brokers, &topic, &format!("{run}-group"), "[]");
     cfg.kafka.encoding = encoding;
     if keying == Keying::Unkeyed {
-        cfg.kafka.repartition = Some(RepartitionConfig {
+        cfg.kafka.repartition = Some(Repartition::Topic(RepartitionConfig {
             input_topic: exported,
-        });
+        }));
     }
     cfg.elasticsearch.urls = vec![es_url.clone()];
     cfg.elasticsearch.index_prefix = run.clone();

@@ -255,7 +255,7 @@ async fn jaeger_monitor_and_dependencies_from_every_span() -> Result<()> {
         prometheus.url.clone(),
     );
     let jaeger = tokio::task::spawn_blocking(move || {
-        JaegerQuery::start_with(Reader::V2, &es, &jprefix, Some(&prom))
+        JaegerQuery::start_with_metrics(Reader::V2, &es, &jprefix, &prom)
     })
     .await??;
     let scrapes = format!("up{{instance=\"127.0.0.1:{port}\"}}");
@@ -341,7 +341,9 @@ async fn jaeger_monitor_and_dependencies_from_every_span() -> Result<()> {
 
     // While only the sampled traces were stored.
     let es = common::es::Es::new(&common::es_url())?;
-    let stored = es.count(&format!("{prefix}-jaeger-span-*")).await?;
+    let spans = format!("{prefix}-jaeger-span-*");
+    es.refresh(&spans).await?;
+    let stored = es.count(&spans, None).await?;
     ensure!(
         stored == truth.stored_spans,
         "span indices hold {stored} spans, the error traces have {}",

@@ -23,7 +23,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use common::pipeline::{Running, span_ids, wait_assigned};
-use tailsift::config::RepartitionConfig;
+use tailsift::config::{Repartition, RepartitionConfig};
 use tailsift::decode::Encoding;
 use tailsift::loadgen::{self, LoadOptions};
 use tailsift::model::TraceId;
@@ -114,9 +114,9 @@ async fn run_through(name: &str, brokers: &str, props: Props) -> Result<()> {
 
     let mut cfg = common::pipeline::config(brokers, &internal, &group, "[]");
     cfg.kafka.properties.extend(props.clone());
-    cfg.kafka.repartition = Some(RepartitionConfig {
+    cfg.kafka.repartition = Some(Repartition::Topic(RepartitionConfig {
         input_topic: input.clone(),
-    });
+    }));
     cfg.kafka.dead_letter_topic = Some(dead_letters.clone());
     let sink = Arc::new(CollectingSink::default());
     // The Kafka dead-letter producer the service builds from the config.

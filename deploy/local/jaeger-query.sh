@@ -42,6 +42,8 @@
 #   JAEGER_BUILD_JOBS         go build -p                     (default 2)
 #   ES_URL                    Elasticsearch / OpenSearch      (default http://127.0.0.1:9200)
 #   ES_INDEX_PREFIX           index prefix                    (default empty; Jaeger adds '-')
+#   ES_USE_ALIASES            true: read <prefix>jaeger-span-read and jaeger-service-read
+#                             (tailsift's alias mode, `tailsift rollover`) (default false)
 #   JAEGER_QUERY_ES_VERSION   server major version (0 = auto) (default 0)
 #   JAEGER_QUERY_PORT         HTTP API/UI port                (default 16686)
 #   JAEGER_QUERY_GRPC_PORT    gRPC API port                   (default 16685)
@@ -372,9 +374,9 @@ spawn() { # $1 pidfile, $2 log file, rest: command
 # Desired configuration of this instance; a running instance with a different one is
 # restarted by `start` (e.g. a test pointing it at another index prefix).
 desired_conf() {
-    printf 'JAEGER_READER=%s\nJAEGER_VERSION=%s\nES_URL=%s\nES_INDEX_PREFIX=%s\nJAEGER_QUERY_ES_VERSION=%s\nJAEGER_QUERY_PORT=%s\nJAEGER_QUERY_GRPC_PORT=%s\nJAEGER_QUERY_ADMIN_PORT=%s\nJAEGER_QUERY_ARGS=%s\n' \
-        "$READER" "$JAEGER_VERSION" "$ES_URL" "$ES_INDEX_PREFIX" "$ES_MAJOR" "$QUERY_PORT" "$GRPC_PORT" \
-        "$ADMIN_PORT" "${JAEGER_QUERY_ARGS:-}"
+    printf 'JAEGER_READER=%s\nJAEGER_VERSION=%s\nES_URL=%s\nES_INDEX_PREFIX=%s\nES_USE_ALIASES=%s\nJAEGER_QUERY_ES_VERSION=%s\nJAEGER_QUERY_PORT=%s\nJAEGER_QUERY_GRPC_PORT=%s\nJAEGER_QUERY_ADMIN_PORT=%s\nJAEGER_QUERY_ARGS=%s\n' \
+        "$READER" "$JAEGER_VERSION" "$ES_URL" "$ES_INDEX_PREFIX" "$USE_ALIASES" "$ES_MAJOR" "$QUERY_PORT" \
+        "$GRPC_PORT" "$ADMIN_PORT" "${JAEGER_QUERY_ARGS:-}"
 }
 
 load_settings() { # environment wins; otherwise what the running instance was started with
@@ -388,6 +390,8 @@ load_settings() { # environment wins; otherwise what the running instance was st
     ES_URL="${ES_URL:-http://127.0.0.1:9200}"
     ES_URL="${ES_URL%/}"
     ES_INDEX_PREFIX="${ES_INDEX_PREFIX:-}"
+    USE_ALIASES="${ES_USE_ALIASES:-false}"
+    [[ "$USE_ALIASES" == true || "$USE_ALIASES" == false ]] || die "ES_USE_ALIASES must be true or false"
     ES_MAJOR="${JAEGER_QUERY_ES_VERSION:-0}"
 }
 
@@ -481,6 +485,7 @@ $metrics_storage
           server_urls: ["$ES_URL"]
 $version_lines
           create_mappings: false
+          use_aliases: $USE_ALIASES
           indices:
             index_prefix: "$ES_INDEX_PREFIX"
 $metric_backends
@@ -493,7 +498,7 @@ EOF
 
 spawn_v2() {
     write_v2_config "$STATE/config.yaml"
-    log "starting Jaeger v2 ($JAEGER_VERSION, jaeger_query extension) on http://127.0.0.1:$QUERY_PORT ($SERVER_KIND $ES_URL, index prefix '${ES_INDEX_PREFIX}')"
+    log "starting Jaeger v2 ($JAEGER_VERSION, jaeger_query extension) on http://127.0.0.1:$QUERY_PORT ($SERVER_KIND $ES_URL, index prefix '${ES_INDEX_PREFIX}', aliases $USE_ALIASES)"
     spawn "$PIDFILE" "$STATE/logs/jaeger-query.log" "$BIN" --config "$STATE/config.yaml"
 }
 
@@ -520,6 +525,7 @@ spawn_v1() {
         "--admin.http.host-port=127.0.0.1:$ADMIN_PORT"
         "--es.server-urls=$es_for_query"
         "--es.index-prefix=$ES_INDEX_PREFIX"
+        "--es.use-aliases=$USE_ALIASES"
         "--es.version=$ES_MAJOR"
         "--log-level=info"
     )

@@ -78,11 +78,6 @@ impl EsClient {
         })
     }
 
-    /// The underlying client, for tools that need other APIs (retention).
-    pub fn inner(&self) -> &Elasticsearch {
-        &self.client
-    }
-
     /// `GET /`, or the local node's info where the root endpoint is missing
     /// (minimal distributions answer 405 there).
     pub async fn server_info(&self) -> Result<ServerInfo, SinkError> {
@@ -140,6 +135,30 @@ impl EsClient {
             Bytes::from(serde_json::to_vec(body).map_err(|e| SinkError::Config(e.to_string()))?);
         let (status, reply) = self.send(Method::Put, path, Some(body)).await?;
         match status.is_success() {
+            true => Ok(()),
+            false => Err(SinkError::status(path, status, &reply)),
+        }
+    }
+
+    /// `POST path` with a JSON body; the reply as JSON.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, SinkError> {
+        let body =
+            Bytes::from(serde_json::to_vec(body).map_err(|e| SinkError::Config(e.to_string()))?);
+        let (status, reply) = self.send(Method::Post, path, Some(body)).await?;
+        if !status.is_success() {
+            return Err(SinkError::status(path, status, &reply));
+        }
+        serde_json::from_slice(&reply).map_err(|e| SinkError::Response(format!("{path}: {e}")))
+    }
+
+    /// `DELETE path`; a 404 (already gone) counts as done.
+    pub async fn delete(&self, path: &str) -> Result<(), SinkError> {
+        let (status, reply) = self.send(Method::Delete, path, None).await?;
+        match status.is_success() || status == StatusCode::NOT_FOUND {
             true => Ok(()),
             false => Err(SinkError::status(path, status, &reply)),
         }

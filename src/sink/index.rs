@@ -40,7 +40,8 @@ impl Kind {
 }
 
 impl Kind {
-    fn base(self) -> &'static str {
+    /// The index family, `jaeger-span` or `jaeger-service`.
+    pub fn base(self) -> &'static str {
         match self {
             Kind::Span => "jaeger-span",
             Kind::Service => "jaeger-service",
@@ -70,6 +71,11 @@ impl IndexNames {
             true => self.write_alias(kind),
             false => format!("{}{}-{}", self.prefix, kind.base(), day.date()),
         }
+    }
+
+    /// Empty, or ending in `-`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn uses_aliases(&self) -> bool {

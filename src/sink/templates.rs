@@ -202,24 +202,52 @@ pub async fn install(
 }
 
 /// Alias mode: creates the first rollover index behind each write alias
-/// unless the alias exists, as Jaeger's `es-rollover init` would; writing
-/// to a missing alias would otherwise create a plain index of that name.
-pub async fn ensure_write_aliases(client: &EsClient, names: &IndexNames) -> Result<(), SinkError> {
+/// unless the alias exists, as Jaeger's `es-rollover init` does; writing to
+/// a missing alias would otherwise create a plain index of that name.
+/// Returns the indices it created.
+///
+/// The write alias carries no `is_write_index` flag, as in Jaeger's
+/// rollover without ILM: `_rollover` then moves it to the new index, and
+/// exactly one index holds it. With the flag the alias stays on every old
+/// index, which Jaeger's rollover, lookback and index cleaner all take for
+/// write indices.
+pub async fn ensure_write_aliases(
+    client: &EsClient,
+    names: &IndexNames,
+) -> Result<Vec<String>, SinkError> {
+    let mut created = Vec::new();
     for kind in Kind::ALL {
         let alias = names.write_alias(kind);
         if client.exists(&format!("/_alias/{alias}")).await? {
             continue;
         }
-        let body = json!({"aliases": {
-            alias.as_str(): {"is_write_index": true},
-            names.read_alias(kind): {},
-        }});
-        client
-            .put_json(&format!("/{}", names.initial_rollover_index(kind)), &body)
-            .await?;
-        tracing::info!(%alias, "created the initial rollover index");
+        let first = names.initial_rollover_index(kind);
+        if client.exists(&format!("/{first}")).await? {
+            // Guessing which index the alias belonged to could send writes
+            // to an old one.
+            return Err(SinkError::Config(format!(
+                "{first} exists but the write alias {alias} does not: add {alias} to the newest \
+                 {}-NNNNNN index (POST _aliases) instead of creating one",
+                kind.base()
+            )));
+        }
+        let body = json!({"aliases": { alias.as_str(): {}, names.read_alias(kind): {} }});
+        match client.put_json(&format!("/{first}"), &body).await {
+            Ok(()) => {
+                tracing::info!(%alias, index = %first, "created the initial rollover index");
+                created.push(first);
+            }
+            // Another instance starting at the same time won the race.
+            Err(SinkError::Status {
+                status: 400,
+                ref body,
+                ..
+            }) if body.contains("resource_already_exists_exception")
+                && client.exists(&format!("/_alias/{alias}")).await? => {}
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    Ok(created)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub use registry::{PartitionHandle, Registry};
 use crate::config::{GroupProtocol, KafkaConfig, MemoryPlan, PREFETCH_PROPERTY, PendingOnShutdown};
 use crate::deadletter::DeadLetterSink;
 use crate::decision_log::DecisionLog;
+use crate::rekey::Forwarder;
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
 use crate::window::{DecisionCache, Occupancy, WindowConfig};
@@ -71,6 +72,9 @@ pub struct Shared<S: TraceSink> {
     pub stop: CancellationToken,
     pub on_shutdown: PendingOnShutdown,
     pub log_limiter: LogLimiter,
+    /// `kafka.repartition: auto`: where messages not keyed by trace ID go
+    /// instead of the windows, re-keyed back to the topic.
+    pub rekey: Option<Arc<Forwarder>>,
 }
 
 impl<S: TraceSink> Shared<S> {

@@ -19,11 +19,12 @@ use super::registry::PartitionHandle;
 use crate::config::PendingOnShutdown;
 use crate::deadletter::DeadLetter;
 use crate::decision_log::{self, record::DecisionRecord};
-use crate::decode::{DecodeError, Decoder};
+use crate::decode::{DecodeError, Decoder, Normalized};
 use crate::dependencies::{Batch, Counted, Flush, PartitionDependencies};
 use crate::model::{Decision, DecisionReason, Payload, ScanBatch, SpanRef, TraceId};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
 use crate::policy::{PolicyEngine, SpanFilter};
+use crate::rekey::{Forwarder, split_by_trace};
 use crate::sink::{KeptTrace, TraceSink};
 use crate::span_metrics::LocalSpanMetrics;
 use crate::window::{Decided, Found, Inserted, Remembered, TraceWindow};
@@ -293,14 +294,19 @@ impl<S: TraceSink> PartitionTask<S> {
             &mut self.batch,
         ) {
             Ok(normalized) => {
-                let times = self.decoder.correct_times(m.timestamp, &mut self.batch);
-                crate::keying::check(
+                let misplaced = crate::keying::check(
                     self.handle.partition,
                     m.offset,
                     m.key.as_deref(),
                     &self.batch,
+                    self.shared.rekey.is_some(),
                     &self.shared.log_limiter,
                 );
+                if let (Some(_), Some(rekey)) = (misplaced, self.shared.rekey.clone()) {
+                    self.rekey(m, normalized, &rekey).await;
+                    return;
+                }
+                let times = self.decoder.correct_times(m.timestamp, &mut self.batch);
                 let payload = Arc::new(Payload {
                     bytes: normalized.bytes,
                     format: normalized.format,
@@ -318,6 +324,41 @@ impl<S: TraceSink> PartitionTask<S> {
             Err(e) => self.dead_letter(m, e).await,
         }
         self.relieve_memory().await;
+    }
+
+    /// `kafka.repartition: auto`: a message not keyed by its trace ID is
+    /// not sampled from the part of its traces it holds. It goes back to
+    /// the topic as one message per trace, keyed by trace ID, and is
+    /// resolved once the broker has every piece; the pieces come back
+    /// through the partitions of their traces. Spans cut out for a bad ID
+    /// are dead-lettered with the original, as in the direct path. Time
+    /// corrections wait for the pieces, so nothing is counted twice.
+    async fn rekey(&mut self, m: Incoming, normalized: Normalized, forwarder: &Forwarder) {
+        let pieces = split_by_trace(&normalized.bytes, normalized.format, &self.batch);
+        let rejected = self.batch.rejection_summary();
+        self.offsets.track(
+            m.offset,
+            pieces.len() as u32 + u32::from(rejected.is_some()),
+        );
+        let started = Instant::now();
+        let (offset, acks) = (m.offset, &self.acks_tx);
+        let mut handed_out = 0;
+        forwarder
+            .forward(pieces, || {
+                handed_out += 1;
+                let mut resolved = Resolved::default();
+                resolved.add(offset, 1);
+                AckHandle::new(acks.clone(), resolved)
+            })
+            .await;
+        self.inflight += handed_out;
+        // Waiting for room among the pieces in flight is backpressure, like
+        // waiting for the sink: the windows' clock stands still meanwhile.
+        self.stalled += started.elapsed();
+        if let Some((reason, error)) = rejected {
+            self.log_bad(&m, reason, &error);
+            self.send_dead_letter(m, reason, error).await;
+        }
     }
 
     /// `dead_letter`: one more unit to resolve, the dead letter of the

@@ -15,9 +15,19 @@ impl Es {
     }
 
     async fn call(&self, method: Method, path: &str) -> Result<Value> {
+        self.call_with(method, path, None).await
+    }
+
+    async fn call_with(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let body = body.map(|b| b.to_string().into_bytes());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            elasticsearch::http::headers::CONTENT_TYPE,
+            elasticsearch::http::headers::HeaderValue::from_static("application/json"),
+        );
         let resp = self
             .0
-            .send::<Vec<u8>, ()>(method, path, HeaderMap::new(), None, None, None)
+            .send::<Vec<u8>, ()>(method, path, headers, None, body, None)
             .await
             .with_context(|| format!("Elasticsearch {path}"))?;
         let status = resp.status_code();
@@ -35,13 +45,36 @@ impl Es {
             .map(drop)
     }
 
-    /// Documents in the indices matching `pattern` (refreshed first).
-    pub async fn count(&self, pattern: &str) -> Result<u64> {
-        self.refresh(pattern).await?;
-        let body = self
-            .call(Method::Get, &format!("/{pattern}/_count"))
+    /// Documents in `target` (an index or alias) matching `query` (all without one).
+    pub async fn count(&self, target: &str, query: Option<Value>) -> Result<u64> {
+        let body = query.map(|q| serde_json::json!({ "query": q }));
+        let reply = self
+            .call_with(Method::Post, &format!("/{target}/_count"), body.as_ref())
             .await?;
-        body["count"].as_u64().context("count in _count reply")
+        reply["count"]
+            .as_u64()
+            .with_context(|| format!("{target}/_count: {reply}"))
+    }
+
+    /// The aliases of the indices matching `pattern`: index → alias names.
+    pub async fn aliases(
+        &self,
+        pattern: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let reply = self
+            .call(Method::Get, &format!("/{pattern}/_alias"))
+            .await?;
+        let indices = reply.as_object().context("GET _alias: not an object")?;
+        Ok(indices
+            .iter()
+            .map(|(index, v)| {
+                let names = v["aliases"]
+                    .as_object()
+                    .map(|a| a.keys().cloned().collect())
+                    .unwrap_or_default();
+                (index.clone(), names)
+            })
+            .collect())
     }
 
     /// Removes this run's indices and templates (kept when the test fails, to inspect).

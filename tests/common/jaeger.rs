@@ -87,15 +87,31 @@ impl JaegerQuery {
     /// `elasticsearch.index_prefix`; Jaeger adds the '-' the same way). The first run
     /// builds the binary, so this blocks for minutes then: call it off the executor.
     pub fn start(reader: Reader, es_url: &str, index_prefix: &str) -> Result<Self> {
-        Self::start_with(reader, es_url, index_prefix, None)
+        Self::launch(reader, es_url, index_prefix, false, None)
+    }
+
+    /// The same in Jaeger's alias mode (`use_aliases`): it reads
+    /// `<prefix>jaeger-span-read` and `<prefix>jaeger-service-read` only.
+    pub fn start_with_aliases(reader: Reader, es_url: &str, index_prefix: &str) -> Result<Self> {
+        Self::launch(reader, es_url, index_prefix, true, None)
     }
 
     /// Like `start`, with `prometheus` (a URL) as the v2 Monitor tab's
     /// metrics backend.
-    pub fn start_with(
+    pub fn start_with_metrics(
         reader: Reader,
         es_url: &str,
         index_prefix: &str,
+        prometheus: &str,
+    ) -> Result<Self> {
+        Self::launch(reader, es_url, index_prefix, false, Some(prometheus))
+    }
+
+    fn launch(
+        reader: Reader,
+        es_url: &str,
+        index_prefix: &str,
+        aliases: bool,
         prometheus: Option<&str>,
     ) -> Result<Self> {
         let port = free_port()?;
@@ -104,6 +120,7 @@ impl JaegerQuery {
             ("JAEGER_READER".to_string(), reader.name().to_string()),
             ("ES_URL".to_string(), es_url.to_string()),
             ("ES_INDEX_PREFIX".to_string(), index_prefix.to_string()),
+            ("ES_USE_ALIASES".to_string(), aliases.to_string()),
             ("JAEGER_QUERY_NAME".to_string(), name.clone()),
             ("JAEGER_QUERY_PORT".to_string(), port.to_string()),
             (

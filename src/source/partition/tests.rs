@@ -57,6 +57,7 @@ fn start(cfg: &Config) -> Task {
         stop: stop.clone(),
         on_shutdown: PendingOnShutdown::Decide,
         log_limiter: LogLimiter::default(),
+        rekey: None,
     });
     let (rules, rx) = watch::channel(Arc::new(build_rules(cfg).expect("test rules")));
     let (input, messages) = mpsc::channel(16);
