@@ -60,7 +60,7 @@ impl Fixture {
             names
         };
         let rollover = |n: &str| -> Vec<String> {
-            ["service", "span"]
+            ["dependencies", "service", "span"]
                 .map(|family| format!("{prefix}-jaeger-{family}-{n}"))
                 .to_vec()
         };
@@ -121,7 +121,7 @@ async fn create(es: &Elasticsearch, index: &str) -> Result<()> {
     Ok(())
 }
 
-/// `<prefix>-jaeger-{span,service}-000001` behind the aliases, rolled over to
+/// `<prefix>-jaeger-{span,service,dependencies}-000001` behind the aliases, rolled over to
 /// `000002`, with tailsift's own commands.
 async fn rolled_over(fixture: &Fixture) -> Result<()> {
     let cfg = ElasticsearchConfig {
@@ -132,7 +132,7 @@ async fn rolled_over(fixture: &Fixture) -> Result<()> {
     let es = tailsift::sink::elasticsearch::EsClient::new(&cfg)?;
     let names = rollover::names(&format!("{}-", fixture.prefix));
     let created = rollover::init(&es, &cfg, &names).await?;
-    ensure!(created.len() == 2, "init created {created:?}");
+    ensure!(created.len() == 3, "init created {created:?}");
     let now = Conditions {
         max_age: Some("1ms".into()),
         ..Default::default()
