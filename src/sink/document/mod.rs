@@ -17,8 +17,10 @@ mod otlp;
 #[cfg(test)]
 mod tests;
 
+use std::hash::Hasher as _;
 use std::ops::Range;
 
+use fnv::FnvHasher;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 
 use crate::model::{SpanId, TraceId};
@@ -119,36 +121,13 @@ impl std::fmt::Debug for HexId {
     }
 }
 
-/// 64-bit FNV-1a, the hash Jaeger uses for service document IDs.
-#[derive(Clone, Copy)]
-pub struct Fnv1a(u64);
-
-impl Default for Fnv1a {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv1a {
-    pub fn write(&mut self, bytes: &[u8]) -> &mut Self {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self
-    }
-
-    pub fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// The `_id` Jaeger gives a service document: FNV-1a of service then
 /// operation, lowercase hex without zero padding (Go's `%x`).
 pub fn service_doc_id(service: &str, operation: &str) -> u64 {
-    Fnv1a::default()
-        .write(service.as_bytes())
-        .write(operation.as_bytes())
-        .finish()
+    let mut h = FnvHasher::default();
+    h.write(service.as_bytes());
+    h.write(operation.as_bytes());
+    h.finish()
 }
 
 /// `{"serviceName":…,"operationName":…}`
