@@ -33,13 +33,12 @@ pub(super) fn float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
+/// Lowercase hex of `bytes`.
 pub(super) fn hex_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0xf)]);
-    }
+    let start = out.len();
+    out.resize(start + bytes.len() * 2, 0);
+    // Cannot fail: the slice is exactly twice `bytes`.
+    let _ = hex::encode_to_slice(bytes, &mut out[start..]);
 }
 
 /// A JSON string literal: quotes, and escapes for `"`, `\` and control
