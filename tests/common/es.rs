@@ -5,13 +5,18 @@ use anyhow::{Context, Result, ensure};
 use elasticsearch::Elasticsearch;
 use elasticsearch::http::Method;
 use elasticsearch::http::headers::HeaderMap;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use serde_json::Value;
 
 pub struct Es(Elasticsearch);
 
 impl Es {
     pub fn new(url: &str) -> Result<Self> {
-        Ok(Self(super::jaeger::http_client(url)?))
+        let url = url::Url::parse(url).with_context(|| format!("'{url}' is not a URL"))?;
+        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .disable_proxy()
+            .build()?;
+        Ok(Self(Elasticsearch::new(transport)))
     }
 
     async fn call(&self, method: Method, path: &str) -> Result<Value> {

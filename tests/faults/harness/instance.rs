@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow, bail, ensure};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use super::log;
 use super::memory::vm_rss_hwm;
@@ -17,6 +16,7 @@ pub struct Instance {
     pub id: u32,
     pub pid: u32,
     pub(super) child: Child,
+    pub(super) http: reqwest::Client,
     pub metrics: SocketAddr,
     pub log: PathBuf,
 }
@@ -29,35 +29,17 @@ impl Instance {
     /// `GET path` on the metrics listener: status and body.
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         let fut = async {
-            let mut s = tokio::net::TcpStream::connect(self.metrics).await?;
-            let req = format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.metrics
-            );
-            s.write_all(req.as_bytes()).await?;
-            let mut buf = Vec::new();
-            s.read_to_end(&mut buf).await?;
-            anyhow::Ok(buf)
+            let resp = self
+                .http
+                .get(format!("http://{}{path}", self.metrics))
+                .send()
+                .await?;
+            anyhow::Ok((resp.status().as_u16(), resp.text().await?))
         };
-        let buf = tokio::time::timeout(Duration::from_secs(3), fut)
+        tokio::time::timeout(Duration::from_secs(3), fut)
             .await
-            .map_err(|_| anyhow!("{}: GET {path} timed out", self.name()))??;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("{}: bad HTTP response to {path}: {head}", self.name()))?;
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_string()
-        };
-        Ok((status, body))
+            .map_err(|_| anyhow!("{}: GET {path} timed out", self.name()))?
+            .with_context(|| format!("{}: GET {path}", self.name()))
     }
 
     pub async fn metrics(&self) -> Result<String> {
@@ -180,22 +162,6 @@ impl Drop for Instance {
             let _ = self.child.wait();
         }
     }
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Sum of every series of `name` whose labels include all of `labels`.

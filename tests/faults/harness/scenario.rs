@@ -257,6 +257,7 @@ impl Scenario {
             id,
             pid,
             child,
+            http: common::http_client()?,
             metrics,
             log: log_path,
         })
