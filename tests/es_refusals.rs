@@ -6,7 +6,7 @@
 //! the refusal lasts, the reason shows in `tailsift_es_retries_total`, and
 //! once it is lifted every span of every trace the policies keep is in
 //! Elasticsearch. Those two settings only touch the scenario's own
-//! indices, so they run on the shared stack (and in every `cargo test`).
+//! indices, so they run on the shared stack (and in every `scripts/test.sh`).
 //! The third, a low `cluster.max_shards_per_node`, stops every index
 //! creation in the cluster: it only runs on a stack of its own
 //! (`bash scripts/faults.sh shard_limit`, which sets FAULTS_STACK_DIR).

@@ -18,7 +18,7 @@
 //!
 //! Run everything with `bash scripts/faults.sh` (its own stack on its own
 //! ports; prints the results table). The `fast_` scenarios take under a
-//! minute each and also run in the ordinary test run (`cargo test`, CI); the
+//! minute each and also run in the ordinary test run (`scripts/test.sh`, CI); the
 //! `long_` ones are ignored there: they take minutes, and the outage ones
 //! stop services, which they only do on a stack of their own
 //! (FAULTS_STACK_DIR, set by scripts/faults.sh).
