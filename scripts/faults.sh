@@ -69,7 +69,7 @@ SUITES="--test faults --test es_refusals --test span_times --test bad_spans --te
 # running suite (seen: a child process that was another branch's binary).
 export CARGO_PROFILE_FAULTS_INHERITS=dev
 phase "building tailsift and the suite (debug, profile 'faults')"
-cargo test --profile faults $SUITES --no-run
+cargo test --profile faults --features integration $SUITES --no-run
 export FAULTS_WORK_DIR="${FAULTS_WORK_DIR:-$ROOT/.stack-faults-work}"
 mkdir -p "$FAULTS_WORK_DIR"
 export FAULTS_RESULTS="$FAULTS_WORK_DIR/results-$(date +%Y%m%d-%H%M%S).tsv"
@@ -82,7 +82,7 @@ unset TAILSIFT_CACHE TAILSIFT_MAVEN_REPO TAILSIFT_STACK_DIR TAILSIFT_JAVA_HOME T
 phase "running scenarios: ${*:-all}"
 t0=$SECONDS
 rc=0
-cargo test --profile faults $SUITES -- --include-ignored --nocapture --test-threads 1 "$@" || rc=$?
+cargo test --profile faults --features integration $SUITES -- --include-ignored --nocapture --test-threads 1 "$@" || rc=$?
 
 phase "results ($((SECONDS - t0))s; debug build; rows also in $FAULTS_RESULTS)"
 header="$(printf 'scenario\tcycles\tspans checked\tlost\tduplicated\tpeak RSS MiB\tmemory.limit MiB\tearly decisions\tDLQ\tsecs\tnote')"

@@ -53,13 +53,13 @@ for entry in $MATRIX; do
     status=0
     if env "${stack_env[@]}" deploy/local/stack.sh up </dev/null >/dev/null; then
         t_up=$((SECONDS - t0))
-        phase "$engine $version: up in ${t_up}s; cargo test ${test_args[*]}"
+        phase "$engine $version: up in ${t_up}s; cargo test --features integration ${test_args[*]}"
         # (the stack script's TAILSIFT_* settings stay away from the tests, as in scripts/test.sh;
         # Jaeger Query's state goes under the entry's stack dir)
         env -u TAILSIFT_CACHE -u TAILSIFT_MAVEN_REPO -u TAILSIFT_JAVA_HOME -u TAILSIFT_ES_USER \
             TAILSIFT_STACK_DIR="$stack" KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
             ES_URL="http://127.0.0.1:$es_port" ES_EXPECT_VERSION="$version" \
-            cargo test "${test_args[@]}" --no-fail-fast </dev/null || status=$?
+            cargo test --features integration "${test_args[@]}" --no-fail-fast </dev/null || status=$?
     else
         status=$?
         t_up=$((SECONDS - t0))

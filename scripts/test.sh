@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): format, lints, all test targets.
-# Integration tests talk to the real local services; start them first with
+# The project's test command (README, .ci/run): format, lints, all test targets with
+# the `integration` feature on, so the suites that talk to the real local services
+# run too (and fail when a service is missing); start the services first with
 #   deploy/local/stack.sh up
 # Endpoints come from KAFKA_BROKERS / ES_URL; when unset and the local stack is
 # running, they are taken from it.
@@ -24,8 +25,8 @@ unset TAILSIFT_CACHE TAILSIFT_MAVEN_REPO TAILSIFT_STACK_DIR TAILSIFT_JAVA_HOME T
 
 phase "cargo fmt --check"
 cargo fmt --check
-phase "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
-phase "cargo test --all-targets --no-fail-fast"
-cargo test --all-targets --no-fail-fast
+phase "cargo clippy --all-targets --features integration -- -D warnings"
+cargo clippy --all-targets --features integration -- -D warnings
+phase "cargo test --all-targets --features integration --no-fail-fast"
+cargo test --all-targets --features integration --no-fail-fast
 phase "tests done"

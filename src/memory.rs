@@ -5,19 +5,21 @@
 //! buffer on one worker and freed, once its traces are decided, on
 //! another; glibc served those from locked arenas (malloc, free and futex
 //! wake-ups were a fifth of the CPU) and kept freed memory in the middle of
-//! its heaps. With jemalloc the null-sink benchmark used 25 % less CPU per
-//! span (README, "Performance"). The binary sets it as Rust's global
-//! allocator; this module's configuration and `mallctl` link it into
-//! anything that uses the library, whose `malloc` it then is.
+//! its heaps. With jemalloc the null-sink benchmark used less CPU per span
+//! (figures: benches/e2e/results.md, "Measurements behind the code"). The
+//! binary sets it as Rust's global allocator; this module's configuration
+//! and `mallctl` link it into anything that uses the library, whose
+//! `malloc` it then is.
 
 use std::time::Duration;
 
 /// Read by jemalloc at start-up (`MALLOC_CONF` in the environment adds to
-/// it). One arena per CPU: with the default four, a catch-up at a 128 MiB
-/// limit peaked 10 MiB higher. Freed pages go back to the system about a
-/// second after their last use, from jemalloc's background thread;
-/// returning them at once made the benchmark spend 75 % more CPU (faults on
-/// reuse), so pressure is handled by [`hold_limit`] instead.
+/// it). One arena per CPU: with the default four, a catch-up at a small
+/// limit peaked higher. Freed pages go back to the system about a second
+/// after their last use, from jemalloc's background thread; returning them
+/// at once made the benchmark spend much more CPU (faults on reuse), so
+/// pressure is handled by [`hold_limit`] instead. Figures:
+/// benches/e2e/results.md, "Measurements behind the code".
 #[cfg(not(target_env = "msvc"))]
 #[unsafe(export_name = "malloc_conf")]
 pub static MALLOC_CONF: &[u8; 80] =
@@ -32,8 +34,8 @@ const PRESSURE: f64 = 0.9;
 /// Returns freed pages to the system whenever the resident set passes 90 %
 /// of `limit` bytes. Catching up a backlog frees and allocates tens of MiB
 /// per second; within jemalloc's one-second decay those freed pages still
-/// count, and a 128 MiB limit's catch-up peaked at 124 MiB with them, 110
-/// MiB without. Runs until dropped.
+/// count, and bring the peak close to the limit (benches/e2e/results.md,
+/// "Measurements behind the code"). Runs until dropped.
 pub async fn hold_limit(limit: u64) {
     let threshold = (limit as f64 * PRESSURE) as u64;
     let mut tick = tokio::time::interval(CHECK_EVERY);

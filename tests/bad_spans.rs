@@ -5,7 +5,7 @@
 //! committed (the lag drains: the dead letter resolved its unit).
 
 mod common;
-#[path = "faults/harness.rs"]
+#[path = "faults/harness/mod.rs"]
 #[allow(dead_code)]
 mod harness;
 
@@ -20,7 +20,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use tailsift::decode::Encoding;
 
-use harness::{Load, ONE_AT_A_TIME, Row, Scenario, Tuning, log};
+use harness::load::Load;
+use harness::results::Row;
+use harness::scenario::{Scenario, Tuning};
+use harness::{ONE_AT_A_TIME, log};
 
 const GOOD_TRACE: [u8; 16] = [0x6d; 16];
 
@@ -87,7 +90,7 @@ async fn a_bad_span_is_cut_out_and_its_message_goes_on() -> Result<()> {
     s.wait_drained(&[&a], Duration::from_secs(180)).await?;
     let verdict = s.verify(&produced.truth).await?;
 
-    let es = harness::es_client(&s.env.es_url)?;
+    let es = harness::verify::es_client(&s.env.es_url)?;
     let pattern = format!("{}-jaeger-span-*", s.prefix);
     es.indices()
         .refresh(elasticsearch::indices::IndicesRefreshParts::Index(&[

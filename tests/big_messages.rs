@@ -10,7 +10,7 @@
 //! span's window entry outside the trace budget.
 
 mod common;
-#[path = "faults/harness.rs"]
+#[path = "faults/harness/mod.rs"]
 #[allow(dead_code)]
 mod harness;
 
@@ -26,7 +26,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tailsift::decode::Encoding;
 
-use harness::{Load, ONE_AT_A_TIME, Row, Scenario, Tuning, log};
+use harness::load::Load;
+use harness::results::Row;
+use harness::scenario::{Scenario, Tuning};
+use harness::{ONE_AT_A_TIME, log};
 
 const MESSAGES: usize = 8;
 const LIMIT_MIB: u64 = 256;
@@ -133,7 +136,7 @@ async fn sixteen_mib_messages_of_tiny_spans_stay_under_the_memory_limit() -> Res
         big.len()
     );
     s.record(&row)?;
-    log(harness::describe_peaks(&s.monitor));
+    log(harness::memory::describe_peaks(&s.monitor));
     verdict.ensure()?;
     ensure!(status.success(), "tailsift exited with {status}");
     ensure!(

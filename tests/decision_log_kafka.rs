@@ -196,7 +196,7 @@ async fn consumer_group_protocol_consumes_and_commits() -> Result<()> {
 /// 10-minute horizon at 1,000 traces/s per partition (10k traces/s over 10
 /// partitions), read into a fresh cache. Prints the figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement: cargo test --test decision_log_kafka -- --ignored --nocapture"]
+#[ignore = "measurement: cargo test --features integration --test decision_log_kafka -- --ignored --nocapture"]
 async fn read_back_cost() -> Result<()> {
     const RECORDS: usize = 600_000;
     let brokers = common::kafka_brokers();

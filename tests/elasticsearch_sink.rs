@@ -1004,7 +1004,7 @@ async fn connection_errors_are_retried_until_elasticsearch_is_back() {
 /// tailsift's writer (decode, convert, batch, per-item checks, acks) against
 /// a bare loader that only POSTs pre-built bulk bodies of the same documents
 /// with the same request size and concurrency. Run it with
-/// `cargo test --test elasticsearch_sink -- --ignored --nocapture bulk_throughput`.
+/// `cargo test --features integration --test elasticsearch_sink -- --ignored --nocapture bulk_throughput`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark, prints a table"]
 async fn bulk_throughput_vs_bare_loader() {

@@ -6,13 +6,13 @@
 //! the refusal lasts, the reason shows in `tailsift_es_retries_total`, and
 //! once it is lifted every span of every trace the policies keep is in
 //! Elasticsearch. Those two settings only touch the scenario's own
-//! indices, so they run on the shared stack (and in every `cargo test`).
+//! indices, so they run on the shared stack (and in every `scripts/test.sh`).
 //! The third, a low `cluster.max_shards_per_node`, stops every index
 //! creation in the cluster: it only runs on a stack of its own
 //! (`bash scripts/faults.sh shard_limit`, which sets FAULTS_STACK_DIR).
 
 mod common;
-#[path = "faults/harness.rs"]
+#[path = "faults/harness/mod.rs"]
 #[allow(dead_code)]
 mod harness;
 
@@ -23,7 +23,11 @@ use elasticsearch::indices::IndicesPutSettingsParts;
 use serde_json::{Value, json};
 use tailsift::decode::Encoding;
 
-use harness::{Instance, Load, ONE_AT_A_TIME, Row, Scenario, Tuning, log};
+use harness::instance::Instance;
+use harness::load::Load;
+use harness::results::Row;
+use harness::scenario::{Scenario, Tuning};
+use harness::{ONE_AT_A_TIME, log};
 
 const RATE: f64 = 800.0;
 const SETTLE: Duration = Duration::from_secs(60);
@@ -39,8 +43,8 @@ fn today() -> String {
 async fn refusal_counters(i: &Instance, reason: &str) -> Result<(f64, f64)> {
     let m = i.metrics().await?;
     Ok((
-        harness::metric_sum(&m, "tailsift_es_retries_total", &[("reason", reason)]),
-        harness::metric_sum(&m, "tailsift_es_documents_total", &[("result", "rejected")]),
+        harness::instance::metric_sum(&m, "tailsift_es_retries_total", &[("reason", reason)]),
+        harness::instance::metric_sum(&m, "tailsift_es_documents_total", &[("result", "rejected")]),
     ))
 }
 
@@ -105,7 +109,7 @@ async fn write_block_on_todays_index() -> Result<()> {
     let mut a = s.spawn()?;
     s.wait_assigned(&[&a], 1, SETTLE).await?;
     let load = Load::start(&s, RATE, 0.0, 11);
-    let es = harness::es_client(&s.env.es_url)?;
+    let es = harness::verify::es_client(&s.env.es_url)?;
     let index = format!("{}-jaeger-span-{}", s.prefix, today());
     // Let today's index be created and written to first.
     let deadline = Instant::now() + SETTLE;
@@ -134,7 +138,7 @@ async fn write_block_on_todays_index() -> Result<()> {
 async fn auto_create_index_forbids_the_new_index() -> Result<()> {
     let _one = ONE_AT_A_TIME.lock().await;
     let s = Scenario::new("auto_create", Encoding::JaegerProto, Tuning::default()).await?;
-    let es = harness::es_client(&s.env.es_url)?;
+    let es = harness::verify::es_client(&s.env.es_url)?;
     let previous = cluster_setting(&es, AUTO_CREATE).await?;
     let pattern = format!("-{}-*,+*", s.prefix);
     put_cluster_setting(&es, AUTO_CREATE, json!(pattern)).await?;
@@ -159,7 +163,7 @@ async fn refused_run(mut s: Scenario, reason: &str) -> Result<(Scenario, Instanc
     s.wait_assigned(&[&a], 1, SETTLE).await?;
     let load = Load::start(&s, RATE, 0.0, 12);
     let retries = hold_refusal(&mut a, reason).await?;
-    let es = harness::es_client(&s.env.es_url)?;
+    let es = harness::verify::es_client(&s.env.es_url)?;
     let index = format!("{}-jaeger-span-{}", s.prefix, today());
     ensure!(
         !exists(&es, &index).await?,
@@ -238,7 +242,7 @@ async fn long_shard_limit_stops_the_new_index() -> Result<()> {
         "a cluster-wide setting: run with FAULTS_STACK_DIR (scripts/faults.sh shard_limit), \
          never on a stack others use"
     );
-    let es = harness::es_client(&s.env.es_url)?;
+    let es = harness::verify::es_client(&s.env.es_url)?;
     let stats: Value = es
         .cluster()
         .stats(elasticsearch::cluster::ClusterStatsParts::None)

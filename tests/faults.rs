@@ -18,13 +18,13 @@
 //!
 //! Run everything with `bash scripts/faults.sh` (its own stack on its own
 //! ports; prints the results table). The `fast_` scenarios take under a
-//! minute each and also run in the ordinary test run (`cargo test`, CI); the
+//! minute each and also run in the ordinary test run (`scripts/test.sh`, CI); the
 //! `long_` ones are ignored there: they take minutes, and the outage ones
 //! stop services, which they only do on a stack of their own
 //! (FAULTS_STACK_DIR, set by scripts/faults.sh).
 
 mod common;
-#[path = "faults/harness.rs"]
+#[path = "faults/harness/mod.rs"]
 mod harness;
 
 use std::collections::{HashMap, HashSet};
@@ -36,7 +36,12 @@ use rand::{Rng, RngCore, SeedableRng};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use harness::{Counter, Instance, Load, ONE_AT_A_TIME, Row, Scenario, Tuning, describe_peaks, log};
+use harness::instance::Instance;
+use harness::load::Load;
+use harness::memory::describe_peaks;
+use harness::results::Row;
+use harness::scenario::{Counter, Scenario, Tuning};
+use harness::{ONE_AT_A_TIME, log};
 use tailsift::decode::Encoding;
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{GenSpan, GenValue, Profile, TraceGenerator};
@@ -569,8 +574,8 @@ impl OutageWatch {
             self.not_ready = Some(why);
         }
         let m = a.metrics().await?;
-        let paused = harness::metric_sum(&m, "tailsift_paused_partitions", &[]);
-        let queue = harness::metric_sum(&m, "tailsift_sink_queue_bytes", &[]);
+        let paused = harness::instance::metric_sum(&m, "tailsift_paused_partitions", &[]);
+        let queue = harness::instance::metric_sum(&m, "tailsift_sink_queue_bytes", &[]);
         self.paused_max = self.paused_max.max(paused);
         self.queue_max = self.queue_max.max(queue);
         if self
@@ -578,8 +583,8 @@ impl OutageWatch {
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
         {
             self.last_report = Some(Instant::now());
-            let rss = harness::vm_rss_hwm(a.pid).map_or(0, |(rss, _)| rss);
-            let buffered = harness::metric_sum(&m, "tailsift_buffered_bytes", &[]);
+            let rss = harness::memory::vm_rss_hwm(a.pid).map_or(0, |(rss, _)| rss);
+            let buffered = harness::instance::metric_sum(&m, "tailsift_buffered_bytes", &[]);
             log(format!(
                 "  t+{:.0}s: VmRSS {:.1} MiB, buffered {:.1} MiB, sink queue {:.1} MiB, {} partitions paused",
                 since.elapsed().as_secs_f64(),

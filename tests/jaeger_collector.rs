@@ -21,11 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use elasticsearch::http::Method;
-use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use common::es::Es;
-use common::jaeger::{self, JaegerQuery, Reader, check_trace, http_client};
+use common::jaeger::{self, JaegerQuery, Reader, check_trace};
 use common::pipeline;
 use tailsift::config::{EncodingSetting, Repartition, RepartitionConfig};
 use tailsift::loadgen::encode;
@@ -149,7 +147,9 @@ fn now_ns() -> u64 {
 /// Killed on drop, and its directory (config, log) removed.
 struct Collector {
     child: Child,
-    otlp: elasticsearch::Elasticsearch,
+    http: reqwest::Client,
+    /// `http://127.0.0.1:<port>/v1/traces`, its OTLP/HTTP endpoint.
+    otlp: String,
     dir: std::path::PathBuf,
 }
 
@@ -187,7 +187,8 @@ impl Collector {
             .with_context(|| format!("cannot run {bin}"))?;
         let me = Self {
             child,
-            otlp: http_client(&format!("http://127.0.0.1:{port}"))?,
+            http: common::http_client()?,
+            otlp: format!("http://127.0.0.1:{port}/v1/traces"),
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -212,24 +213,16 @@ impl Collector {
                 .iter()
                 .flat_map(|t| t.spans.iter().map(|s| (t.trace_id, s)))
                 .collect();
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-protobuf"),
-            );
             let resp = self
-                .otlp
-                .send::<Vec<u8>, ()>(
-                    Method::Post,
-                    "/v1/traces",
-                    headers,
-                    None,
-                    Some(encode::otlp(&spans, false)),
-                    Some(Duration::from_secs(10)),
-                )
+                .http
+                .post(&self.otlp)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+                .body(encode::otlp(&spans, false))
+                .timeout(Duration::from_secs(10))
+                .send()
                 .await
                 .context("POST /v1/traces")?;
-            let status = resp.status_code();
+            let status = resp.status();
             ensure!(
                 status.is_success(),
                 "the collector answered {status}: {}",

@@ -6,7 +6,8 @@
 //! only the sampled (error) traces.
 //!
 //! Needs the local stack, and builds Jaeger v2 and Prometheus once (cached);
-//! runs when CI or TAILSIFT_JAEGER_QUERY is set.
+//! runs when CI or TAILSIFT_JAEGER_QUERY is set:
+//! `TAILSIFT_JAEGER_QUERY=1 cargo test --features integration --test red_metrics`.
 
 mod common;
 
@@ -359,13 +360,15 @@ async fn jaeger_monitor_and_dependencies_from_every_span() -> Result<()> {
     Ok(())
 }
 
-fn scrape_sum(port: u16, family: &str) -> Result<f64> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    use std::io::{Read, Write};
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
+/// The sum of a family's samples on tailsift's `/metrics`.
+async fn scrape_sum(port: u16, family: &str) -> Result<f64> {
+    let body = common::http_client()?
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?
+        .text()
+        .await?;
     Ok(body
         .lines()
         .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
@@ -399,15 +402,17 @@ async fn dependency_links_survive_a_crash() -> Result<()> {
     let (first, second) = (traffic_of(500, 7), traffic_of(500, 8));
     let mut crashed = spawn(&dir, "tailsift-1.log")?;
     wait_for("the first member ready", 60, || async {
-        Ok(scrape_sum(port, "tailsift_rebalances_total").is_ok_and(|n| n > 0.0))
+        Ok(scrape_sum(port, "tailsift_rebalances_total")
+            .await
+            .is_ok_and(|n| n > 0.0))
     })
     .await?;
     produce(&topic, &first).await?;
     wait_for("a third of the first traffic decided", 60, || async {
-        Ok(scrape_sum(port, "tailsift_decisions_total")? >= 170.0)
+        Ok(scrape_sum(port, "tailsift_decisions_total").await? >= 170.0)
     })
     .await?;
-    let decided_before = scrape_sum(port, "tailsift_decisions_total")?;
+    let decided_before = scrape_sum(port, "tailsift_decisions_total").await?;
     crashed.0.kill().context("SIGKILL")?;
     let _ = crashed.0.wait();
     produce(&topic, &second).await?;

@@ -242,7 +242,7 @@ async fn scenario(es: &Elasticsearch, fixture: &Fixture) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prune_deletes_old_daily_and_retired_rollover_indices_of_the_prefix() -> Result<()> {
-    let es = common::jaeger::http_client(&common::es_url())?;
+    let es = common::es::client(&common::es_url())?;
     let fixture = Fixture::new();
     let outcome = scenario(&es, &fixture).await;
     if outcome.is_ok() {

@@ -55,8 +55,8 @@ fn write_config(
 }
 
 /// `name{labels}` → value, from the Prometheus text format.
-fn scrape(port: u16) -> Result<HashMap<String, f64>> {
-    let body = http_get(port, "/metrics")?.1;
+async fn scrape(port: u16) -> Result<HashMap<String, f64>> {
+    let body = http_get(port, "/metrics").await?.1;
     Ok(body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -74,29 +74,24 @@ fn sum(m: &HashMap<String, f64>, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("HTTP status line")?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+/// `GET http://127.0.0.1:<port><path>`: status and body.
+async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let resp = common::http_client()?
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp.text().await?))
 }
 
-async fn wait_for<F: FnMut() -> Result<bool>>(what: &str, secs: u64, mut check: F) -> Result<()> {
+async fn wait_for(
+    what: &str,
+    secs: u64,
+    mut check: impl AsyncFnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        if check().unwrap_or(false) {
+        if check().await.unwrap_or(false) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -150,8 +145,8 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
             .spawn()
             .context("spawn tailsift")?,
     );
-    wait_for("/readyz = 200", 60, || {
-        Ok(http_get(port, "/readyz")?.0 == 200)
+    wait_for("/readyz = 200", 60, async || {
+        Ok(http_get(port, "/readyz").await?.0 == 200)
     })
     .await?;
     println!(
@@ -161,15 +156,19 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
 
     // Phase 1: errors only. Decisions add up to the traces sent.
     let first = produce(&topic, 400, 1).await?;
-    wait_for("400 decisions", 60, || {
-        Ok(sum(&scrape(port)?, "tailsift_decisions_total", "") == 400.0)
+    wait_for("400 decisions", 60, async || {
+        Ok(sum(&scrape(port).await?, "tailsift_decisions_total", "") == 400.0)
     })
     .await?;
-    wait_for("kept spans indexed", 30, || {
-        Ok(sum(&scrape(port)?, "tailsift_es_documents_total", "indexed") > 0.0)
+    wait_for("kept spans indexed", 30, async || {
+        Ok(sum(
+            &scrape(port).await?,
+            "tailsift_es_documents_total",
+            "indexed",
+        ) > 0.0)
     })
     .await?;
-    let m = scrape(port)?;
+    let m = scrape(port).await?;
     let kept = sum(&m, "tailsift_decisions_total", "outcome=\"kept\"");
     ensure!(
         kept == first.error_traces as f64,
@@ -180,12 +179,12 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
     // Freshness: one observation per kept trace once all of it is stored,
     // from its last span's end (the generator's spans end just before they
     // are sent).
-    wait_for("freshness of every kept trace", 30, || {
-        let m = scrape(port)?;
+    wait_for("freshness of every kept trace", 30, async || {
+        let m = scrape(port).await?;
         Ok(m.get("tailsift_freshness_seconds_count") == Some(&kept))
     })
     .await?;
-    let m = scrape(port)?;
+    let m = scrape(port).await?;
     let mean = m["tailsift_freshness_seconds_sum"] / kept;
     ensure!((0.0..60.0).contains(&mean), "mean freshness {mean}s");
     for name in [
@@ -209,8 +208,8 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
         ensure!(m.contains_key(name), "gauge {name} missing");
     }
     ensure!(m["tailsift_assigned_partitions"] == f64::from(PARTITIONS));
-    wait_for("lag back to 0 and offsets committed", 60, || {
-        let m = scrape(port)?;
+    wait_for("lag back to 0 and offsets committed", 60, async || {
+        let m = scrape(port).await?;
         let lag = sum(&m, "tailsift_consumer_lag_messages", "partition");
         let committed = sum(&m, "tailsift_committed_offset", "partition");
         Ok(lag == 0.0 && committed == first.messages as f64)
@@ -219,18 +218,18 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
 
     // Phase 2: a new policy file takes effect without a restart.
     write_config(&cfg, &topic, &group, &prefix, port, KEEP_ALL)?;
-    wait_for("reload ok", 30, || {
+    wait_for("reload ok", 30, async || {
         Ok(sum(
-            &scrape(port)?,
+            &scrape(port).await?,
             "tailsift_policy_reloads_total",
             "result=\"ok\"",
         ) >= 1.0)
     })
     .await?;
     produce(&topic, 100, 2).await?;
-    wait_for("100 traces kept by the reloaded policy", 60, || {
+    wait_for("100 traces kept by the reloaded policy", 60, async || {
         Ok(sum(
-            &scrape(port)?,
+            &scrape(port).await?,
             "tailsift_decisions_total",
             "policy=\"everything\"",
         ) == 100.0)
@@ -242,18 +241,18 @@ async fn metrics_readiness_reload_and_shutdown() -> Result<()> {
         &cfg,
         "sampling:\n  policies:\n    - name: bad\n      type: no_such_policy\n",
     )?;
-    wait_for("reload rejected", 30, || {
+    wait_for("reload rejected", 30, async || {
         Ok(sum(
-            &scrape(port)?,
+            &scrape(port).await?,
             "tailsift_policy_reloads_total",
             "result=\"error\"",
         ) >= 1.0)
     })
     .await?;
     produce(&topic, 50, 3).await?;
-    wait_for("still keeping everything", 60, || {
+    wait_for("still keeping everything", 60, async || {
         Ok(sum(
-            &scrape(port)?,
+            &scrape(port).await?,
             "tailsift_decisions_total",
             "policy=\"everything\"",
         ) == 150.0)
@@ -324,12 +323,12 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
             .spawn()
             .context("spawn tailsift")?,
     );
-    wait_for("/readyz = 200", 60, || {
-        Ok(http_get(port, "/readyz")?.0 == 200)
+    wait_for("/readyz = 200", 60, async || {
+        Ok(http_get(port, "/readyz").await?.0 == 200)
     })
     .await?;
 
-    let body = http_get(port, "/metrics")?.1;
+    let body = http_get(port, "/metrics").await?.1;
     let found = families(&body);
     // Labelled by a configured OTTL rule or span filter; the shipped config
     // has none, so there is no series to show.
@@ -357,7 +356,7 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
         "exported but not catalogued: {unknown:?}"
     );
 
-    let m = scrape(port)?;
+    let m = scrape(port).await?;
     let count = |name: &str, label: &str| {
         m.keys()
             .filter(|k| k.starts_with(&format!("{name}{{")) && k.contains(label))
@@ -399,7 +398,8 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
     );
     ensure!(sum(&m, "tailsift_unkeyed_messages_total", "") == 0.0);
     ensure!(
-        !http_get(port, "/readyz")?
+        !http_get(port, "/readyz")
+            .await?
             .1
             .contains(tailsift::keying::NOTE)
     );
@@ -416,11 +416,15 @@ async fn every_family_from_the_start_and_unkeyed_input_is_reported() -> Result<(
         ..Default::default()
     };
     loadgen::run(&opts).await?;
-    wait_for("unkeyed messages counted", 60, || {
-        Ok(sum(&scrape(port)?, "tailsift_unkeyed_messages_total", "reason=") > 0.0)
+    wait_for("unkeyed messages counted", 60, async || {
+        Ok(sum(
+            &scrape(port).await?,
+            "tailsift_unkeyed_messages_total",
+            "reason=",
+        ) > 0.0)
     })
     .await?;
-    let (status, ready) = http_get(port, "/readyz")?;
+    let (status, ready) = http_get(port, "/readyz").await?;
     ensure!(status == 200, "/readyz {status}: {ready}");
     ensure!(ready.contains(tailsift::keying::NOTE), "/readyz: {ready}");
     let logged = std::fs::read_to_string(dir.join("tailsift.log"))?;
@@ -485,18 +489,18 @@ async fn restart_below_the_log_start_counts_lost_messages() -> Result<()> {
             .context("spawn tailsift")?,
     );
     let lost = "tailsift_lost_messages_total{partition=\"0\"}";
-    wait_for("4 lost messages counted", 60, || {
-        Ok(scrape(port)?.get(lost) == Some(&4.0))
+    wait_for("4 lost messages counted", 60, async || {
+        Ok(scrape(port).await?.get(lost) == Some(&4.0))
     })
     .await?;
     // Consumption went on from the log start; the count does not grow.
-    wait_for("the committed offset past the log start", 60, || {
-        let m = scrape(port)?;
+    wait_for("the committed offset past the log start", 60, async || {
+        let m = scrape(port).await?;
         Ok(m.get("tailsift_committed_offset{partition=\"0\"}")
             .is_some_and(|o| *o >= 6.0))
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(16)).await;
-    ensure!(scrape(port)?.get(lost) == Some(&4.0), "counted again");
+    ensure!(scrape(port).await?.get(lost) == Some(&4.0), "counted again");
     Ok(())
 }

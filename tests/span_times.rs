@@ -8,7 +8,7 @@
 //! are all there.
 
 mod common;
-#[path = "faults/harness.rs"]
+#[path = "faults/harness/mod.rs"]
 #[allow(dead_code)]
 mod harness;
 
@@ -23,7 +23,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 use tailsift::decode::{Encoding, jaeger};
 
-use harness::{Load, ONE_AT_A_TIME, Row, Scenario, Tuning, log};
+use harness::load::Load;
+use harness::results::Row;
+use harness::scenario::{Scenario, Tuning};
+use harness::{ONE_AT_A_TIME, log};
 
 const DAY: i64 = 86_400;
 
@@ -98,7 +101,7 @@ async fn impossible_times_are_corrected_tagged_and_kept_in_range() -> Result<()>
     let metrics = a.metrics().await?;
     let verdict = s.verify(&produced.truth).await?;
 
-    let es = harness::es_client(&s.env.es_url)?;
+    let es = harness::verify::es_client(&s.env.es_url)?;
     es.indices()
         .refresh(elasticsearch::indices::IndicesRefreshParts::Index(&[
             &format!("{}-jaeger-*", s.prefix),
@@ -185,7 +188,7 @@ async fn impossible_times_are_corrected_tagged_and_kept_in_range() -> Result<()>
     }
 
     for reason in ["start_too_old", "start_in_future", "end_before_start"] {
-        let n = harness::metric_sum(
+        let n = harness::instance::metric_sum(
             &metrics,
             "tailsift_span_time_corrections_total",
             &[("reason", reason)],

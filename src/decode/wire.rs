@@ -77,7 +77,8 @@ impl<'a> Reader<'a> {
 
     /// The next field as (field number, value), or `None` at the end.
     // Always inlined (like `varint` and `take`): as a call, the Result is
-    // returned through memory and the scan ran 3x slower (benches/decode.rs).
+    // returned through memory and the scan runs several times slower
+    // (`cargo bench --bench decode`; benches/e2e/results.md).
     #[inline(always)]
     pub(crate) fn next_field(&mut self) -> Result<Option<(u32, Value)>, DecodeError> {
         if self.pos >= self.end {

@@ -35,8 +35,11 @@ mod throughput;
 #[cfg(test)]
 mod tests;
 
+use std::hash::Hasher as _;
 use std::sync::Arc;
 use std::time::Instant;
+
+use fnv::FnvHasher;
 
 use crate::model::{AttributeKeys, Decision, RawValue, SpanView, TraceId, TraceSummary};
 
@@ -109,14 +112,12 @@ pub struct TraceState {
 }
 
 /// FNV-1a 64 over the salt bytes, then the 16 trace-ID bytes: the
-/// collector's `probabilistic` hash.
+/// collector's `probabilistic` hash (Go's `fnv.New64a`).
 pub fn probabilistic_hash(salt: &str, trace_id: &TraceId) -> u64 {
-    const OFFSET_BASIS: u64 = 14_695_981_039_346_656_037;
-    const PRIME: u64 = 1_099_511_628_211;
-    salt.as_bytes()
-        .iter()
-        .chain(&trace_id.0)
-        .fold(OFFSET_BASIS, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+    let mut h = FnvHasher::default();
+    h.write(salt.as_bytes());
+    h.write(&trace_id.0);
+    h.finish()
 }
 
 impl PolicyEngine {

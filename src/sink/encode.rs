@@ -17,14 +17,16 @@
 //! documents the sink writes.
 
 use std::collections::{BTreeMap, HashSet};
+use std::hash::Hasher as _;
 use std::ops::Range;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use fnv::FnvHasher;
 
 use super::KeptTrace;
 use super::document::{
-    DocOptions, Fnv1a, HexId, Sampling, SpanMeta, jaeger_document, otlp_document, service_doc_id,
+    DocOptions, HexId, Sampling, SpanMeta, jaeger_document, otlp_document, service_doc_id,
     service_document,
 };
 use super::index::{Day, IndexNames, Kind};
@@ -178,9 +180,10 @@ fn source_hash(span: &SpanRef) -> u64 {
             .unwrap_or_default()
     };
     let l = &span.layout;
-    let mut h = Fnv1a::default();
+    let mut h = FnvHasher::default();
     for part in [range(l.resource), range(l.scope), range(l.span)] {
-        h.write(&(part.len() as u32).to_le_bytes()).write(part);
+        h.write(&(part.len() as u32).to_le_bytes());
+        h.write(part);
     }
     h.finish()
 }

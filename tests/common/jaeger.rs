@@ -15,10 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use elasticsearch::Elasticsearch;
-use elasticsearch::http::headers::HeaderMap;
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::http::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use tailsift::loadgen::generator::{GenTrace, GenValue};
@@ -212,13 +209,18 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// A plain HTTP client for Jaeger Query's API (the Elasticsearch client's transport is a
-/// generic JSON-over-HTTP client; no extra dependency needed).
-pub struct JaegerApi(Elasticsearch);
+/// A client for Jaeger Query's HTTP API.
+pub struct JaegerApi {
+    http: reqwest::Client,
+    base: String,
+}
 
 impl JaegerApi {
     pub fn new(url: &str) -> Result<Self> {
-        Ok(Self(http_client(url)?))
+        Ok(Self {
+            http: super::http_client()?,
+            base: url.trim_end_matches('/').to_string(),
+        })
     }
 
     pub async fn get_status(
@@ -227,18 +229,14 @@ impl JaegerApi {
         query: &[(&str, String)],
     ) -> Result<(StatusCode, Value)> {
         let resp = self
-            .0
-            .send::<(), _>(
-                Method::Get,
-                path,
-                HeaderMap::new(),
-                Some(&query),
-                None,
-                Some(Duration::from_secs(30)),
-            )
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .timeout(Duration::from_secs(30))
+            .send()
             .await
             .with_context(|| format!("GET {path}"))?;
-        let status = resp.status_code();
+        let status = resp.status();
         let text = resp.text().await?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Ok((status, body))
@@ -267,14 +265,6 @@ impl JaegerApi {
         );
         Ok(())
     }
-}
-
-pub fn http_client(url: &str) -> Result<Elasticsearch> {
-    let url = url::Url::parse(url).with_context(|| format!("'{url}' is not a URL"))?;
-    let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
-        .disable_proxy()
-        .build()?;
-    Ok(Elasticsearch::new(transport))
 }
 
 pub fn strings(v: &Value) -> Result<BTreeSet<String>> {

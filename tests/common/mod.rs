@@ -58,6 +58,12 @@ fn answers(addr: &str) -> bool {
         .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
 }
 
+/// The tests' HTTP client for everything but Elasticsearch (metrics, readiness, Jaeger's
+/// APIs): straight to the address, whatever proxy the environment names.
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder().no_proxy().build()
+}
+
 /// A name no other test run uses: `<prefix>-<pid>-<nanos>-<n>` (lowercase, ES-safe).
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -7,9 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use elasticsearch::Elasticsearch;
-use elasticsearch::http::Method;
-use elasticsearch::http::headers::HeaderMap;
 use serde_json::Value;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local/prometheus.sh");
@@ -19,7 +16,7 @@ pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Prometheus {
     child: Child,
     pub url: String,
-    api: Elasticsearch,
+    http: reqwest::Client,
     dir: PathBuf,
 }
 
@@ -75,7 +72,7 @@ impl Prometheus {
         let url = format!("http://127.0.0.1:{port}");
         let me = Self {
             child,
-            api: super::jaeger::http_client(&url)?,
+            http: super::http_client()?,
             url,
             dir,
         };
@@ -102,15 +99,11 @@ impl Prometheus {
     /// An instant query's result vector.
     pub async fn query(&self, promql: &str) -> Result<Vec<Value>> {
         let resp = self
-            .api
-            .send::<(), _>(
-                Method::Get,
-                "/api/v1/query",
-                HeaderMap::new(),
-                Some(&[("query", promql)]),
-                None,
-                Some(Duration::from_secs(30)),
-            )
+            .http
+            .get(format!("{}/api/v1/query", self.url))
+            .query(&[("query", promql)])
+            .timeout(Duration::from_secs(30))
+            .send()
             .await
             .with_context(|| format!("query {promql}"))?;
         let body: Value = resp.json().await?;
