@@ -14,10 +14,10 @@ use tailsift::decode::Decoder;
 use tailsift::dependencies::{Dependencies, DependenciesConfig};
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{Profile, TraceGenerator};
-use tailsift::model::{Payload, ScanBatch, SpanRef, TraceId};
+use tailsift::model::{Payload, ScanBatch, SpanRef, SpanView, TraceId};
 use tailsift::policy::PolicyEngine;
 use tailsift::span_metrics::{SpanMetrics, SpanMetricsConfig};
-use tailsift::window::{DecisionCache, Occupancy, TraceWindow, WindowConfig};
+use tailsift::window::{Decided, DecisionCache, Occupancy, TraceWindow, WindowConfig};
 
 const DEFAULT_POLICIES: &str = r#"[
     {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
@@ -44,6 +44,7 @@ fn window(engine: &Arc<PolicyEngine>) -> TraceWindow {
         max_spans_per_trace: 10_000,
         max_bytes_per_trace: 1 << 24,
         dry_run: false,
+        tracked_bytes_per_span: 0,
     };
     TraceWindow::new(
         cfg,
@@ -51,6 +52,40 @@ fn window(engine: &Arc<PolicyEngine>) -> TraceWindow {
         Arc::new(DecisionCache::new(100_000, 1_000_000)),
         Arc::new(Occupancy::default()),
     )
+}
+
+/// Scans every message into a fresh window (`per_span` sees each span
+/// too), then decides every trace.
+fn scan_insert_decide(
+    engine: &Arc<PolicyEngine>,
+    decoder: &Decoder,
+    msgs: &[Bytes],
+    batch: &mut ScanBatch,
+    mut per_span: impl FnMut(&SpanView<'_>),
+) -> Vec<Decided> {
+    let mut w = window(engine);
+    let now = Instant::now();
+    for (offset, m) in msgs.iter().enumerate() {
+        let n = decoder.scan(m.clone(), None, batch).expect("scan");
+        let payload = Arc::new(Payload {
+            bytes: n.bytes,
+            format: n.format,
+            partition: 0,
+            offset: offset as i64,
+            times: tailsift::span_time::TimeBounds::UNBOUNDED,
+        });
+        for i in 0..batch.spans.len() {
+            let span = &batch.spans[i];
+            let r = SpanRef {
+                payload: payload.clone(),
+                layout: span.layout,
+            };
+            let view = batch.view(i, &payload.bytes);
+            per_span(&view);
+            black_box(w.insert(span, &view, r, now, batch.spans.len()));
+        }
+    }
+    w.expire(now + Duration::from_secs(11))
 }
 
 fn insert_and_decide(c: &mut Criterion) {
@@ -69,30 +104,7 @@ fn insert_and_decide(c: &mut Criterion) {
     let mut group = c.benchmark_group("window");
     group.throughput(Throughput::Elements(spans as u64));
     group.bench_function("scan+insert+decide", |b| {
-        b.iter(|| {
-            let mut w = window(&engine);
-            let now = Instant::now();
-            for (offset, m) in msgs.iter().enumerate() {
-                let n = decoder.scan(m.clone(), None, &mut batch).expect("scan");
-                let payload = Arc::new(Payload {
-                    bytes: n.bytes,
-                    format: n.format,
-                    partition: 0,
-                    offset: offset as i64,
-                    times: tailsift::span_time::TimeBounds::UNBOUNDED,
-                });
-                for i in 0..batch.spans.len() {
-                    let span = &batch.spans[i];
-                    let r = SpanRef {
-                        payload: payload.clone(),
-                        layout: span.layout,
-                    };
-                    let view = batch.view(i, &payload.bytes);
-                    black_box(w.insert(span, &view, r, now, batch.spans.len()));
-                }
-            }
-            black_box(w.expire(now + Duration::from_secs(11)).len())
-        })
+        b.iter(|| black_box(scan_insert_decide(&engine, &decoder, &msgs, &mut batch, |_| {}).len()))
     });
     // The same with what span metrics and dependency links add per span:
     // their observe on every span, edges at every decision, the merges of
@@ -102,31 +114,11 @@ fn insert_and_decide(c: &mut Criterion) {
     let deps = Dependencies::new(&DependenciesConfig::default());
     group.bench_function("scan+insert+decide+span-metrics+dependencies", |b| {
         b.iter(|| {
-            let mut w = window(&engine);
             let (mut local, mut links) = (red.local(), deps.partition("t", 0));
-            let now = Instant::now();
-            for (offset, m) in msgs.iter().enumerate() {
-                let n = decoder.scan(m.clone(), None, &mut batch).expect("scan");
-                let payload = Arc::new(Payload {
-                    bytes: n.bytes,
-                    format: n.format,
-                    partition: 0,
-                    offset: offset as i64,
-                    times: tailsift::span_time::TimeBounds::UNBOUNDED,
-                });
-                for i in 0..batch.spans.len() {
-                    let span = &batch.spans[i];
-                    let r = SpanRef {
-                        payload: payload.clone(),
-                        layout: span.layout,
-                    };
-                    let view = batch.view(i, &payload.bytes);
-                    local.observe(&view);
-                    black_box(w.insert(span, &view, r, now, batch.spans.len()));
-                    links.observe(&view);
-                }
-            }
-            let decided = w.expire(now + Duration::from_secs(11));
+            let decided = scan_insert_decide(&engine, &decoder, &msgs, &mut batch, |view| {
+                local.observe(view);
+                links.observe(view, 8);
+            });
             for d in &decided {
                 black_box(links.decided(&d.trace_id, 0));
             }

@@ -74,6 +74,10 @@ pub fn window_config(cfg: &Config) -> WindowConfig {
         max_spans_per_trace: cfg.sampling.max_spans_per_trace,
         max_bytes_per_trace: cfg.sampling.max_bytes_per_trace.as_u64(),
         dry_run: cfg.sampling.dry_run,
+        tracked_bytes_per_span: match cfg.dependencies.enabled {
+            true => crate::dependencies::Tracker::NODE_BYTES,
+            false => 0,
+        },
     }
 }
 

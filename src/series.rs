@@ -10,9 +10,13 @@
 
 use std::fmt::Write as _;
 
-/// Upper bounds of histogram buckets (without `+Inf`), ascending.
+/// Upper bounds of histogram buckets (without `+Inf`), ascending, with
+/// their `le` label text (formatted once, not at every scrape).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Bounds(Box<[f64]>);
+pub struct Bounds {
+    bounds: Box<[f64]>,
+    les: Box<[Box<str>]>,
+}
 
 impl Bounds {
     /// Sorted and deduplicated; NaN and negative bounds are dropped.
@@ -24,20 +28,28 @@ impl Bounds {
             .collect();
         b.sort_by(f64::total_cmp);
         b.dedup();
-        Self(b.into_boxed_slice())
+        let les = b
+            .iter()
+            .map(|b| format!("le=\"{b}\"").into())
+            .chain(std::iter::once("le=\"+Inf\"".into()))
+            .collect();
+        Self {
+            bounds: b.into_boxed_slice(),
+            les,
+        }
     }
 
     /// The bucket a value falls in; `len()` is the `+Inf` bucket.
     fn index(&self, value: f64) -> usize {
-        self.0.partition_point(|b| *b < value)
+        self.bounds.partition_point(|b| *b < value)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.bounds.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.bounds.is_empty()
     }
 }
 
@@ -79,23 +91,34 @@ impl Cell {
     }
 
     /// `<name>_bucket`, `_sum` and `_count` lines with `labels` (already
-    /// rendered, `k="v",` each with a trailing comma, or empty).
+    /// rendered, `k="v",` each with a trailing comma, or empty). Written
+    /// piece by piece: a scrape renders thousands of these lines.
     pub fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &Bounds) {
+        let mut int = itoa::Buffer::new();
         let mut cumulative = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
+        for (n, le) in self.buckets.iter().zip(bounds.les.iter()) {
             cumulative += n;
-            match bounds.0.get(i) {
-                Some(le) => {
-                    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {cumulative}");
-                }
-                None => {
-                    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {cumulative}");
-                }
+            for part in [
+                name,
+                "_bucket{",
+                labels,
+                le,
+                "} ",
+                int.format(cumulative),
+                "\n",
+            ] {
+                out.push_str(part);
             }
         }
         let labels = labels.trim_end_matches(',');
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            ryu::Buffer::new().format(self.sum)
+        );
+        for part in [name, "_count{", labels, "} ", int.format(cumulative), "\n"] {
+            out.push_str(part);
+        }
     }
 }
 

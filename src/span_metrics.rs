@@ -80,6 +80,14 @@ impl SpanMetricsConfig {
 
 type SeriesMap = HashMap<Box<[u8]>, Cell, foldhash::fast::RandomState>;
 
+/// A series of the shared store, its labels rendered once.
+struct Series {
+    labels: Box<str>,
+    cell: Cell,
+}
+
+type StoreMap = HashMap<Box<[u8]>, Series, foldhash::fast::RandomState>;
+
 /// The instance's span metrics: what every partition merged so far.
 pub struct SpanMetrics {
     bounds: Bounds,
@@ -97,8 +105,8 @@ pub struct SpanMetrics {
 /// otherwise never count.
 #[derive(Default)]
 struct Store {
-    series: SeriesMap,
-    fresh: SeriesMap,
+    series: StoreMap,
+    fresh: StoreMap,
     overflow: Option<Cell>,
 }
 
@@ -149,9 +157,13 @@ impl SpanMetrics {
                 None => store.fresh.get_mut(key),
             };
             match known {
-                Some(total) => total.merge(cell),
+                Some(total) => total.cell.merge(cell),
                 None if !full => {
-                    store.fresh.insert(key.clone(), cell.clone());
+                    let mut labels = String::new();
+                    self.key_labels(key, &mut labels);
+                    let labels = labels.into_boxed_str();
+                    let cell = cell.clone();
+                    store.fresh.insert(key.clone(), Series { labels, cell });
                 }
                 None => {
                     let overflow = store
@@ -167,9 +179,11 @@ impl SpanMetrics {
 
     /// One series' calls line and histogram lines, each to its family.
     fn render_series(&self, calls: &mut String, durations: &mut String, labels: &str, cell: &Cell) {
-        use std::fmt::Write as _;
         let bare = labels.trim_end_matches(',');
-        let _ = writeln!(calls, "{}{{{bare}}} {}", self.calls, cell.count());
+        let mut int = itoa::Buffer::new();
+        for part in [&self.calls, "{", bare, "} ", int.format(cell.count()), "\n"] {
+            calls.push_str(part);
+        }
         cell.render(durations, &self.duration, labels, &self.bounds);
     }
 }
@@ -179,13 +193,12 @@ impl Exposition for SpanMetrics {
         let Ok(mut store) = self.store.lock() else {
             return;
         };
-        let (mut calls, mut durations, mut labels) = (String::new(), String::new(), String::new());
+        let (mut calls, mut durations) = (String::new(), String::new());
         let zero = Cell::new(&self.bounds);
-        let fresh = store.fresh.keys().map(|k| (k, &zero));
-        for (key, cell) in store.series.iter().chain(fresh) {
-            labels.clear();
-            self.key_labels(key, &mut labels);
-            self.render_series(&mut calls, &mut durations, &labels, cell);
+        let shown = store.series.values().map(|s| (&s.labels, &s.cell));
+        let fresh = store.fresh.values().map(|s| (&s.labels, &zero));
+        for (labels, cell) in shown.chain(fresh) {
+            self.render_series(&mut calls, &mut durations, labels, cell);
         }
         if let Some(cell) = &store.overflow {
             let labels = "otel_metric_overflow=\"true\",";

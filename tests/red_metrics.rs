@@ -45,6 +45,33 @@ impl Drop for Service {
     }
 }
 
+/// One test's own topic (6 partitions), index prefix, config directory and
+/// metrics port.
+struct Run {
+    topic: String,
+    prefix: String,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl Run {
+    async fn new(name: &str) -> Result<Self> {
+        let topic = common::unique_name(&format!("tailsift-{name}"));
+        let prefix = common::unique_name(name);
+        common::kafka::create_topic(&common::kafka_brokers(), &topic, 6).await?;
+        let dir = std::env::temp_dir().join(common::unique_name(&format!("tailsift-{name}-cfg")));
+        std::fs::create_dir_all(&dir)?;
+        let port = free_port()?;
+        write_config(&dir.join("tailsift.yaml"), &topic, &prefix, port)?;
+        Ok(Self {
+            topic,
+            prefix,
+            dir,
+            port,
+        })
+    }
+}
+
 /// `tailsift run` on `dir`'s config, logging to `log` there.
 fn spawn(dir: &Path, log: &str) -> Result<Service> {
     let log = std::fs::File::create(dir.join(log))?;
@@ -240,13 +267,12 @@ async fn jaeger_monitor_and_dependencies_from_every_span() -> Result<()> {
     if !common::jaeger::enabled("jaeger_monitor_and_dependencies_from_every_span") {
         return Ok(());
     }
-    let topic = common::unique_name("tailsift-red");
-    let prefix = common::unique_name("red");
-    common::kafka::create_topic(&common::kafka_brokers(), &topic, 6).await?;
-    let dir = std::env::temp_dir().join(common::unique_name("tailsift-red-cfg"));
-    std::fs::create_dir_all(&dir)?;
-    let port = free_port()?;
-    write_config(&dir.join("tailsift.yaml"), &topic, &prefix, port)?;
+    let Run {
+        topic,
+        prefix,
+        dir,
+        port,
+    } = Run::new("red").await?;
     let _service = spawn(&dir, "tailsift.log")?;
     let target = format!("127.0.0.1:{port}");
     let prometheus = tokio::task::spawn_blocking(move || Prometheus::start(&target)).await??;
@@ -388,13 +414,12 @@ async fn dependency_links_survive_a_crash() -> Result<()> {
     if !common::jaeger::enabled("dependency_links_survive_a_crash") {
         return Ok(());
     }
-    let topic = common::unique_name("tailsift-deps-crash");
-    let prefix = common::unique_name("depcrash");
-    common::kafka::create_topic(&common::kafka_brokers(), &topic, 6).await?;
-    let dir = std::env::temp_dir().join(common::unique_name("tailsift-deps-crash"));
-    std::fs::create_dir_all(&dir)?;
-    let port = free_port()?;
-    write_config(&dir.join("tailsift.yaml"), &topic, &prefix, port)?;
+    let Run {
+        topic,
+        prefix,
+        dir,
+        port,
+    } = Run::new("depcrash").await?;
     let (es, jprefix) = (common::es_url(), format!("{prefix}-"));
     let jaeger = tokio::task::spawn_blocking(move || JaegerQuery::start(Reader::V2, &es, &jprefix))
         .await??;

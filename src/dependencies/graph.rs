@@ -77,7 +77,9 @@ impl Tracker {
     /// Bytes one tracked span costs, charged to its trace in the window.
     pub const NODE_BYTES: usize = std::mem::size_of::<Node>();
 
-    pub fn observe(&mut self, view: &SpanView<'_>) {
+    /// `expected`: the trace's spans in this message, to size a new
+    /// trace's list once.
+    pub fn observe(&mut self, view: &SpanView<'_>, expected: usize) {
         let span = view.span;
         let node = Node {
             span: span.span_id,
@@ -86,7 +88,10 @@ impl Tracker {
             error: span.status == SpanStatus::Error,
             duration_ns: span.end_unix_nano.saturating_sub(span.start_unix_nano),
         };
-        self.traces.entry(span.trace_id).or_default().push(node);
+        self.traces
+            .entry(span.trace_id)
+            .or_insert_with(|| Vec::with_capacity(expected))
+            .push(node);
     }
 
     /// Stops tracking a trace without counting it.

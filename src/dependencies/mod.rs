@@ -132,10 +132,11 @@ pub enum Counted {
 }
 
 impl PartitionDependencies {
-    /// Tracks a span of a buffered trace; the bytes to charge to it.
-    pub fn observe(&mut self, view: &SpanView<'_>) -> usize {
-        self.tracker.observe(view);
-        Tracker::NODE_BYTES
+    /// Tracks a span of a buffered trace (its memory is charged by the
+    /// window: `WindowConfig::tracked_bytes_per_span`); `expected` as in
+    /// `Tracker::observe`.
+    pub fn observe(&mut self, view: &SpanView<'_>, expected: usize) {
+        self.tracker.observe(view, expected);
     }
 
     pub fn forget(&mut self, id: &TraceId) {

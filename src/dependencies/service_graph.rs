@@ -113,6 +113,8 @@ impl Exposition for ServiceGraph {
         let mut labels = String::new();
         let zero = Calls::new(&self.bounds);
         let fresh = store.fresh.keys().map(|k| (k, &zero));
+        let server_name = format!("{FAMILY}_server_seconds");
+        let client_name = format!("{FAMILY}_client_seconds");
         for ((c, s), calls) in store.edges.iter().chain(fresh) {
             labels.clear();
             series::label(&mut labels, "client", c.as_bytes());
@@ -120,14 +122,13 @@ impl Exposition for ServiceGraph {
             let bare = labels.trim_end_matches(',');
             let _ = writeln!(total, "{FAMILY}_total{{{bare}}} {}", calls.total);
             let _ = writeln!(failed, "{FAMILY}_failed_total{{{bare}}} {}", calls.failed);
-            let name = format!("{FAMILY}_server_seconds");
+            let bounds = &self.bounds;
             calls
                 .server
-                .render(&mut server, &name, &labels, &self.bounds);
-            let name = format!("{FAMILY}_client_seconds");
+                .render(&mut server, &server_name, &labels, bounds);
             calls
                 .client
-                .render(&mut client, &name, &labels, &self.bounds);
+                .render(&mut client, &client_name, &labels, bounds);
         }
         let families = [
             ("_total", "counter", "Calls between two services.", total),

@@ -52,7 +52,7 @@ fn feed(
         let bytes = Bytes::from(encode::otlp(&spans, false));
         let normalized = decoder.scan(bytes, None, &mut batch).expect("scan");
         for i in 0..batch.spans.len() {
-            deps.observe(&batch.view(i, &normalized.bytes));
+            deps.observe(&batch.view(i, &normalized.bytes), batch.spans.len());
         }
         decided(deps, t, offset as i64);
     }

@@ -392,13 +392,12 @@ impl<S: TraceSink> PartitionTask<S> {
             {
                 Inserted::Buffered => {
                     if let Some(links) = &mut self.links {
-                        let bytes = links.observe(&view);
-                        self.window.charge(&span.trace_id, bytes);
+                        links.observe(&view, expected);
                     }
                 }
                 Inserted::Decided(d) => {
                     if let Some(links) = &mut self.links {
-                        links.observe(&view);
+                        links.observe(&view, expected);
                     }
                     decided.push(d);
                 }

@@ -114,7 +114,7 @@ fn durations_fall_in_their_bucket() {
     assert_eq!(at("6"), Some(0.0));
     assert_eq!(at("8"), Some(1.0));
     assert_eq!(at("+Inf"), Some(1.0));
-    assert!(out.contains("_sum{") && out.contains("} 7\n"), "{out}");
+    assert!(out.contains("_sum{") && out.contains("} 7.0\n"), "{out}");
 }
 
 #[test]

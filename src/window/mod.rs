@@ -36,6 +36,9 @@ pub struct WindowConfig {
     pub max_bytes_per_trace: u64,
     /// Keep everything, but mark what the policies would drop.
     pub dry_run: bool,
+    /// Memory others keep per buffered span until its trace is decided
+    /// (the dependency links' node), charged with the span.
+    pub tracked_bytes_per_span: usize,
 }
 
 /// Buffered bytes and counts across all windows of this instance, checked
@@ -265,8 +268,9 @@ impl TraceWindow {
         entry.resolved.add(span_ref.payload.offset, 1);
         entry.spans.push(span_ref);
         entry.last_seen = now;
-        entry.charged += wire + SPAN_OVERHEAD;
-        self.occupancy.add(wire + SPAN_OVERHEAD, 1, 0);
+        let cost = wire + SPAN_OVERHEAD + self.cfg.tracked_bytes_per_span;
+        entry.charged += cost;
+        self.occupancy.add(cost, 1, 0);
         let over_limit = entry.summary.span_count >= self.cfg.max_spans_per_trace
             || entry.summary.bytes >= self.cfg.max_bytes_per_trace;
         if !root_before && entry.summary.root_seen {

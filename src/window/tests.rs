@@ -24,6 +24,7 @@ fn cfg() -> WindowConfig {
         max_spans_per_trace: 5,
         max_bytes_per_trace: 1 << 20,
         dry_run: false,
+        tracked_bytes_per_span: 0,
     }
 }
 
