@@ -45,6 +45,9 @@ impl Calls {
 }
 
 type Edges = HashMap<(Arc<str>, Arc<str>), Calls>;
+/// A partition's calls by (client, server) service number: looked up per
+/// call, so with the fast hash (the numbers are the partition's own).
+type LocalEdges = HashMap<(u32, u32), Calls, foldhash::fast::RandomState>;
 
 /// Edges shown so far, and new ones shown at zero for one scrape first
 /// (see `span_metrics`: `rate()` starts at a series' first sample).
@@ -75,11 +78,11 @@ impl ServiceGraph {
     pub fn local(self: &Arc<Self>) -> LocalGraph {
         LocalGraph {
             shared: self.clone(),
-            edges: HashMap::new(),
+            edges: LocalEdges::default(),
         }
     }
 
-    fn merge(&self, local: &mut HashMap<(u32, u32), Calls>, services: &Services) {
+    fn merge(&self, local: &mut LocalEdges, services: &Services) {
         let Ok(mut store) = self.store.lock() else {
             return;
         };
@@ -163,7 +166,7 @@ impl Exposition for ServiceGraph {
 /// One partition's service-graph counts since its last merge.
 pub struct LocalGraph {
     shared: Arc<ServiceGraph>,
-    edges: HashMap<(u32, u32), Calls>,
+    edges: LocalEdges,
 }
 
 impl LocalGraph {
