@@ -125,10 +125,7 @@ impl Tracker {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.traces.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.traces.is_empty()
     }

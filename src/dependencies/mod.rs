@@ -26,10 +26,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use graph::{Edge, Tracker};
-pub use links::{Document, Flush, PartitionLinks};
-pub use service_graph::{LocalGraph, ServiceGraph};
+pub use graph::Tracker;
+pub use links::{Document, Flush};
+pub use service_graph::ServiceGraph;
 pub use writer::{Batch, LinkWriter};
+
+use links::PartitionLinks;
+use service_graph::LocalGraph;
 
 use crate::model::{SpanView, TraceId};
 
