@@ -243,6 +243,22 @@ async fn long_shard_limit_stops_the_new_index() -> Result<()> {
          never on a stack others use"
     );
     let es = harness::verify::es_client(&s.env.es_url)?;
+    // One shard open before the limit is set at the open count: with none
+    // open, the limit (at least 1) would let one new index through, and
+    // which of the day's indices wins that slot is a race.
+    let holder = format!("{}-shard-holder", s.prefix);
+    let body = json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0}});
+    let created = es
+        .indices()
+        .create(elasticsearch::indices::IndicesCreateParts::Index(&holder))
+        .body(body)
+        .send()
+        .await?;
+    ensure!(
+        created.status_code().is_success(),
+        "create {holder}: {}",
+        created.text().await?
+    );
     let stats: Value = es
         .cluster()
         .stats(elasticsearch::cluster::ClusterStatsParts::None)
@@ -252,7 +268,7 @@ async fn long_shard_limit_stops_the_new_index() -> Result<()> {
         .await?;
     let shards = stats["indices"]["shards"]["total"].as_u64().unwrap_or(0);
     let previous = cluster_setting(&es, "cluster.max_shards_per_node").await?;
-    // At least 1: the setting refuses 0. With no shard yet, one index fits.
+    // At least 1: the setting refuses 0 (the holder makes it at least 1).
     let limit = shards.max(1);
     put_cluster_setting(&es, "cluster.max_shards_per_node", json!(limit)).await?;
     log(format!(
@@ -260,6 +276,12 @@ async fn long_shard_limit_stops_the_new_index() -> Result<()> {
     ));
     let run = refused_run(s, "shard_limit").await;
     put_cluster_setting(&es, "cluster.max_shards_per_node", previous.clone()).await?;
+    es.indices()
+        .delete(elasticsearch::indices::IndicesDeleteParts::Index(&[
+            &holder,
+        ]))
+        .send()
+        .await?;
     log(format!(
         "cluster.max_shards_per_node restored to {previous}"
     ));
