@@ -20,6 +20,12 @@ use super::graph::{Edge, Services};
 use crate::decision_log;
 use crate::offsets::Resolved;
 
+/// Decision records a partition holds before it writes its document early:
+/// catching up on a backlog it decides thousands of traces a second, and
+/// holding `flush_interval`'s worth of records would cost memory that
+/// `memory.limit` does not plan for.
+const MAX_HELD: usize = 2048;
+
 /// A dependency document ready for the writer.
 pub struct Document {
     /// Bucket start, ms since the epoch: the document's `timestamp` and day.
@@ -90,9 +96,10 @@ impl PartitionLinks {
         self.records.push(record);
     }
 
-    /// The flush due by now (every `flush_every`), if anything changed.
+    /// The flush due by now (every `flush_every`, or sooner once
+    /// `MAX_HELD` records wait), if anything changed.
     pub fn due(&mut self, services: &Services) -> Option<Flush> {
-        if self.last_flush.elapsed() < self.flush_every {
+        if self.last_flush.elapsed() < self.flush_every && self.records.len() < MAX_HELD {
             return None;
         }
         self.flush(services)

@@ -16,8 +16,9 @@ use crate::sink::SinkError;
 use crate::sink::elasticsearch::EsClient;
 use crate::sink::index::{Day, IndexNames, Kind};
 
-/// Flushes waiting for the writer before partitions wait for room.
-const QUEUE: usize = 256;
+/// Flushes waiting for the writer before partitions wait for room; each
+/// holds up to a few thousand decision records (`links::MAX_HELD`).
+const QUEUE: usize = 16;
 
 /// One flush of one partition.
 pub struct Batch {
