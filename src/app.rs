@@ -10,11 +10,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, EncodingSetting, KafkaConfig, MemoryPlan, Repartition};
+use crate::config::{Config, EncodingSetting, KafkaConfig, Repartition};
 use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decision_log::{DecisionLog, LogSettings};
 use crate::decode::Decoder;
 use crate::dependencies::{Dependencies, LinkWriter};
+use crate::plan::MemoryPlan;
 use crate::policy::{PolicyEngine, SpanFilter};
 use crate::rekey::Forwarder;
 use crate::repartition::Repartitioner;

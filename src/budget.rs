@@ -1,6 +1,6 @@
 //! A byte budget that makes producers wait: what bounds the sink queue,
 //! dead letters in flight and repartitioned pieces in flight, so that each
-//! is a fixed share of `memory.limit` (see `config::MemoryPlan`).
+//! is a fixed share of `memory.limit` (see `plan::MemoryPlan`).
 
 use std::sync::Arc;
 

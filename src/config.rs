@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+use crate::plan::MemoryPlan;
 use crate::sink::index::IndexNames;
 use crate::span_time::TimeLimits;
 
@@ -366,7 +367,7 @@ pub struct ElasticsearchConfig {
     pub replicas: u32,
     pub bulk: BulkConfig,
     /// Bytes of kept spans waiting for Elasticsearch before Kafka is paused;
-    /// unset: a share of `memory.limit` (see [`MemoryPlan`]).
+    /// unset: a share of `memory.limit` (see [`crate::plan::MemoryPlan`]).
     pub queue_bytes: Option<ByteSize>,
     /// Attributes deleted or hashed before documents are written.
     pub redaction: RedactionConfig,
@@ -535,90 +536,9 @@ impl Default for BulkConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
-    /// What the whole process may use (RSS); split by [`MemoryPlan`].
+    /// What the whole process may use (RSS); split by [`crate::plan::MemoryPlan`].
     pub limit: ByteSize,
 }
-
-/// How `memory.limit` is shared out. The limit is the budget of the whole
-/// process, so that it can be the container's limit minus a margin; the
-/// parts that grow with load get fixed shares of it:
-///
-/// - buffered traces: a sixth, as the windows count them (the messages
-///   their spans keep alive plus bookkeeping; hash maps, vectors and the
-///   allocator add about half again). Beyond it the oldest traces are
-///   decided early (reason `memory`);
-/// - the sink queue (`elasticsearch.queue_bytes` unless set): a tenth, at
-///   most 64 MiB. Beyond it partitions are paused;
-/// - dead letters in flight to Kafka, and in repartition mode the pieces
-///   in flight: a sixteenth (each). Beyond it the producing partition
-///   waits, so a refusing broker cannot hold bad input without bound;
-/// - librdkafka's prefetch (`queued.max.messages.kbytes` unless set in
-///   `kafka.properties`): a sixteenth, divided over the topic's partitions,
-///   as an instance may be assigned all of them and librdkafka applies the
-///   bound to each partition's queue (see `source::plan_prefetch`). A
-///   catching-up consumer needs room here: on the benchmark topic (6
-///   partitions), 4 MiB per partition consumed at 1.07 M spans/s, 16 MiB
-///   at 1.62 M;
-/// - the decision cache: at most an eighth. The configured counts are
-///   scaled down to fit it (and the scaling logged) so that a small limit
-///   cannot be overrun by remembered decisions; at the default 1 GiB the
-///   default counts take at most about 55 MiB;
-/// - the rest, under half, covers what does not scale with the load or is
-///   not counted: runtime, librdkafka, partition channels,
-///   the binary's pages (~40 MiB for a debug build), the windows' maps and
-///   vectors and allocator slack (their real use measured ~1.45x their
-///   count), bulk request bodies in flight (twice each).
-///
-/// Measured on the fault suite's burst (debug build, 6 partitions, a fresh
-/// instance catching up a backlog with the windows and the sink queue
-/// full): peak RSS 119 MiB at a 128 MiB limit, with freed pages returned
-/// at once above 90 % of it (see `memory.rs`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MemoryPlan {
-    pub traces: u64,
-    pub sink_queue: u64,
-    /// Payload bytes of dead letters (and repartitioned pieces) on their way
-    /// to Kafka; beyond it the producing partition waits.
-    pub dead_letters: u64,
-    /// All partitions together; see [`MemoryPlan::prefetch_per_partition`].
-    pub prefetch: u64,
-    /// The most the decision cache may take.
-    pub decision_cache: u64,
-}
-
-const MIB: u64 = 1024 * 1024;
-
-impl MemoryPlan {
-    pub fn new(cfg: &Config) -> Self {
-        let limit = cfg.memory.limit.as_u64();
-        let sink_queue = cfg
-            .elasticsearch
-            .queue_bytes
-            .map_or((limit / 10).min(64 * MIB), |q| q.as_u64());
-        Self {
-            traces: limit / 6,
-            sink_queue,
-            dead_letters: limit / 16,
-            prefetch: limit / 16,
-            decision_cache: limit / 8,
-        }
-    }
-
-    /// One partition's prefetch when the topic has `partitions`: the set
-    /// `kafka.properties` value, else an equal part of the plan's.
-    pub fn prefetch_per_partition(&self, cfg: &KafkaConfig, partitions: usize) -> u64 {
-        cfg.properties
-            .get(PREFETCH_PROPERTY)
-            .and_then(|k| k.parse::<u64>().ok())
-            .map_or_else(
-                || (self.prefetch / partitions.max(1) as u64).clamp(MIB / 4, 16 * MIB),
-                |kib| kib * 1024,
-            )
-    }
-}
-
-/// librdkafka's prefetch bound (per partition with split partition queues).
-pub const PREFETCH_PROPERTY: &str = "queued.max.messages.kbytes";
 
 impl Default for MemoryConfig {
     fn default() -> Self {
@@ -815,7 +735,7 @@ impl Config {
                 ConfigError::Invalid(format!("elasticsearch.redaction.values[{i}]: {m}"))
             })?;
         }
-        if self.memory.limit.as_u64() < 32 * MIB {
+        if self.memory.limit < ByteSize::mib(32) {
             return invalid("memory.limit must be at least 32MiB");
         }
         if self.elasticsearch.bulk.concurrency == 0 {
@@ -944,46 +864,6 @@ pub(crate) mod tests {
         );
         let err = Config::load(&f.0).unwrap_err().to_string();
         assert!(err.contains("redaction.rules[0]"), "{err}");
-    }
-
-    #[test]
-    fn memory_limit_is_shared_out_unless_parts_are_set() {
-        let f = write("memory:\n  limit: 128MiB\n");
-        let cfg = Config::load(&f.0).unwrap();
-        let plan = MemoryPlan::new(&cfg);
-        assert_eq!(plan.traces, 128 * MIB / 6);
-        assert_eq!(plan.sink_queue, 128 * MIB / 10);
-        assert_eq!(plan.prefetch, 8 * MIB);
-        assert_eq!(plan.dead_letters, 8 * MIB);
-        assert_eq!(
-            cfg.elasticsearch.queue_bytes,
-            Some(ByteSize::b(128 * MIB / 10))
-        );
-        // Prefetch: the plan's share over the topic's partitions, bounded.
-        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 8), MIB);
-        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 512), MIB / 4);
-        let d = Config::default();
-        let plan = MemoryPlan::new(&d);
-        assert_eq!(plan.prefetch_per_partition(&d.kafka, 1), 16 * MIB);
-        assert_eq!(plan.prefetch_per_partition(&d.kafka, 16), 4 * MIB);
-
-        // The defaults of a 1 GiB limit, and explicit settings win.
-        let f = write(
-            "kafka:\n  properties:\n    queued.max.messages.kbytes: \"4096\"\n\
-             elasticsearch:\n  queue_bytes: 100MiB\n",
-        );
-        let cfg = Config::load(&f.0).unwrap();
-        let plan = MemoryPlan::new(&cfg);
-        assert_eq!(plan.traces, 1024 * MIB / 6);
-        assert_eq!(plan.sink_queue, 100 * MIB);
-        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 100), 4 * MIB);
-        let mut d = Config::default();
-        d.apply_memory_plan();
-        assert_eq!(MemoryPlan::new(&d).sink_queue, 64 * MIB);
-
-        let f = write("memory:\n  limit: 16MiB\n");
-        let err = Config::load(&f.0).unwrap_err().to_string();
-        assert!(err.contains("memory.limit"), "{err}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod loadgen;
 pub mod memory;
 pub mod model;
 pub mod offsets;
+pub mod plan;
 pub mod policy;
 pub mod rekey;
 pub mod repartition;

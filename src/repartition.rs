@@ -19,11 +19,12 @@ use rdkafka::error::KafkaError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MemoryPlan};
+use crate::config::Config;
 use crate::deadletter::{DeadLetter, DeadLetterSink};
 use crate::decode::Decoder;
 use crate::model::{AttributeKeys, ScanBatch};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
+use crate::plan::MemoryPlan;
 use crate::rekey::{Forwarder, split_by_trace};
 use crate::source::{
     Assigned, Incoming, PartitionHandle, Registry, SourceContext, consumer_config,

@@ -9,7 +9,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
-use tailsift::config::{Config, KafkaConfig, MemoryPlan, PREFETCH_PROPERTY};
+use tailsift::config::{Config, KafkaConfig};
+use tailsift::plan::{MemoryPlan, PREFETCH_PROPERTY};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

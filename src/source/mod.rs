@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 pub use partition::{Incoming, Rules};
 pub use registry::{PartitionHandle, Registry};
 
-use crate::config::{GroupProtocol, KafkaConfig, MemoryPlan, PREFETCH_PROPERTY, PendingOnShutdown};
+use crate::config::{GroupProtocol, KafkaConfig, PendingOnShutdown};
 use crate::deadletter::DeadLetterSink;
 use crate::decision_log::DecisionLog;
+use crate::plan::{MemoryPlan, PREFETCH_PROPERTY};
 use crate::rekey::Forwarder;
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
