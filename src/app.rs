@@ -15,18 +15,18 @@ use crate::deadletter::{CountOnly, DeadLetterSink, KafkaDeadLetters};
 use crate::decision_log::{DecisionLog, LogSettings};
 use crate::decode::Decoder;
 use crate::dependencies::{Dependencies, LinkWriter};
-use crate::plan::MemoryPlan;
+use crate::plan::{CacheSize, Plan, Prefetch};
 use crate::policy::{PolicyEngine, SpanFilter};
 use crate::rekey::Forwarder;
 use crate::repartition::Repartitioner;
 use crate::server::{self, Readiness};
-use crate::sink::TraceSink;
 use crate::sink::elasticsearch::EsClient;
 use crate::sink::index::IndexNames;
+use crate::sink::{SinkSettings, TraceSink};
 use crate::source::{self, Registry, Rules, Shared, Source};
 use crate::span_metrics::SpanMetrics;
 use crate::telemetry::LogLimiter;
-use crate::window::{CACHE_ENTRY_BYTES, DecisionCache, Occupancy, WindowConfig};
+use crate::window::{DecisionCache, Occupancy};
 
 /// How often the config file is checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
@@ -68,26 +68,12 @@ fn sampled_encoding(kafka: &KafkaConfig) -> EncodingSetting {
     }
 }
 
-pub fn window_config(cfg: &Config) -> WindowConfig {
-    WindowConfig {
-        decision_wait: cfg.sampling.decision_wait,
-        root_idle: cfg.sampling.root_idle,
-        max_spans_per_trace: cfg.sampling.max_spans_per_trace,
-        max_bytes_per_trace: cfg.sampling.max_bytes_per_trace.as_u64(),
-        dry_run: cfg.sampling.dry_run,
-        tracked_bytes_per_span: match cfg.dependencies.enabled {
-            true => crate::dependencies::Tracker::NODE_BYTES,
-            false => 0,
-        },
-    }
-}
-
 /// Room for a dead letter's headers and framing beyond its payload.
 const DEAD_LETTER_HEADROOM: u64 = 64 * 1024;
 
 /// The dead-letter topic's producer, after creating the topic if it is
 /// missing; only counting after the explicit opt-out.
-pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
+pub async fn dead_letters(cfg: &Config, plan: &Plan) -> anyhow::Result<Arc<dyn DeadLetterSink>> {
     let Some(topic) = cfg.kafka.dead_letter_topic() else {
         tracing::warn!(
             "kafka.dead_letter_topic is none: bad input and rejected documents are counted and dropped"
@@ -114,7 +100,7 @@ pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink
             &client,
             &topic,
             &cfg.kafka.topic,
-            MemoryPlan::new(cfg).dead_letters as usize,
+            plan.memory.dead_letters as usize,
         )
         .context("cannot create the dead-letter producer")?,
     ))
@@ -122,10 +108,10 @@ pub async fn dead_letters(cfg: &Config) -> anyhow::Result<Arc<dyn DeadLetterSink
 
 /// The dependency documents' writer, on the sink's Elasticsearch settings
 /// and index names (the sink installs the template).
-pub fn link_writer(cfg: &Config) -> anyhow::Result<LinkWriter> {
-    let client = EsClient::new(&cfg.elasticsearch)?;
-    let names = IndexNames::new(&cfg.index_prefix(), cfg.elasticsearch.use_aliases);
-    let bulk = &cfg.elasticsearch.bulk;
+pub fn link_writer(sink: &SinkSettings) -> anyhow::Result<LinkWriter> {
+    let client = EsClient::new(&sink.elasticsearch)?;
+    let names = IndexNames::new(&sink.index_prefix, sink.elasticsearch.use_aliases);
+    let bulk = &sink.bulk;
     Ok(LinkWriter::start(
         client,
         names,
@@ -137,11 +123,13 @@ pub fn link_writer(cfg: &Config) -> anyhow::Result<LinkWriter> {
 pub struct Pipeline<S: TraceSink> {
     pub shared: Arc<Shared<S>>,
     pub rules: watch::Sender<Arc<Rules>>,
+    plan: Plan,
 }
 
 impl<S: TraceSink> Pipeline<S> {
     pub fn new(
         cfg: &Config,
+        plan: &Plan,
         sink: S,
         dead_letters: Arc<dyn DeadLetterSink>,
     ) -> anyhow::Result<Self> {
@@ -151,7 +139,7 @@ impl<S: TraceSink> Pipeline<S> {
                 Forwarder::new(
                     &source::client_config(&cfg.kafka),
                     &cfg.kafka.topic,
-                    MemoryPlan::new(cfg).dead_letters as usize,
+                    plan.memory.dead_letters as usize,
                 )
                 .context("cannot create the producer that re-keys unkeyed input")?,
             )),
@@ -160,15 +148,15 @@ impl<S: TraceSink> Pipeline<S> {
         let shared = Arc::new(Shared {
             sink,
             dead_letters,
-            window: window_config(cfg),
-            cache: Arc::new(decision_cache(cfg)),
+            window: plan.window.clone(),
+            cache: Arc::new(decision_cache(cfg, plan.decision_cache)),
             decision_log: OnceLock::new(),
             occupancy: Arc::new(Occupancy::default()),
             span_metrics: (cfg.span_metrics.enabled)
                 .then(|| Arc::new(SpanMetrics::new(&cfg.span_metrics))),
             dependencies: (cfg.dependencies.enabled)
                 .then(|| Arc::new(Dependencies::new(&cfg.dependencies))),
-            trace_budget: MemoryPlan::new(cfg).traces as usize,
+            trace_budget: plan.memory.traces as usize,
             registry: Arc::new(Registry::new(&cfg.kafka.topic)),
             outage: Arc::default(),
             stop: CancellationToken::new(),
@@ -177,7 +165,11 @@ impl<S: TraceSink> Pipeline<S> {
             rekey,
         });
         let (rules, _) = watch::channel(Arc::new(rules));
-        Ok(Self { shared, rules })
+        Ok(Self {
+            shared,
+            rules,
+            plan: plan.clone(),
+        })
     }
 
     /// Consumes until `shared.stop` fires, then shuts down cleanly.
@@ -188,7 +180,7 @@ impl<S: TraceSink> Pipeline<S> {
             };
             let _ = self.shared.decision_log.set(log);
         }
-        let kafka = planned_source(cfg).await?;
+        let kafka = planned_source(&cfg.kafka, self.plan.prefetch).await?;
         source::lag::report_retention(&cfg.kafka).await;
         let source = Source::new(
             &kafka,
@@ -201,6 +193,7 @@ impl<S: TraceSink> Pipeline<S> {
             Some(input_topic) => {
                 let stage = Repartitioner::new(
                     cfg,
+                    &self.plan,
                     input_topic,
                     self.shared.dead_letters.clone(),
                     self.shared.stop.clone(),
@@ -227,27 +220,20 @@ impl<S: TraceSink> Pipeline<S> {
     }
 }
 
-/// The decision cache, sized to its share of `memory.limit`: the
-/// configured counts, scaled down (and logged) when they would not fit.
-fn decision_cache(cfg: &Config) -> DecisionCache {
+/// The decision cache at the plan's size, with a warning when that is
+/// fewer entries than configured.
+fn decision_cache(cfg: &Config, size: CacheSize) -> DecisionCache {
     let c = &cfg.sampling.decision_cache;
-    let budget = MemoryPlan::new(cfg).decision_cache as f64;
-    let needed = ((c.kept + c.dropped) * CACHE_ENTRY_BYTES) as f64;
-    let scale = (budget / needed.max(1.0)).min(1.0);
-    let (kept, dropped) = (
-        (c.kept as f64 * scale) as usize,
-        (c.dropped as f64 * scale) as usize,
-    );
-    if scale < 1.0 {
+    if size.scaled {
         tracing::warn!(
             configured_kept = c.kept,
             configured_dropped = c.dropped,
-            kept,
-            dropped,
+            kept = size.kept,
+            dropped = size.dropped,
             "sampling.decision_cache does not fit an eighth of memory.limit; remembering fewer decisions"
         );
     }
-    DecisionCache::new(kept, dropped)
+    DecisionCache::new(size.kept, size.dropped)
 }
 
 /// How long to wait between attempts to open the decision log at start.
@@ -292,15 +278,10 @@ pub fn decision_log_topic(cfg: &Config) -> String {
         .unwrap_or_else(|| format!("{}-decisions", cfg.kafka.topic))
 }
 
-/// The source's Kafka settings with the prefetch of the memory plan; a
-/// repartition stage's consumer (with an input topic) gets half of it.
-async fn planned_source(cfg: &Config) -> anyhow::Result<KafkaConfig> {
-    let mut plan = MemoryPlan::new(cfg);
-    if cfg.kafka.repartition_input().is_some() {
-        plan.prefetch /= 2;
-    }
-    let kafka = cfg.kafka.clone();
-    tokio::task::spawn_blocking(move || source::plan_prefetch(&kafka, &plan))
+/// The source's Kafka settings with the plan's prefetch.
+async fn planned_source(kafka: &KafkaConfig, prefetch: Prefetch) -> anyhow::Result<KafkaConfig> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || source::plan_prefetch(&kafka, prefetch))
         .await
         .context("prefetch plan")
 }
@@ -325,6 +306,7 @@ impl<S: TraceSink> Readiness for ServiceReadiness<S> {
 /// What the running service is made of besides its sink.
 pub struct Service {
     pub cfg: Config,
+    pub plan: Plan,
     pub config_path: PathBuf,
     pub metrics: PrometheusHandle,
     pub dead_letters: Arc<dyn DeadLetterSink>,
@@ -340,7 +322,7 @@ impl Service {
             cfg.kafka.group_instance_id = source::default_instance_id(&cfg.metrics.listen);
         }
         metrics::gauge!("tailsift_memory_limit_bytes").set(cfg.memory.limit.as_u64() as f64);
-        let plan = MemoryPlan::new(&cfg);
+        let plan = &self.plan.memory;
         tracing::info!(
             limit = %cfg.memory.limit,
             traces = %bytesize::ByteSize::b(plan.traces),
@@ -348,7 +330,7 @@ impl Service {
             prefetch = %bytesize::ByteSize::b(plan.prefetch),
             "memory plan"
         );
-        let pipeline = Pipeline::new(&cfg, sink, self.dead_letters)?;
+        let pipeline = Pipeline::new(&cfg, &self.plan, sink, self.dead_letters)?;
         crate::baseline::at_start(&cfg, &pipeline.rules.borrow().engine);
         let stop = pipeline.shared.stop.clone();
         let listen = cfg.metrics.listen.parse().context("metrics.listen")?;

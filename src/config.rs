@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::plan::MemoryPlan;
 use crate::sink::index::IndexNames;
 use crate::span_time::TimeLimits;
 
@@ -673,19 +672,12 @@ impl Config {
         let mut cfg = cfg;
         crate::collector::apply_options(&mut cfg);
         cfg.validate()?;
-        cfg.apply_memory_plan();
         Ok(cfg)
     }
 
-    /// Writes the sink queue's part of the [`MemoryPlan`] into its section
-    /// unless set there; the prefetch needs the topic's partition count and
-    /// is applied by the source (`source::plan_prefetch`).
-    pub fn apply_memory_plan(&mut self) {
-        let plan = MemoryPlan::new(self);
-        self.elasticsearch.queue_bytes = Some(ByteSize::b(plan.sink_queue));
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks what a section cannot check alone; `Config::load` and
+    /// `plan::Plan::resolve` run it.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.kafka.brokers.trim().is_empty() {
             return invalid("kafka.brokers must not be empty");

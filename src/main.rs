@@ -10,6 +10,7 @@ use tailsift::app::Service;
 use tailsift::config::{Config, Repartition};
 use tailsift::decode::Encoding;
 use tailsift::loadgen::{LoadOptions, generator::Profile};
+use tailsift::plan::Plan;
 use tailsift::sink::ElasticsearchSink;
 use tailsift::sink::health::Monitored;
 use tailsift::sink::null::NullSink;
@@ -288,6 +289,7 @@ fn import_otel(file: &std::path::Path) -> anyhow::Result<()> {
 
 fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
     let cfg = Config::load(&path)?;
+    let plan = Plan::resolve(&cfg)?;
     tailsift::telemetry::init_logging(&cfg.logging);
     // Before anything registers a metric, or it would go to a no-op recorder.
     let metrics =
@@ -299,13 +301,15 @@ fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
     let result = runtime.block_on(async move {
         let link_writer = match (sink, cfg.dependencies.enabled) {
             (SinkKind::Elasticsearch, true) => Some(
-                tailsift::app::link_writer(&cfg).context("cannot start the dependency writer")?,
+                tailsift::app::link_writer(&plan.sink)
+                    .context("cannot start the dependency writer")?,
             ),
             _ => None,
         };
         let service = Service {
-            dead_letters: tailsift::app::dead_letters(&cfg).await?,
+            dead_letters: tailsift::app::dead_letters(&cfg, &plan).await?,
             cfg,
+            plan,
             config_path: path,
             metrics,
             link_writer,
@@ -313,13 +317,10 @@ fn run(path: PathBuf, sink: SinkKind) -> anyhow::Result<()> {
         match sink {
             SinkKind::Null => service.serve(NullSink::default()).await,
             SinkKind::Elasticsearch => {
-                let sink = ElasticsearchSink::start(
-                    &service.cfg.elasticsearch,
-                    &service.cfg.index_prefix(),
-                    service.dead_letters.clone(),
-                )
-                .await
-                .context("cannot start the Elasticsearch sink")?;
+                let sink =
+                    ElasticsearchSink::start(&service.plan.sink, service.dead_letters.clone())
+                        .await
+                        .context("cannot start the Elasticsearch sink")?;
                 service.serve(Monitored::new(sink).await).await
             }
         }

@@ -24,7 +24,7 @@ use crate::deadletter::{DeadLetter, DeadLetterSink};
 use crate::decode::Decoder;
 use crate::model::{AttributeKeys, ScanBatch};
 use crate::offsets::{AckHandle, PartitionOffsets, Resolved};
-use crate::plan::MemoryPlan;
+use crate::plan::Plan;
 use crate::rekey::{Forwarder, split_by_trace};
 use crate::source::{
     Assigned, Incoming, PartitionHandle, Registry, SourceContext, consumer_config,
@@ -65,6 +65,7 @@ impl Repartitioner {
     /// Consumes `input_topic` as group `<group_id>-repartition`.
     pub fn new(
         cfg: &Config,
+        plan: &Plan,
         input_topic: &str,
         dead_letters: Arc<dyn DeadLetterSink>,
         stop: CancellationToken,
@@ -72,11 +73,8 @@ impl Repartitioner {
         let mut kafka = cfg.kafka.clone();
         kafka.group_id = format!("{}-repartition", cfg.kafka.group_id);
         kafka.topic = input_topic.to_string();
-        // Half the plan's prefetch (the source has the other half); the
-        // metadata request blocks, once, at start-up.
-        let mut plan = MemoryPlan::new(cfg);
-        plan.prefetch /= 2;
-        let kafka = crate::source::plan_prefetch(&kafka, &plan);
+        // The metadata request blocks, once, at start-up.
+        let kafka = crate::source::plan_prefetch(&kafka, plan.prefetch);
         let registry = Arc::new(Registry::new(input_topic));
         let (context, assigned) = SourceContext::new(input_topic, registry.clone());
         let consumer: StreamConsumer<SourceContext> =
@@ -85,7 +83,7 @@ impl Repartitioner {
         let forwarder = Forwarder::new(
             &crate::source::client_config(&cfg.kafka),
             &cfg.kafka.topic,
-            plan.dead_letters as usize,
+            plan.memory.dead_letters as usize,
         )?;
         Ok(Self {
             consumer: Arc::new(consumer),

@@ -18,11 +18,12 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use serde_json::{Value, json};
-use tailsift::config::ElasticsearchConfig;
+use tailsift::config::{Config, ElasticsearchConfig};
 use tailsift::deadletter::{DeadLetter, DeadLetterSink, Queued};
 use tailsift::decode::jaeger;
 use tailsift::model::{ByteRange, Decision, Payload, SpanLayout, SpanRef, TraceId, WireFormat};
 use tailsift::offsets::{AckHandle, Resolved};
+use tailsift::plan::Plan;
 use tailsift::sink::document::service_doc_id;
 use tailsift::sink::templates::TemplateApi;
 use tailsift::sink::{ElasticsearchSink, KeptTrace, TraceSink};
@@ -75,9 +76,18 @@ impl Recorder {
     }
 }
 
+/// The sink the service builds from `cfg` under `prefix`.
 async fn start(cfg: &ElasticsearchConfig, prefix: &str) -> (ElasticsearchSink, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
-    let sink = ElasticsearchSink::start(cfg, prefix, recorder.clone())
+    let service = Config {
+        elasticsearch: ElasticsearchConfig {
+            index_prefix: prefix.to_string(),
+            ..cfg.clone()
+        },
+        ..Config::default()
+    };
+    let plan = Plan::resolve(&service).expect("test config resolves");
+    let sink = ElasticsearchSink::start(&plan.sink, recorder.clone())
         .await
         .expect("sink starts against ES_URL");
     (sink, recorder)

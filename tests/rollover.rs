@@ -38,6 +38,7 @@ use tailsift::deadletter::CountOnly;
 use tailsift::loadgen::encode;
 use tailsift::loadgen::generator::{GenSpan, GenTrace, Profile, TraceGenerator};
 use tailsift::model::{SpanId, TraceId};
+use tailsift::plan::Plan;
 use tailsift::retention::prune_indices;
 use tailsift::rollover::{self, Conditions, LookbackUnit, RolloverError};
 use tailsift::sink::ElasticsearchSink;
@@ -335,8 +336,8 @@ async fn writes_continue_through_a_rollover_and_jaeger_reads_across_it() -> Resu
     rollover::init(&client, &cfg.elasticsearch, &names).await?;
 
     kafka_topic(&brokers, &topic).await?;
-    let sink =
-        Arc::new(ElasticsearchSink::start(&cfg.elasticsearch, &prefix, Arc::new(CountOnly)).await?);
+    let plan = Plan::resolve(&cfg)?;
+    let sink = Arc::new(ElasticsearchSink::start(&plan.sink, Arc::new(CountOnly)).await?);
     let member = Running::start(&cfg, sink.clone())?;
     wait_assigned(&[&member], PARTITIONS as usize).await?;
     let producer = Producer::new(&brokers, &topic)?;

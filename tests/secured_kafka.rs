@@ -120,7 +120,9 @@ async fn run_through(name: &str, brokers: &str, props: Props) -> Result<()> {
     cfg.kafka.dead_letter_topic = Some(dead_letters.clone());
     let sink = Arc::new(CollectingSink::default());
     // The Kafka dead-letter producer the service builds from the config.
-    let member = Running::start_with(&cfg, sink.clone(), tailsift::app::dead_letters(&cfg).await?)?;
+    let plan = tailsift::plan::Plan::resolve(&cfg)?;
+    let dead = tailsift::app::dead_letters(&cfg, &plan).await?;
+    let member = Running::start_with(&cfg, sink.clone(), dead)?;
     wait_assigned(&[&member], PARTITIONS as usize).await?;
 
     let opts = LoadOptions {

@@ -10,7 +10,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use tailsift::config::{Config, KafkaConfig};
-use tailsift::plan::{MemoryPlan, PREFETCH_PROPERTY};
+use tailsift::plan::{PREFETCH_PROPERTY, Plan};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -66,12 +66,12 @@ fn metadata_client(cfg: &KafkaConfig) -> Result<BaseConsumer> {
 /// one queue: librdkafka bounds the prefetch per queue and tailsift gives
 /// each partition a queue of its own, so the one queue gets the bound of
 /// all partitions together (else the ceiling would be throttled by it).
-fn single_queue_config(cfg: &Config, partitions: usize) -> ClientConfig {
-    let per_partition = MemoryPlan::new(cfg).prefetch_per_partition(&cfg.kafka, partitions);
+fn single_queue_config(cfg: &Config, partitions: usize) -> Result<ClientConfig> {
+    let per_partition = Plan::resolve(cfg)?.prefetch.per_partition(partitions);
     let mut c = tailsift::source::consumer_config(&cfg.kafka);
     let kib = per_partition / 1024 * partitions.max(1) as u64;
     c.set(PREFETCH_PROPERTY, kib.to_string());
-    c
+    Ok(c)
 }
 
 /// When the first and the last message arrived.
@@ -90,7 +90,7 @@ pub fn consume_to_end(
 ) -> Result<Consumed> {
     let cfg = &config.kafka;
     let ends = end_offsets(&metadata_client(cfg)?, &cfg.topic)?;
-    let consumer: BaseConsumer = single_queue_config(config, ends.len()).create()?;
+    let consumer: BaseConsumer = single_queue_config(config, ends.len())?.create()?;
     let mut next = vec![0i64; ends.len()];
     consumer.subscribe(&[&cfg.topic])?;
     let started = Instant::now();

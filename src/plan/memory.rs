@@ -1,6 +1,6 @@
 //! How `memory.limit` is shared out among what grows with the load.
 
-use crate::config::{Config, KafkaConfig};
+use crate::config::Config;
 
 /// How `memory.limit` is shared out. The limit is the budget of the whole
 /// process, so that it can be the container's limit minus a margin; the
@@ -43,16 +43,16 @@ pub struct MemoryPlan {
     /// Payload bytes of dead letters (and repartitioned pieces) on their way
     /// to Kafka; beyond it the producing partition waits.
     pub dead_letters: u64,
-    /// All partitions together; see [`MemoryPlan::prefetch_per_partition`].
+    /// All partitions together; see [`super::Prefetch`].
     pub prefetch: u64,
     /// The most the decision cache may take.
     pub decision_cache: u64,
 }
 
-const MIB: u64 = 1024 * 1024;
+pub(super) const MIB: u64 = 1024 * 1024;
 
 impl MemoryPlan {
-    pub fn new(cfg: &Config) -> Self {
+    pub(super) fn new(cfg: &Config) -> Self {
         let limit = cfg.memory.limit.as_u64();
         let sink_queue = cfg
             .elasticsearch
@@ -66,75 +66,7 @@ impl MemoryPlan {
             decision_cache: limit / 8,
         }
     }
-
-    /// One partition's prefetch when the topic has `partitions`: the set
-    /// `kafka.properties` value, else an equal part of the plan's.
-    pub fn prefetch_per_partition(&self, cfg: &KafkaConfig, partitions: usize) -> u64 {
-        cfg.properties
-            .get(PREFETCH_PROPERTY)
-            .and_then(|k| k.parse::<u64>().ok())
-            .map_or_else(
-                || (self.prefetch / partitions.max(1) as u64).clamp(MIB / 4, 16 * MIB),
-                |kib| kib * 1024,
-            )
-    }
 }
 
 /// librdkafka's prefetch bound (per partition with split partition queues).
 pub const PREFETCH_PROPERTY: &str = "queued.max.messages.kbytes";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::tests::tempfile_path::TempPath;
-    use bytesize::ByteSize;
-    use std::path::Path;
-
-    fn write(yaml: &str) -> TempPath {
-        TempPath::with(yaml)
-    }
-
-    fn load(path: &Path) -> Config {
-        Config::load(path).expect("test config loads")
-    }
-
-    #[test]
-    fn memory_limit_is_shared_out_unless_parts_are_set() {
-        let f = write("memory:\n  limit: 128MiB\n");
-        let cfg = load(&f.0);
-        let plan = MemoryPlan::new(&cfg);
-        assert_eq!(plan.traces, 128 * MIB / 6);
-        assert_eq!(plan.sink_queue, 128 * MIB / 10);
-        assert_eq!(plan.prefetch, 8 * MIB);
-        assert_eq!(plan.dead_letters, 8 * MIB);
-        assert_eq!(
-            cfg.elasticsearch.queue_bytes,
-            Some(ByteSize::b(128 * MIB / 10))
-        );
-        // Prefetch: the plan's share over the topic's partitions, bounded.
-        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 8), MIB);
-        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 512), MIB / 4);
-        let d = Config::default();
-        let plan = MemoryPlan::new(&d);
-        assert_eq!(plan.prefetch_per_partition(&d.kafka, 1), 16 * MIB);
-        assert_eq!(plan.prefetch_per_partition(&d.kafka, 16), 4 * MIB);
-
-        // The defaults of a 1 GiB limit, and explicit settings win.
-        let f = write(
-            "kafka:\n  properties:\n    queued.max.messages.kbytes: \"4096\"\n\
-             elasticsearch:\n  queue_bytes: 100MiB\n",
-        );
-        let cfg = load(&f.0);
-        let plan = MemoryPlan::new(&cfg);
-        assert_eq!(plan.traces, 1024 * MIB / 6);
-        assert_eq!(plan.sink_queue, 100 * MIB);
-        assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 100), 4 * MIB);
-        let mut d = Config::default();
-        d.apply_memory_plan();
-        assert_eq!(MemoryPlan::new(&d).sink_queue, 64 * MIB);
-
-        let f = write("memory:\n  limit: 16MiB\n");
-        let err = Config::load(&f.0).unwrap_err().to_string();
-        assert!(err.contains("memory.limit"), "{err}");
-    }
-}

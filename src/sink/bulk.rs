@@ -40,6 +40,19 @@ enum Msg {
     Flush,
 }
 
+/// What the Elasticsearch sink is built from (resolved by `plan::Plan`).
+#[derive(Clone, Debug)]
+pub struct SinkSettings {
+    pub elasticsearch: ElasticsearchConfig,
+    /// The configured prefix with its `-` (see `Config::index_prefix`).
+    pub index_prefix: String,
+    /// Bytes of encoded documents waiting for Elasticsearch; beyond them
+    /// `submit` waits, and soon the partitions are paused.
+    pub queue_bytes: u64,
+    /// `elasticsearch.bulk`, with requests sized to the queue.
+    pub bulk: BulkConfig,
+}
+
 /// Writes kept traces to Elasticsearch. Dropping it stops the writer once
 /// queued documents are sent.
 pub struct ElasticsearchSink {
@@ -53,35 +66,31 @@ pub struct ElasticsearchSink {
 impl ElasticsearchSink {
     /// Connects, installs the index templates (unless switched off) and, in
     /// alias mode, the write aliases, then starts the writer tasks.
-    /// `index_prefix` is the configured prefix with its `-` (see
-    /// `Config::index_prefix`).
     pub async fn start(
-        cfg: &ElasticsearchConfig,
-        index_prefix: &str,
+        settings: &SinkSettings,
         dead_letters: Arc<dyn DeadLetterSink>,
     ) -> Result<Self, SinkError> {
+        let cfg = &settings.elasticsearch;
         let client = EsClient::new(cfg)?;
-        let names = IndexNames::new(index_prefix, cfg.use_aliases);
+        let names = IndexNames::new(&settings.index_prefix, cfg.use_aliases);
         if cfg.create_templates {
-            let settings = IndexSettings {
+            let index = IndexSettings {
                 shards: cfg.shards,
                 replicas: cfg.replicas,
             };
-            templates::install(&client, &names, settings, cfg.overwrite_templates).await?;
+            templates::install(&client, &names, index, cfg.overwrite_templates).await?;
         }
         if cfg.use_aliases {
             templates::ensure_write_aliases(&client, &names).await?;
         }
-        // Unset outside a loaded config (tests, tools): the 1 GiB default's share.
-        let queue = cfg.queue_bytes.map_or(64 << 20, |q| q.as_u64());
-        let backlog = Arc::new(Backlog::new(queue as usize));
+        let backlog = Arc::new(Backlog::new(settings.queue_bytes as usize));
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Arc::new(Writer {
             client: client.clone(),
             dead_letters: dead_letters.clone(),
-            backoff: (cfg.bulk.initial_backoff, cfg.bulk.max_backoff),
+            backoff: (settings.bulk.initial_backoff, settings.bulk.max_backoff),
         });
-        tokio::spawn(run_batcher(rx, bulk_limits(&cfg.bulk, queue), writer));
+        tokio::spawn(run_batcher(rx, settings.bulk.clone(), writer));
         let opts = DocOptions {
             short_trace_ids: cfg.short_trace_ids,
         };
@@ -159,19 +168,6 @@ impl TraceSink for ElasticsearchSink {
             // and is replayed from Kafka.
             tracing::error!("Elasticsearch writer is gone; trace left unacknowledged");
         }
-    }
-}
-
-/// The batching settings, with requests no larger than an eighth of the
-/// queue: a request in flight holds its documents twice more (our body and
-/// the HTTP client's copy of it) on top of the queue that counts them, so
-/// with a small queue (a small `memory.limit`) 5 MiB requests would
-/// multiply its memory.
-fn bulk_limits(cfg: &BulkConfig, queue_bytes: u64) -> BulkConfig {
-    let cap = (queue_bytes / 8).max(256 * 1024);
-    BulkConfig {
-        max_bytes: bytesize::ByteSize::b(cfg.max_bytes.as_u64().min(cap)),
-        ..cfg.clone()
     }
 }
 
@@ -438,14 +434,6 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bulk_requests_stay_small_next_to_the_queue() {
-        let cfg = BulkConfig::default();
-        assert_eq!(bulk_limits(&cfg, 64 << 20).max_bytes, cfg.max_bytes);
-        assert_eq!(bulk_limits(&cfg, 16 << 20).max_bytes.as_u64(), 2 << 20);
-        assert_eq!(bulk_limits(&cfg, 1 << 20).max_bytes.as_u64(), 256 * 1024);
-    }
 
     #[tokio::test]
     async fn backoff_doubles_to_the_cap() {

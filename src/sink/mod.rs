@@ -27,7 +27,7 @@ pub mod templates;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use bulk::ElasticsearchSink;
+pub use bulk::{ElasticsearchSink, SinkSettings};
 
 use crate::model::{Decision, SpanRef, TraceId};
 use crate::offsets::AckHandle;

@@ -26,7 +26,7 @@ pub use registry::{PartitionHandle, Registry};
 use crate::config::{GroupProtocol, KafkaConfig, PendingOnShutdown};
 use crate::deadletter::DeadLetterSink;
 use crate::decision_log::DecisionLog;
-use crate::plan::{MemoryPlan, PREFETCH_PROPERTY};
+use crate::plan::{PREFETCH_PROPERTY, Prefetch};
 use crate::rekey::Forwarder;
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
@@ -155,13 +155,13 @@ pub fn default_instance_id(metrics_listen: &str) -> Option<String> {
 /// partitions, with `fetch.message.max.bytes` at half a partition's share
 /// (64 KiB to 1 MiB), by which one fetch may overshoot it. Blocks on a
 /// metadata request.
-pub fn plan_prefetch(cfg: &KafkaConfig, plan: &MemoryPlan) -> KafkaConfig {
+pub fn plan_prefetch(cfg: &KafkaConfig, prefetch: Prefetch) -> KafkaConfig {
     let partitions = topic_partitions(cfg).unwrap_or_else(|e| {
         tracing::warn!(topic = %cfg.topic, error = %e, assumed = UNKNOWN_PARTITIONS,
             "cannot read the topic's partition count for the prefetch plan");
         UNKNOWN_PARTITIONS
     });
-    let per_partition = plan.prefetch_per_partition(cfg, partitions);
+    let per_partition = prefetch.per_partition(partitions);
     let mut planned = cfg.clone();
     let props = &mut planned.properties;
     props

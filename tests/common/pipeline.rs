@@ -11,6 +11,7 @@ use tailsift::config::Config;
 use tailsift::deadletter::{CountOnly, DeadLetterSink};
 use tailsift::decode::{DecodedSpan, decode_span};
 use tailsift::loadgen::{self, LoadOptions};
+use tailsift::plan::Plan;
 use tailsift::sink::null::Collected;
 use tailsift::sink::{ElasticsearchSink, TraceSink};
 
@@ -52,7 +53,8 @@ impl<S: TraceSink> Running<S> {
         sink: S,
         dead_letters: Arc<dyn DeadLetterSink>,
     ) -> Result<Self> {
-        let pipeline = Arc::new(Pipeline::new(cfg, sink, dead_letters)?);
+        let plan = Plan::resolve(cfg)?;
+        let pipeline = Arc::new(Pipeline::new(cfg, &plan, sink, dead_letters)?);
         let (p, cfg) = (pipeline.clone(), cfg.clone());
         let task = tokio::spawn(async move { p.run(&cfg).await });
         Ok(Self { pipeline, task })
@@ -118,8 +120,9 @@ pub async fn write_through<T>(
     let mut running = Vec::new();
     let mut sinks = Vec::new();
     for cfg in cfgs {
+        let plan = Plan::resolve(cfg)?;
         let sink = Arc::new(
-            ElasticsearchSink::start(&cfg.elasticsearch, &cfg.index_prefix(), Arc::new(CountOnly))
+            ElasticsearchSink::start(&plan.sink, Arc::new(CountOnly))
                 .await
                 .context("the Elasticsearch sink does not start")?,
         );

@@ -45,7 +45,9 @@ fn start(cfg: &Config) -> Task {
     let shared = Arc::new(Shared {
         sink: sink.clone(),
         dead_letters: Arc::new(CountOnly),
-        window: crate::app::window_config(cfg),
+        window: crate::plan::Plan::resolve(cfg)
+            .expect("test config resolves")
+            .window,
         cache: Arc::new(DecisionCache::new(1000, 1000)),
         decision_log: OnceLock::new(),
         occupancy: Arc::new(Occupancy::default()),
