@@ -6,9 +6,10 @@ mod context;
 pub mod lag;
 mod partition;
 mod registry;
+mod shared;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -22,15 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use partition::{Incoming, Rules};
 pub use registry::{PartitionHandle, Registry};
+pub use shared::Shared;
 
-use crate::config::{GroupProtocol, KafkaConfig, PendingOnShutdown};
-use crate::deadletter::DeadLetterSink;
-use crate::decision_log::DecisionLog;
+use crate::config::{GroupProtocol, KafkaConfig};
 use crate::plan::{PREFETCH_PROPERTY, Prefetch};
-use crate::rekey::Forwarder;
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
-use crate::window::{DecisionCache, Occupancy, WindowConfig};
 pub use context::{Assigned, Outage, SourceContext};
 use partition::PartitionTask;
 
@@ -47,50 +45,6 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Kafka = StreamConsumer<SourceContext>;
-
-/// State every partition task shares.
-pub struct Shared<S: TraceSink> {
-    pub sink: S,
-    pub dead_letters: Arc<dyn DeadLetterSink>,
-    pub window: WindowConfig,
-    pub cache: Arc<DecisionCache>,
-    /// Set once at start, before the first partition task runs; unset when
-    /// `sampling.decision_log.enabled` is false.
-    pub decision_log: OnceLock<Arc<DecisionLog>>,
-    pub occupancy: Arc<Occupancy>,
-    /// RED metrics of every span; unset when `span_metrics.enabled` is false.
-    pub span_metrics: Option<Arc<crate::span_metrics::SpanMetrics>>,
-    /// Dependency links of every trace; unset when `dependencies.enabled`
-    /// is false.
-    pub dependencies: Option<Arc<crate::dependencies::Dependencies>>,
-    /// Buffered trace bytes allowed before traces are decided early:
-    /// `memory.limit`'s share for them (`MemoryPlan::traces`).
-    pub trace_budget: usize,
-    pub registry: Arc<Registry>,
-    /// Time without any reachable broker (stops the windows' clocks).
-    pub outage: Arc<Outage>,
-    /// Fired once when the service stops.
-    pub stop: CancellationToken,
-    pub on_shutdown: PendingOnShutdown,
-    pub log_limiter: LogLimiter,
-    /// `kafka.repartition: auto`: where messages not keyed by trace ID go
-    /// instead of the windows, re-keyed back to the topic.
-    pub rekey: Option<Arc<Forwarder>>,
-}
-
-impl<S: TraceSink> Shared<S> {
-    /// The families rendered beside the registry's on `/metrics`.
-    pub fn families(&self) -> Vec<Arc<dyn crate::series::Exposition>> {
-        let mut out: Vec<Arc<dyn crate::series::Exposition>> = Vec::new();
-        if let Some(m) = &self.span_metrics {
-            out.push(m.clone());
-        }
-        if let Some(g) = self.dependencies.as_ref().and_then(|d| d.graph.clone()) {
-            out.push(g);
-        }
-        out
-    }
-}
 
 /// librdkafka settings for the consumer: manual, resolved-only commits,
 /// cooperative rebalances, static membership; user properties override.
