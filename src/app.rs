@@ -23,7 +23,7 @@ use crate::server::{self, Readiness};
 use crate::sink::elasticsearch::EsClient;
 use crate::sink::index::IndexNames;
 use crate::sink::{SinkSettings, TraceSink};
-use crate::source::{self, Registry, Rules, Shared, Source};
+use crate::source::{self, Observers, Outputs, Registry, Rules, Shared, Source, WindowContext};
 use crate::span_metrics::SpanMetrics;
 use crate::telemetry::LogLimiter;
 use crate::window::{DecisionCache, Occupancy};
@@ -146,23 +146,29 @@ impl<S: TraceSink> Pipeline<S> {
             false => None,
         };
         let shared = Arc::new(Shared {
-            sink,
-            dead_letters,
-            window: plan.window.clone(),
-            cache: Arc::new(decision_cache(cfg, plan.decision_cache)),
-            decision_log: OnceLock::new(),
-            occupancy: Arc::new(Occupancy::default()),
-            span_metrics: (cfg.span_metrics.enabled)
-                .then(|| Arc::new(SpanMetrics::new(&cfg.span_metrics))),
-            dependencies: (cfg.dependencies.enabled)
-                .then(|| Arc::new(Dependencies::new(&cfg.dependencies))),
-            trace_budget: plan.memory.traces as usize,
             registry: Arc::new(Registry::new(&cfg.kafka.topic)),
-            outage: Arc::default(),
             stop: CancellationToken::new(),
-            on_shutdown: cfg.shutdown.pending,
             log_limiter: LogLimiter::default(),
-            rekey,
+            window: WindowContext {
+                config: plan.window.clone(),
+                cache: Arc::new(decision_cache(cfg, plan.decision_cache)),
+                occupancy: Arc::new(Occupancy::default()),
+                trace_budget: plan.memory.traces as usize,
+                outage: Arc::default(),
+                on_shutdown: cfg.shutdown.pending,
+            },
+            outputs: Outputs {
+                sink,
+                dead_letters,
+                decision_log: OnceLock::new(),
+                rekey,
+            },
+            observers: Observers {
+                span_metrics: (cfg.span_metrics.enabled)
+                    .then(|| Arc::new(SpanMetrics::new(&cfg.span_metrics))),
+                dependencies: (cfg.dependencies.enabled)
+                    .then(|| Arc::new(Dependencies::new(&cfg.dependencies))),
+            },
         });
         let (rules, _) = watch::channel(Arc::new(rules));
         Ok(Self {
@@ -178,7 +184,7 @@ impl<S: TraceSink> Pipeline<S> {
             let Some(log) = open_decision_log(cfg, &self.shared.stop).await else {
                 return Ok(()); // stopped before the log could be opened
             };
-            let _ = self.shared.decision_log.set(log);
+            let _ = self.shared.outputs.decision_log.set(log);
         }
         let kafka = planned_source(&cfg.kafka, self.plan.prefetch).await?;
         source::lag::report_retention(&cfg.kafka).await;
@@ -195,7 +201,7 @@ impl<S: TraceSink> Pipeline<S> {
                     cfg,
                     &self.plan,
                     input_topic,
-                    self.shared.dead_letters.clone(),
+                    self.shared.outputs.dead_letters.clone(),
                     self.shared.stop.clone(),
                 )
                 .context("cannot start the repartition stage")?;
@@ -296,7 +302,7 @@ impl<S: TraceSink> Readiness for ServiceReadiness<S> {
         if self.shared.registry.is_empty() {
             return Err("no partitions assigned".into());
         }
-        if !self.shared.sink.is_ready() {
+        if !self.shared.outputs.sink.is_ready() {
             return Err("sink not reachable".into());
         }
         Ok(())
@@ -337,10 +343,12 @@ impl Service {
         let readiness = Arc::new(ServiceReadiness {
             shared: pipeline.shared.clone(),
         });
-        if let (Some(deps), Some(writer)) = (&pipeline.shared.dependencies, self.link_writer) {
+        if let (Some(deps), Some(writer)) =
+            (&pipeline.shared.observers.dependencies, self.link_writer)
+        {
             let _ = deps.writer.set(writer);
         }
-        let families = pipeline.shared.families();
+        let families = pipeline.shared.observers.families();
         let http = tokio::spawn(server::serve(
             listen,
             self.metrics,
@@ -440,7 +448,7 @@ async fn report_gauges<S: TraceSink>(shared: Arc<Shared<S>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let o = &shared.occupancy;
+        let o = &shared.window.occupancy;
         metrics::gauge!("tailsift_buffered_bytes").set(o.bytes() as f64);
         metrics::gauge!("tailsift_buffered_spans").set(o.spans.load(Relaxed) as f64);
         metrics::gauge!("tailsift_buffered_traces").set(o.traces.load(Relaxed) as f64);

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use partition::{Incoming, Rules};
 pub use registry::{PartitionHandle, Registry};
-pub use shared::Shared;
+pub use shared::{Observers, Outputs, Shared, WindowContext};
 
 use crate::config::{GroupProtocol, KafkaConfig};
 use crate::plan::{PREFETCH_PROPERTY, Prefetch};
@@ -175,7 +175,7 @@ impl<S: TraceSink> Source<S> {
         rules: watch::Receiver<Arc<Rules>>,
     ) -> Result<Self, KafkaError> {
         let (mut context, assigned) = SourceContext::new(&cfg.topic, shared.registry.clone());
-        context.outage = shared.outage.clone();
+        context.outage = shared.window.outage.clone();
         let consumer: Kafka = consumer_config(cfg).create_with_context(context)?;
         consumer.subscribe(&[&cfg.topic])?;
         Ok(Self {
@@ -197,7 +197,7 @@ impl<S: TraceSink> Source<S> {
             self.shared.registry.clone(),
             self.commit_interval,
             self.shared.stop.clone(),
-            self.shared.outage.clone(),
+            self.shared.window.outage.clone(),
         ));
         let mut tasks = JoinSet::new();
         let mut main = MainQueue::default();
@@ -216,7 +216,7 @@ impl<S: TraceSink> Source<S> {
                 }
                 m = self.consumer.recv() => match m {
                     Ok(m) => {
-                        self.shared.outage.up();
+                        self.shared.window.outage.up();
                         main.dispatch(Incoming::from_message(&m), m.partition());
                     }
                     Err(e) => log_consumer_error(&self.shared.log_limiter, &e),
@@ -243,7 +243,7 @@ impl<S: TraceSink> Source<S> {
                 partition,
             };
             let stop = self.shared.stop.clone();
-            let outage = self.shared.outage.clone();
+            let outage = self.shared.window.outage.clone();
             tasks.spawn(pump(queue, tx.clone(), handle.clone(), stop, pause, outage));
         }
         let task = PartitionTask::new(handle.clone(), self.shared.clone(), self.rules.clone());

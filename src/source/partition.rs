@@ -177,14 +177,15 @@ impl<S: TraceSink> PartitionTask<S> {
     ) -> Self {
         let current = rules.borrow_and_update().clone();
         let window = TraceWindow::new(
-            shared.window.clone(),
+            shared.window.config.clone(),
             current.engine.clone(),
-            shared.cache.clone(),
-            shared.occupancy.clone(),
+            shared.window.cache.clone(),
+            shared.window.occupancy.clone(),
         );
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
-        let red = shared.span_metrics.as_ref().map(|m| m.local());
+        let red = shared.observers.span_metrics.as_ref().map(|m| m.local());
         let links = shared
+            .observers
             .dependencies
             .as_ref()
             .map(|d| d.partition(shared.registry.topic(), handle.partition));
@@ -242,10 +243,10 @@ impl<S: TraceSink> PartitionTask<S> {
     /// is full). A failed read-back is logged; late spans whose decision
     /// it would have held are then decided alone, and counted so.
     async fn read_back_decisions(&self) {
-        let Some(log) = self.shared.decision_log.get().cloned() else {
+        let Some(log) = self.shared.outputs.decision_log.get().cloned() else {
             return;
         };
-        let (partition, cache) = (self.handle.partition, self.shared.cache.clone());
+        let (partition, cache) = (self.handle.partition, self.shared.window.cache.clone());
         match tokio::task::spawn_blocking(move || log.load(partition, &cache)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(partition, error = %e, "cannot read back decisions"),
@@ -264,7 +265,7 @@ impl<S: TraceSink> PartitionTask<S> {
                 .clone()
                 .unwrap_or_else(|| rules.decoder.clone());
             self.filter = rules.filter.clone();
-            self.bridged_until = Some(self.clock() + self.shared.window.decision_wait);
+            self.bridged_until = Some(self.clock() + self.shared.window.config.decision_wait);
         }
         if self.bridged_until.is_some_and(|t| t <= self.clock()) {
             self.bridged_until = None;
@@ -299,10 +300,10 @@ impl<S: TraceSink> PartitionTask<S> {
                     m.offset,
                     m.key.as_deref(),
                     &self.batch,
-                    self.shared.rekey.is_some(),
+                    self.shared.outputs.rekey.is_some(),
                     &self.shared.log_limiter,
                 );
-                if let (Some(_), Some(rekey)) = (misplaced, self.shared.rekey.clone()) {
+                if let (Some(_), Some(rekey)) = (misplaced, self.shared.outputs.rekey.clone()) {
                     self.rekey(m, normalized, &rekey).await;
                     return;
                 }
@@ -406,7 +407,7 @@ impl<S: TraceSink> PartitionTask<S> {
                     let decision = match remembered {
                         Remembered::Kept(d) => d,
                         // A dry run writes everything.
-                        Remembered::Dropped if self.shared.window.dry_run => {
+                        Remembered::Dropped if self.shared.window.config.dry_run => {
                             Decision::drop("late".into())
                         }
                         Remembered::Dropped => {
@@ -491,6 +492,7 @@ impl<S: TraceSink> PartitionTask<S> {
     async fn send_links(&mut self, flush: Flush) {
         let writer = self
             .shared
+            .observers
             .dependencies
             .as_ref()
             .and_then(|d| d.writer.get());
@@ -501,7 +503,7 @@ impl<S: TraceSink> PartitionTask<S> {
             partition: self.handle.partition,
             document: flush.document,
             records: flush.records,
-            log: self.shared.decision_log.get().cloned(),
+            log: self.shared.outputs.decision_log.get().cloned(),
             gate: self.ack_handle(flush.gate),
         };
         let started = Instant::now();
@@ -514,7 +516,7 @@ impl<S: TraceSink> PartitionTask<S> {
     /// `waits`: only once its dependency document is stored. A shutdown
     /// decision is not recorded: it is provisional (see `shutdown`).
     async fn log_decision(&mut self, d: &Decided, waits: bool) {
-        let Some(log) = self.shared.decision_log.get().cloned() else {
+        let Some(log) = self.shared.outputs.decision_log.get().cloned() else {
             return;
         };
         if d.reason == DecisionReason::Shutdown {
@@ -556,7 +558,7 @@ impl<S: TraceSink> PartitionTask<S> {
             ack: self.ack_handle(resolved),
         };
         let started = Instant::now();
-        self.shared.sink.submit(trace).await;
+        self.shared.outputs.sink.submit(trace).await;
         self.stalled += started.elapsed();
     }
 
@@ -572,7 +574,7 @@ impl<S: TraceSink> PartitionTask<S> {
     /// time in which its spans can arrive.
     fn clock(&self) -> Instant {
         let now = Instant::now();
-        now.checked_sub(self.stalled + self.shared.outage.total())
+        now.checked_sub(self.stalled + self.shared.window.outage.total())
             .unwrap_or(now)
     }
 
@@ -624,18 +626,18 @@ impl<S: TraceSink> PartitionTask<S> {
             offset: m.offset,
         };
         let ack = self.ack_handle(resolved);
-        self.shared.dead_letters.send(letter, ack).await;
+        self.shared.outputs.dead_letters.send(letter, ack).await;
     }
 
     /// Over the trace budget (`memory.limit`'s share), decide this
     /// partition's oldest traces early (reason `memory`) — its share of the
     /// excess.
     async fn relieve_memory(&mut self) {
-        let used = self.shared.occupancy.bytes();
-        if used <= self.shared.trace_budget {
+        let used = self.shared.window.occupancy.bytes();
+        if used <= self.shared.window.trace_budget {
             return;
         }
-        let share = (used - self.shared.trace_budget) / self.shared.registry.len().max(1);
+        let share = (used - self.shared.window.trace_budget) / self.shared.registry.len().max(1);
         let decided = self.window.shed(share.max(1), self.clock());
         self.handle_decided(decided).await;
     }
@@ -652,7 +654,7 @@ impl<S: TraceSink> PartitionTask<S> {
     /// replays them and decides each trace whole; what is written now is
     /// overwritten there (same `_id`s), not duplicated.
     async fn shutdown(mut self) {
-        if self.shared.on_shutdown == PendingOnShutdown::Decide {
+        if self.shared.window.on_shutdown == PendingOnShutdown::Decide {
             let decided = self.window.drain(self.clock());
             for d in &decided {
                 if let Some(first) = d.resolved.offsets.iter().map(|(o, _)| *o).min() {

@@ -16,8 +16,9 @@ use crate::decode::Encoding;
 use crate::loadgen::encode;
 use crate::loadgen::generator::{GenSpan, GenValue};
 use crate::model::{SpanId, TraceId};
+use crate::plan::Plan;
 use crate::sink::null::{Collected, CollectingSink};
-use crate::source::{PartitionHandle, Registry, Shared};
+use crate::source::{Observers, Outputs, PartitionHandle, Registry, Shared, WindowContext};
 use crate::telemetry::LogLimiter;
 use crate::window::{DecisionCache, Occupancy};
 
@@ -43,23 +44,27 @@ fn start(cfg: &Config) -> Task {
     let sink = Arc::new(CollectingSink::default());
     let stop = CancellationToken::new();
     let shared = Arc::new(Shared {
-        sink: sink.clone(),
-        dead_letters: Arc::new(CountOnly),
-        window: crate::plan::Plan::resolve(cfg)
-            .expect("test config resolves")
-            .window,
-        cache: Arc::new(DecisionCache::new(1000, 1000)),
-        decision_log: OnceLock::new(),
-        occupancy: Arc::new(Occupancy::default()),
-        span_metrics: None,
-        dependencies: None,
-        trace_budget: usize::MAX,
         registry: Arc::new(Registry::new("t")),
-        outage: Arc::default(),
         stop: stop.clone(),
-        on_shutdown: PendingOnShutdown::Decide,
         log_limiter: LogLimiter::default(),
-        rekey: None,
+        window: WindowContext {
+            config: Plan::resolve(cfg).expect("test config resolves").window,
+            cache: Arc::new(DecisionCache::new(1000, 1000)),
+            occupancy: Arc::new(Occupancy::default()),
+            trace_budget: usize::MAX,
+            outage: Arc::default(),
+            on_shutdown: PendingOnShutdown::Decide,
+        },
+        outputs: Outputs {
+            sink: sink.clone(),
+            dead_letters: Arc::new(CountOnly),
+            decision_log: OnceLock::new(),
+            rekey: None,
+        },
+        observers: Observers {
+            span_metrics: None,
+            dependencies: None,
+        },
     });
     let (rules, rx) = watch::channel(Arc::new(build_rules(cfg).expect("test rules")));
     let (input, messages) = mpsc::channel(16);
