@@ -7,8 +7,8 @@ use crate::config::Config;
 /// parts that grow with load get fixed shares of it:
 ///
 /// - buffered traces: a sixth, as the windows count them (the messages
-///   their spans keep alive plus bookkeeping; hash maps, vectors and the
-///   allocator add about half again). Beyond it the oldest traces are
+///   their spans keep alive plus bookkeeping; the windows' maps, vectors
+///   and allocator slack come on top). Beyond it the oldest traces are
 ///   decided early (reason `memory`);
 /// - the sink queue (`elasticsearch.queue_bytes` unless set): a tenth, at
 ///   most 64 MiB. Beyond it partitions are paused;
@@ -19,23 +19,17 @@ use crate::config::Config;
 ///   `kafka.properties`): a sixteenth, divided over the topic's partitions,
 ///   as an instance may be assigned all of them and librdkafka applies the
 ///   bound to each partition's queue (see `source::plan_prefetch`). A
-///   catching-up consumer needs room here: on the benchmark topic (6
-///   partitions), 4 MiB per partition consumed at 1.07 M spans/s, 16 MiB
-///   at 1.62 M;
+///   consumer catching up on a backlog is faster with more of it;
 /// - the decision cache: at most an eighth. The configured counts are
 ///   scaled down to fit it (and the scaling logged) so that a small limit
-///   cannot be overrun by remembered decisions; at the default 1 GiB the
-///   default counts take at most about 55 MiB;
+///   cannot be overrun by remembered decisions;
 /// - the rest, under half, covers what does not scale with the load or is
-///   not counted: runtime, librdkafka, partition channels,
-///   the binary's pages (~40 MiB for a debug build), the windows' maps and
-///   vectors and allocator slack (their real use measured ~1.45x their
-///   count), bulk request bodies in flight (twice each).
+///   not counted: runtime, librdkafka, partition channels, the binary's
+///   pages, the windows' maps and vectors and allocator slack, bulk request
+///   bodies in flight (twice each).
 ///
-/// Measured on the fault suite's burst (debug build, 6 partitions, a fresh
-/// instance catching up a backlog with the windows and the sink queue
-/// full): peak RSS 119 MiB at a 128 MiB limit, with freed pages returned
-/// at once above 90 % of it (see `memory.rs`).
+/// What these shares gave on real runs (peak RSS against the limit, speed
+/// by prefetch): benches/e2e/results.md, "Measurements behind the code".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
     pub traces: u64,

@@ -60,8 +60,8 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         // (`plan_prefetch`).
         .set(PREFETCH_PROPERTY, "16384")
         // Once that prefetch is full, librdkafka waits this long before the
-        // next fetch (default 1 s): catching up on a backlog was capped at
-        // 16 MiB per partition per second, with the consumer idle.
+        // next fetch (default 1 s, which capped a catch-up at one prefetch
+        // per partition per second, the consumer idle meanwhile).
         .set("fetch.queue.backoff.ms", "10");
     membership(cfg, &mut c);
     for (k, v) in &cfg.properties {
