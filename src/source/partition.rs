@@ -13,6 +13,7 @@ use bytes::Bytes;
 use rdkafka::Message;
 use rdkafka::message::{BorrowedMessage, Headers};
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant as TokioInstant;
 
 use super::Shared;
 use super::registry::PartitionHandle;
@@ -341,7 +342,7 @@ impl<S: TraceSink> PartitionTask<S> {
             m.offset,
             pieces.len() as u32 + u32::from(rejected.is_some()),
         );
-        let started = Instant::now();
+        let started = TokioInstant::now();
         let (offset, acks) = (m.offset, &self.acks_tx);
         let mut handed_out = 0;
         forwarder
@@ -506,7 +507,7 @@ impl<S: TraceSink> PartitionTask<S> {
             log: self.shared.outputs.decision_log.get().cloned(),
             gate: self.ack_handle(flush.gate),
         };
-        let started = Instant::now();
+        let started = TokioInstant::now();
         writer.send(batch).await;
         self.stalled += started.elapsed();
     }
@@ -537,7 +538,7 @@ impl<S: TraceSink> PartitionTask<S> {
             links.hold(pending);
             return;
         }
-        let started = Instant::now();
+        let started = TokioInstant::now();
         log.record(partition, pending).await;
         self.stalled += started.elapsed();
     }
@@ -557,7 +558,7 @@ impl<S: TraceSink> PartitionTask<S> {
             spans,
             ack: self.ack_handle(resolved),
         };
-        let started = Instant::now();
+        let started = TokioInstant::now();
         self.shared.outputs.sink.submit(trace).await;
         self.stalled += started.elapsed();
     }
@@ -572,8 +573,11 @@ impl<S: TraceSink> PartitionTask<S> {
     /// error span still to come: the trace dropped, and its rest following
     /// that decision). On this clock a trace gets its `decision_wait` of
     /// time in which its spans can arrive.
+    ///
+    /// Read from tokio's clock (the wall clock, virtual in paused-time
+    /// tests) like the stalls it subtracts.
     fn clock(&self) -> Instant {
-        let now = Instant::now();
+        let now = TokioInstant::now().into_std();
         now.checked_sub(self.stalled + self.shared.window.outage.total())
             .unwrap_or(now)
     }
