@@ -6,7 +6,8 @@
 //! writes Jaeger documents to Elasticsearch, `window` buffers spans per trace
 //! until a decision, `decision_log` records decisions on Kafka for the
 //! partition's next owner, `source` drives it all from a Kafka consumer group,
-//! `app` wires it together behind the CLI; `index_catalog` lists the
+//! `plan` resolves the validated `config` into what each stage is built
+//! from, and `app` builds and wires the stages behind the CLI; `index_catalog` lists the
 //! indices under a prefix, `retention` prunes old ones and `rollover` rolls
 //! the alias mode's indices over; `memory` holds the allocator to
 //! `memory.limit`; `collector` reads OpenTelemetry Collector
