@@ -55,13 +55,11 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
-        // Prefetch per partition (separate partition queues); beyond it the
-        // pump's pause takes over. The service sets it from memory.limit
-        // (`plan_prefetch`).
-        .set(PREFETCH_PROPERTY, "16384")
-        // Once that prefetch is full, librdkafka waits this long before the
-        // next fetch (default 1 s, which capped a catch-up at one prefetch
-        // per partition per second, the consumer idle meanwhile).
+        // The prefetch per partition (separate partition queues) comes from
+        // the plan, in `cfg.properties` (`plan_prefetch`); beyond it the
+        // pump's pause takes over. Once it is full, librdkafka waits this
+        // long before the next fetch (default 1 s, which capped a catch-up
+        // at one prefetch per partition per second, the consumer idle).
         .set("fetch.queue.backoff.ms", "10");
     membership(cfg, &mut c);
     for (k, v) in &cfg.properties {
