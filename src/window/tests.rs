@@ -191,14 +191,14 @@ fn only_windows_over_their_share_shed() {
     let now = t0 + Duration::from_secs(2);
 
     assert!(head.window.relieve(budget, 2, now).is_empty());
-    assert!(matches!(
-        head.insert(span(30, 2, 1, SpanStatus::Error), now),
-        Inserted::Buffered
-    ));
     let shed = backlog.window.relieve(budget, 2, now);
     let ids: Vec<u8> = shed.iter().map(|d| d.trace_id.0[0]).collect();
     assert_eq!(ids, vec![10, 11, 12, 13, 14]);
     assert!(shed.iter().all(|d| d.reason == DecisionReason::Memory));
+    assert!(matches!(
+        head.insert(span(30, 2, 1, SpanStatus::Error), now),
+        Inserted::Buffered
+    ));
     let decided = head.window.expire(t0 + Duration::from_secs(11));
     assert_eq!(decided.len(), 1);
     assert!(decided[0].decision.keep, "the error trace is kept whole");
