@@ -543,19 +543,24 @@ pub struct MemoryConfig {
 /// process, so that it can be the container's limit minus a margin; the
 /// parts that grow with load get fixed shares of it:
 ///
-/// - buffered traces: a sixth, as the windows count them (the messages
-///   their spans keep alive plus bookkeeping; hash maps, vectors and the
-///   allocator add about half again). Beyond it the oldest traces are
-///   decided early (reason `memory`);
-/// - the sink queue (`elasticsearch.queue_bytes` unless set): a tenth, at
-///   most 64 MiB. Beyond it partitions are paused;
+/// - buffered traces: an eighth, as the windows count them (the messages
+///   their spans keep alive plus bookkeeping). Hash maps, vectors and the
+///   allocator's partly used pages make their resident memory about 2.5
+///   times that count (the burst scenario: 21 MiB counted, 36 MiB
+///   allocated, 19 MiB more in partly used pages). Beyond it the oldest
+///   traces of the windows over their share are decided early (reason
+///   `memory`);
+/// - the sink queue (`elasticsearch.queue_bytes` unless set): a sixteenth,
+///   at most 64 MiB. Beyond it partitions are paused;
 /// - dead letters in flight to Kafka, and in repartition mode the pieces
 ///   in flight: a sixteenth (each). Beyond it the producing partition
 ///   waits, so a refusing broker cannot hold bad input without bound;
-/// - librdkafka's prefetch (`queued.max.messages.kbytes` unless set in
-///   `kafka.properties`): a sixteenth, divided over the topic's partitions,
-///   as an instance may be assigned all of them and librdkafka applies the
-///   bound to each partition's queue (see `source::plan_prefetch`). A
+/// - librdkafka's prefetch: a sixteenth, divided over the topic's
+///   partitions, as an instance may be assigned all of them and librdkafka
+///   applies its bounds to each partition's queue; half of a partition's
+///   share is its `queued.max.messages.kbytes` unless set in
+///   `kafka.properties`, the rest one fetch's overshoot and librdkafka's
+///   memory per message (see `source::plan_prefetch`). A
 ///   catching-up consumer needs room here: on the benchmark topic (6
 ///   partitions), 4 MiB per partition consumed at 1.07 M spans/s, 16 MiB
 ///   at 1.62 M;
@@ -563,16 +568,20 @@ pub struct MemoryConfig {
 ///   scaled down to fit it (and the scaling logged) so that a small limit
 ///   cannot be overrun by remembered decisions; at the default 1 GiB the
 ///   default counts take at most about 55 MiB;
-/// - the rest, under half, covers what does not scale with the load or is
+/// - the rest, over half, covers what does not scale with the load or is
 ///   not counted: runtime, librdkafka, partition channels,
 ///   the binary's pages (~40 MiB for a debug build), the windows' maps and
-///   vectors and allocator slack (their real use measured ~1.45x their
-///   count), bulk request bodies in flight (twice each).
+///   vectors and allocator slack (above), bulk request bodies in flight
+///   (twice each).
 ///
 /// Measured on the fault suite's burst (debug build, 6 partitions, a fresh
 /// instance catching up a backlog with the windows and the sink queue
-/// full): peak RSS 119 MiB at a 128 MiB limit, with freed pages returned
-/// at once above 90 % of it (see `memory.rs`).
+/// full): peak RSS 158-167 MiB at a 128 MiB limit with a sixth for traces,
+/// a tenth for the sink queue (whose encoded traces then held 2.7 times
+/// what it counted) and the whole share as librdkafka's queue bound (its
+/// queues held twice the plan); see the README's fault table for the
+/// shares above. Freed pages are returned at once above 90 % of the
+/// limit (see `memory.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
     pub traces: u64,
@@ -594,9 +603,9 @@ impl MemoryPlan {
         let sink_queue = cfg
             .elasticsearch
             .queue_bytes
-            .map_or((limit / 10).min(64 * MIB), |q| q.as_u64());
+            .map_or((limit / 16).min(64 * MIB), |q| q.as_u64());
         Self {
-            traces: limit / 6,
+            traces: limit / 8,
             sink_queue,
             dead_letters: limit / 16,
             prefetch: limit / 16,
@@ -951,13 +960,13 @@ pub(crate) mod tests {
         let f = write("memory:\n  limit: 128MiB\n");
         let cfg = Config::load(&f.0).unwrap();
         let plan = MemoryPlan::new(&cfg);
-        assert_eq!(plan.traces, 128 * MIB / 6);
-        assert_eq!(plan.sink_queue, 128 * MIB / 10);
+        assert_eq!(plan.traces, 128 * MIB / 8);
+        assert_eq!(plan.sink_queue, 128 * MIB / 16);
         assert_eq!(plan.prefetch, 8 * MIB);
         assert_eq!(plan.dead_letters, 8 * MIB);
         assert_eq!(
             cfg.elasticsearch.queue_bytes,
-            Some(ByteSize::b(128 * MIB / 10))
+            Some(ByteSize::b(128 * MIB / 16))
         );
         // Prefetch: the plan's share over the topic's partitions, bounded.
         assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 8), MIB);
@@ -974,7 +983,7 @@ pub(crate) mod tests {
         );
         let cfg = Config::load(&f.0).unwrap();
         let plan = MemoryPlan::new(&cfg);
-        assert_eq!(plan.traces, 1024 * MIB / 6);
+        assert_eq!(plan.traces, 1024 * MIB / 8);
         assert_eq!(plan.sink_queue, 100 * MIB);
         assert_eq!(plan.prefetch_per_partition(&cfg.kafka, 100), 4 * MIB);
         let mut d = Config::default();
