@@ -243,7 +243,7 @@ fn decision_cache(cfg: &Config) -> DecisionCache {
             configured_dropped = c.dropped,
             kept,
             dropped,
-            "sampling.decision_cache does not fit an eighth of memory.limit; remembering fewer decisions"
+            "sampling.decision_cache does not fit a sixteenth of memory.limit; remembering fewer decisions"
         );
     }
     DecisionCache::new(kept, dropped)

@@ -564,10 +564,11 @@ pub struct MemoryConfig {
 ///   catching-up consumer needs room here: on the benchmark topic (6
 ///   partitions), 4 MiB per partition consumed at 1.07 M spans/s, 16 MiB
 ///   at 1.62 M;
-/// - the decision cache: at most an eighth. The configured counts are
+/// - the decision cache: at most a sixteenth. The configured counts are
 ///   scaled down to fit it (and the scaling logged) so that a small limit
 ///   cannot be overrun by remembered decisions; at the default 1 GiB the
-///   default counts take at most about 55 MiB;
+///   default counts fit (about 55 MiB). Its tables are allocated whole at
+///   the start and touched at random, so it costs its share early;
 /// - the rest, over half, covers what does not scale with the load or is
 ///   not counted: runtime, librdkafka, partition channels,
 ///   the binary's pages (~40 MiB for a debug build), the windows' maps and
@@ -609,7 +610,7 @@ impl MemoryPlan {
             sink_queue,
             dead_letters: limit / 16,
             prefetch: limit / 16,
-            decision_cache: limit / 8,
+            decision_cache: limit / 16,
         }
     }
 
