@@ -545,11 +545,10 @@ pub struct MemoryConfig {
 ///
 /// - buffered traces: an eighth, as the windows count them (the messages
 ///   their spans keep alive plus bookkeeping). Hash maps, vectors and the
-///   allocator's partly used pages make their resident memory about 2.5
-///   times that count (the burst scenario: 21 MiB counted, 36 MiB
-///   allocated, 19 MiB more in partly used pages). Beyond it the oldest
-///   traces of the windows over their share are decided early (reason
-///   `memory`);
+///   allocator's partly used pages make their resident memory a multiple
+///   of that count (see the README's fault injection section). Beyond it
+///   the oldest traces of the windows over their share are decided early
+///   (reason `memory`);
 /// - the sink queue (`elasticsearch.queue_bytes` unless set): a sixteenth,
 ///   at most 64 MiB. Beyond it partitions are paused;
 /// - dead letters in flight to Kafka, and in repartition mode the pieces
@@ -575,14 +574,10 @@ pub struct MemoryConfig {
 ///   vectors and allocator slack (above), bulk request bodies in flight
 ///   (twice each).
 ///
-/// Measured on the fault suite's burst (debug build, 6 partitions, a fresh
+/// Checked by the fault suite's burst (debug build, 6 partitions, a fresh
 /// instance catching up a backlog with the windows and the sink queue
-/// full): peak RSS 158-167 MiB at a 128 MiB limit with a sixth for traces,
-/// a tenth for the sink queue (whose encoded traces then held 2.7 times
-/// what it counted) and the whole share as librdkafka's queue bound (its
-/// queues held twice the plan); see the README's fault table for the
-/// shares above. Freed pages are returned at once above 90 % of the
-/// limit (see `memory.rs`).
+/// full, a 128 MiB limit; figures in the README's fault table). Freed
+/// pages are returned at once above 90 % of the limit (see `memory.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
     pub traces: u64,

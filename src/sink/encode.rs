@@ -120,8 +120,7 @@ impl Encoder {
         }
         // Sized for the worst case (three times the wire bytes); the sink
         // queue counts the length, and the buffer lives until Elasticsearch
-        // took the trace: give the rest back (the burst scenario's queue
-        // held about 2.7 times what it counted).
+        // took the trace: give the rest back.
         out.shrink_to_fit();
         EncodedTrace {
             ndjson: Bytes::from(out),

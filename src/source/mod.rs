@@ -154,9 +154,7 @@ pub fn default_instance_id(metrics_listen: &str) -> Option<String> {
 /// partitions. A partition's share holds its queued messages (half of
 /// it), one fetch's overshoot past that bound (`fetch.message.max.bytes`,
 /// a quarter, 64 KiB to 1 MiB) and librdkafka's own memory per message
-/// besides the payload it counts (the rest): with half for the queue and
-/// half for the fetch, the burst scenario's queues held twice the plan.
-/// Blocks on a metadata request.
+/// besides the payload it counts (the rest). Blocks on a metadata request.
 pub fn plan_prefetch(cfg: &KafkaConfig, plan: &MemoryPlan) -> KafkaConfig {
     let partitions = topic_partitions(cfg).unwrap_or_else(|e| {
         tracing::warn!(topic = %cfg.topic, error = %e, assumed = UNKNOWN_PARTITIONS,
