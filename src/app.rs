@@ -236,7 +236,7 @@ fn decision_cache(cfg: &Config, size: CacheSize) -> DecisionCache {
             configured_dropped = c.dropped,
             kept = size.kept,
             dropped = size.dropped,
-            "sampling.decision_cache does not fit an eighth of memory.limit; remembering fewer decisions"
+            "sampling.decision_cache does not fit a sixteenth of memory.limit; remembering fewer decisions"
         );
     }
     DecisionCache::new(size.kept, size.dropped)

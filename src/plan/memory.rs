@@ -6,24 +6,28 @@ use crate::config::Config;
 /// process, so that it can be the container's limit minus a margin; the
 /// parts that grow with load get fixed shares of it:
 ///
-/// - buffered traces: a sixth, as the windows count them (the messages
-///   their spans keep alive plus bookkeeping; the windows' maps, vectors
-///   and allocator slack come on top). Beyond it the oldest traces are
-///   decided early (reason `memory`);
-/// - the sink queue (`elasticsearch.queue_bytes` unless set): a tenth, at
-///   most 64 MiB. Beyond it partitions are paused;
+/// - buffered traces: an eighth, as the windows count them (the messages
+///   their spans keep alive plus bookkeeping). Hash maps, vectors and the
+///   allocator's partly used pages make their resident memory a multiple
+///   of that count. Beyond it the oldest traces of the windows over their
+///   share are decided early (reason `memory`);
+/// - the sink queue (`elasticsearch.queue_bytes` unless set): a sixteenth,
+///   at most 64 MiB. Beyond it partitions are paused;
 /// - dead letters in flight to Kafka, and in repartition mode the pieces
 ///   in flight: a sixteenth (each). Beyond it the producing partition
 ///   waits, so a refusing broker cannot hold bad input without bound;
-/// - librdkafka's prefetch (`queued.max.messages.kbytes` unless set in
-///   `kafka.properties`): a sixteenth, divided over the topic's partitions,
-///   as an instance may be assigned all of them and librdkafka applies the
-///   bound to each partition's queue (see `source::plan_prefetch`). A
-///   consumer catching up on a backlog is faster with more of it;
-/// - the decision cache: at most an eighth. The configured counts are
+/// - librdkafka's prefetch: a sixteenth, divided over the topic's
+///   partitions, as an instance may be assigned all of them and librdkafka
+///   applies its bounds to each partition's queue; half of a partition's
+///   share is its `queued.max.messages.kbytes` unless set in
+///   `kafka.properties`, the rest one fetch's overshoot and librdkafka's
+///   memory per message (see `source::plan_prefetch`). A consumer catching
+///   up on a backlog is faster with more of it;
+/// - the decision cache: at most a sixteenth. The configured counts are
 ///   scaled down to fit it (and the scaling logged) so that a small limit
-///   cannot be overrun by remembered decisions;
-/// - the rest, under half, covers what does not scale with the load or is
+///   cannot be overrun by remembered decisions. Its tables are allocated
+///   whole at the start and touched at random, so it costs its share early;
+/// - the rest, over half, covers what does not scale with the load or is
 ///   not counted: runtime, librdkafka, partition channels, the binary's
 ///   pages, the windows' maps and vectors and allocator slack, bulk request
 ///   bodies in flight (twice each).
@@ -51,13 +55,13 @@ impl MemoryPlan {
         let sink_queue = cfg
             .elasticsearch
             .queue_bytes
-            .map_or((limit / 10).min(64 * MIB), |q| q.as_u64());
+            .map_or((limit / 16).min(64 * MIB), |q| q.as_u64());
         Self {
-            traces: limit / 6,
+            traces: limit / 8,
             sink_queue,
             dead_letters: limit / 16,
             prefetch: limit / 16,
-            decision_cache: limit / 8,
+            decision_cache: limit / 16,
         }
     }
 }

@@ -10,11 +10,11 @@ fn plan(yaml: &str) -> Plan {
 #[test]
 fn memory_limit_is_shared_out_unless_parts_are_set() {
     let p = plan("memory:\n  limit: 128MiB\n");
-    assert_eq!(p.memory.traces, 128 * MIB / 6);
-    assert_eq!(p.memory.sink_queue, 128 * MIB / 10);
+    assert_eq!(p.memory.traces, 128 * MIB / 8);
+    assert_eq!(p.memory.sink_queue, 128 * MIB / 16);
     assert_eq!(p.memory.prefetch, 8 * MIB);
     assert_eq!(p.memory.dead_letters, 8 * MIB);
-    assert_eq!(p.sink.queue_bytes, 128 * MIB / 10);
+    assert_eq!(p.sink.queue_bytes, 128 * MIB / 16);
     // Prefetch: the plan's share over the topic's partitions, bounded.
     assert_eq!(p.prefetch.per_partition(8), MIB);
     assert_eq!(p.prefetch.per_partition(512), MIB / 4);
@@ -29,7 +29,7 @@ fn memory_limit_is_shared_out_unless_parts_are_set() {
         "kafka:\n  properties:\n    queued.max.messages.kbytes: \"4096\"\n\
          elasticsearch:\n  queue_bytes: 100MiB\n",
     );
-    assert_eq!(p.memory.traces, 1024 * MIB / 6);
+    assert_eq!(p.memory.traces, 1024 * MIB / 8);
     assert_eq!(p.sink.queue_bytes, 100 * MIB);
     assert_eq!(p.prefetch.per_partition(100), 4 * MIB);
 
@@ -44,7 +44,7 @@ fn the_plan_leaves_the_config_as_written() {
     let cfg = Config::load(&f.0).expect("test config loads");
     let p = Plan::resolve(&cfg).expect("resolves");
     assert_eq!(cfg.elasticsearch.queue_bytes, None);
-    assert_eq!(p.sink.queue_bytes, 128 * MIB / 10);
+    assert_eq!(p.sink.queue_bytes, 128 * MIB / 16);
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn bulk_requests_stay_small_next_to_the_queue() {
     assert_eq!(bulk_limits(&cfg, 16 << 20).max_bytes.as_u64(), 2 << 20);
     assert_eq!(bulk_limits(&cfg, 1 << 20).max_bytes.as_u64(), 256 * 1024);
     let p = plan("memory:\n  limit: 128MiB\n");
-    assert_eq!(p.sink.bulk.max_bytes.as_u64(), 128 * MIB / 10 / 8);
+    assert_eq!(p.sink.bulk.max_bytes.as_u64(), 128 * MIB / 16 / 8);
 }
 
 #[test]

@@ -118,6 +118,10 @@ impl Encoder {
                 Err(e) => rejects.push(reject(span, &key, "invalid_span", e.to_string())),
             }
         }
+        // Sized for the worst case (three times the wire bytes); the sink
+        // queue counts the length, and the buffer lives until Elasticsearch
+        // took the trace: give the rest back.
+        out.shrink_to_fit();
         EncodedTrace {
             ndjson: Bytes::from(out),
             docs,

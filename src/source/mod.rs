@@ -104,9 +104,10 @@ pub fn default_instance_id(metrics_listen: &str) -> Option<String> {
 
 /// `cfg` with librdkafka's prefetch bound from the memory plan, unless
 /// `kafka.properties` sets it: the plan's prefetch over the topic's
-/// partitions, with `fetch.message.max.bytes` at half a partition's share
-/// (64 KiB to 1 MiB), by which one fetch may overshoot it. Blocks on a
-/// metadata request.
+/// partitions. A partition's share holds its queued messages (half of
+/// it), one fetch's overshoot past that bound (`fetch.message.max.bytes`,
+/// a quarter, 64 KiB to 1 MiB) and librdkafka's own memory per message
+/// besides the payload it counts (the rest). Blocks on a metadata request.
 pub fn plan_prefetch(cfg: &KafkaConfig, prefetch: Prefetch) -> KafkaConfig {
     let partitions = topic_partitions(cfg).unwrap_or_else(|e| {
         tracing::warn!(topic = %cfg.topic, error = %e, assumed = UNKNOWN_PARTITIONS,
@@ -118,8 +119,8 @@ pub fn plan_prefetch(cfg: &KafkaConfig, prefetch: Prefetch) -> KafkaConfig {
     let props = &mut planned.properties;
     props
         .entry(PREFETCH_PROPERTY.into())
-        .or_insert_with(|| (per_partition / 1024).to_string());
-    let fetch = (per_partition / 2).clamp(64 * 1024, 1024 * 1024);
+        .or_insert_with(|| (per_partition / 2 / 1024).to_string());
+    let fetch = (per_partition / 4).clamp(64 * 1024, 1024 * 1024);
     props
         .entry("fetch.message.max.bytes".into())
         .or_insert_with(|| fetch.to_string());

@@ -278,6 +278,7 @@ impl<S: TraceSink> PartitionTask<S> {
         self.refresh_rules();
         let decided = self.window.expire(self.clock());
         self.handle_decided(decided).await;
+        self.relieve_memory().await;
         if let Some(red) = &mut self.red {
             red.flush();
         }
@@ -634,15 +635,11 @@ impl<S: TraceSink> PartitionTask<S> {
     }
 
     /// Over the trace budget (`memory.limit`'s share), decide this
-    /// partition's oldest traces early (reason `memory`) — its share of the
-    /// excess.
+    /// partition's oldest traces early (reason `memory`) if it holds more
+    /// than its share (see `TraceWindow::relieve`).
     async fn relieve_memory(&mut self) {
-        let used = self.shared.window.occupancy.bytes();
-        if used <= self.shared.window.trace_budget {
-            return;
-        }
-        let share = (used - self.shared.window.trace_budget) / self.shared.registry.len().max(1);
-        let decided = self.window.shed(share.max(1), self.clock());
+        let (budget, partitions) = (self.shared.window.trace_budget, self.shared.registry.len());
+        let decided = self.window.relieve(budget, partitions, self.clock());
         self.handle_decided(decided).await;
     }
 

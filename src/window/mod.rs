@@ -207,6 +207,8 @@ pub struct TraceWindow {
     deadlines: Deadlines,
     cache: Arc<DecisionCache>,
     occupancy: Arc<Occupancy>,
+    /// This window's part of `occupancy.bytes`.
+    bytes: usize,
     metrics: DecisionMetrics,
 }
 
@@ -224,6 +226,7 @@ impl TraceWindow {
             deadlines: Deadlines::default(),
             cache,
             occupancy,
+            bytes: 0,
             metrics: DecisionMetrics::default(),
         }
     }
@@ -257,6 +260,7 @@ impl TraceWindow {
                     return Inserted::Late(r, found);
                 }
                 self.occupancy.add(TRACE_OVERHEAD, 0, 1);
+                self.bytes += TRACE_OVERHEAD;
                 self.deadlines.push_wait(now + self.cfg.decision_wait, id);
                 slot.insert(TraceEntry::new(id, &self.engine, now, expected))
             }
@@ -271,6 +275,7 @@ impl TraceWindow {
         let cost = wire + SPAN_OVERHEAD + self.cfg.tracked_bytes_per_span;
         entry.charged += cost;
         self.occupancy.add(cost, 1, 0);
+        self.bytes += cost;
         let over_limit = entry.summary.span_count >= self.cfg.max_spans_per_trace
             || entry.summary.bytes >= self.cfg.max_bytes_per_trace;
         if !root_before && entry.summary.root_seen {
@@ -289,6 +294,7 @@ impl TraceWindow {
         if let Some(entry) = self.traces.get_mut(id) {
             entry.charged += bytes;
             self.occupancy.add(bytes, 0, 0);
+            self.bytes += bytes;
         }
     }
 
@@ -313,6 +319,24 @@ impl TraceWindow {
             out.extend(self.decide(&id, reason, now));
         }
         out
+    }
+
+    /// Over `budget` (all windows' traces together, shared by `windows`),
+    /// decides this window's oldest traces early, down to its fair share of
+    /// the budget and by at most the total excess. A window under its share
+    /// sheds nothing, even while the total is over: its traces may be the
+    /// newest of all, still receiving spans (a partition at the head of its
+    /// topic beside others catching up a backlog), and a trace decided from
+    /// its first spans takes its later ones, an error among them, with it.
+    /// The windows over their share (there is one while the total is over)
+    /// shed instead, their oldest first.
+    pub fn relieve(&mut self, budget: usize, windows: usize, now: Instant) -> Vec<Decided> {
+        let excess = self.occupancy.bytes().saturating_sub(budget);
+        let over_share = self.bytes.saturating_sub(budget / windows.max(1));
+        match excess.min(over_share) {
+            0 => Vec::new(),
+            bytes => self.shed(bytes, now),
+        }
     }
 
     /// Decides the oldest traces early until this window's buffered bytes
@@ -350,6 +374,7 @@ impl TraceWindow {
         let entry = self.traces.remove(id)?;
         self.occupancy
             .sub(entry.charged, i64::from(entry.summary.span_count), 1);
+        self.bytes -= entry.charged;
         let decision = entry.engine.decide(&entry.summary, &entry.state, now);
         // A shutdown decision is provisional: the next owner replays the
         // trace and decides it whole (see `PartitionTask::shutdown`).

@@ -166,6 +166,45 @@ fn shed_decides_oldest_for_memory() {
     assert_eq!(f.window.trace_count(), 1);
 }
 
+/// A partition at the head of its topic beside one catching up a backlog:
+/// together they are over the budget, but the small window holds only a
+/// trace still receiving spans. Decided now from its first (OK) span, its
+/// error span, next, would follow a drop: the window over its share sheds
+/// instead, its oldest first, by the excess.
+#[test]
+fn only_windows_over_their_share_shed() {
+    let mut backlog = fixture(cfg(), errors_only());
+    let cache = Arc::new(DecisionCache::new(64, 64));
+    let window = TraceWindow::new(cfg(), errors_only(), cache, backlog.occupancy.clone());
+    let mut head = Fixture {
+        window,
+        occupancy: backlog.occupancy.clone(),
+        payload: backlog.payload.clone(),
+    };
+    let t0 = Instant::now();
+    for trace in 10..20 {
+        backlog.insert(span(trace, 1, 0, SpanStatus::Ok), t0);
+    }
+    head.insert(span(30, 1, 9, SpanStatus::Ok), t0 + Duration::from_secs(1));
+    let per_trace = backlog.occupancy.bytes() / 11;
+    let budget = 6 * per_trace;
+    let now = t0 + Duration::from_secs(2);
+
+    assert!(head.window.relieve(budget, 2, now).is_empty());
+    let shed = backlog.window.relieve(budget, 2, now);
+    let ids: Vec<u8> = shed.iter().map(|d| d.trace_id.0[0]).collect();
+    assert_eq!(ids, vec![10, 11, 12, 13, 14]);
+    assert!(shed.iter().all(|d| d.reason == DecisionReason::Memory));
+    assert!(matches!(
+        head.insert(span(30, 2, 1, SpanStatus::Error), now),
+        Inserted::Buffered
+    ));
+    let decided = head.window.expire(t0 + Duration::from_secs(11));
+    assert_eq!(decided.len(), 1);
+    assert!(decided[0].decision.keep, "the error trace is kept whole");
+    assert_eq!(decided[0].spans.len(), 2);
+}
+
 #[test]
 fn dry_run_marks_would_drop() {
     let mut c = cfg();
