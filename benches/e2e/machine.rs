@@ -25,7 +25,7 @@ impl Machine {
     pub fn markdown(&self) -> String {
         format!(
             "Machine: {} CPUs ({}), {} RAM, Linux {}. Kafka {}, Elasticsearch {}, \
-             OpenTelemetry Collector {}, Jaeger {}, tailsift {} ({}). Load average at the end: {}.",
+             OpenTelemetry Collector {}, Jaeger v2 (module {}), tailsift {} ({}). Load average at the end: {}.",
             self.cpus,
             self.cpu_model,
             self.memory,

@@ -387,7 +387,7 @@ fn jaeger(r: &Results) -> Table {
         SinkMedians::of(&r.es_policies, spans),
         SinkMedians::of(&r.jaeger, spans),
     );
-    let version = format!("Jaeger v2 {}", r.machine.jaeger);
+    let version = format!("Jaeger v2 (module {})", r.machine.jaeger);
     for (name, m, n) in [
         ("tailsift", &ts, r.es_policies.len()),
         (version.as_str(), &jg, r.jaeger.len()),

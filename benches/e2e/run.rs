@@ -231,7 +231,8 @@ impl Run {
     /// shared, so neither side should get all the quiet (or busy) minutes.
     fn elasticsearch(&self, es: &Es, r: &mut Results) -> Result<()> {
         let (bulk, all) = (self.wanted("bulk"), self.wanted("es100"));
-        if bulk || all {
+        let versus = self.wanted("es3") || self.wanted("jaeger");
+        if bulk || all || versus {
             self.bulk(es, "warmup", WARMUP_SPANS.min(self.load.spans))?;
         }
         for i in 1..=self.args.repeat.max(1) {
@@ -241,12 +242,12 @@ impl Run {
             }
             if all {
                 r.es_keep_all
-                    .push(self.tailsift_es(es, &format!("es100-{i}"), KEEP_ALL)?);
+                    .push(self.tailsift_es(es, &format!("es100-{i}"), KEEP_ALL, watch::POLL)?);
             }
         }
         if self.wanted("es10") {
             r.es_keep_10 =
-                self.repeat(|run, i| run.tailsift_es(es, &format!("es10-{i}"), KEEP_10))?;
+                self.repeat(|run, i| run.tailsift_es(es, &format!("es10-{i}"), KEEP_10, watch::POLL))?;
         }
         self.versus_jaeger(es, r)
     }
@@ -258,7 +259,7 @@ impl Run {
         for i in 1..=self.args.repeat.max(1) {
             if self.wanted("es3") {
                 r.es_policies
-                    .push(self.tailsift_es(es, &format!("es3-{i}"), POLICIES)?);
+                    .push(self.tailsift_es(es, &format!("es3-{i}"), POLICIES, COMPARISON_POLL)?);
             }
             if let Some(program) = &jaeger {
                 r.jaeger
@@ -496,13 +497,24 @@ impl Run {
         Ok(result)
     }
 
-    fn tailsift_es(&self, es: &Es, name: &str, policies: &str) -> Result<SinkRun> {
+    /// `poll`: how often its metrics are scraped.
+    fn tailsift_es(
+        &self,
+        es: &Es,
+        name: &str,
+        policies: &str,
+        poll: Duration,
+    ) -> Result<SinkRun> {
         step(&format!("(d) tailsift run, Elasticsearch sink [{name}]"));
         let (config, listen) = self.tailsift_config(name, policies, &SHORT)?;
         let messages = self.load.messages as f64;
         let spans = self.load.spans as f64;
+        let contender = Contender {
+            poll,
+            ..self.tailsift(&config, name, listen, "elasticsearch")
+        };
         let observed = watch::observe(
-            &self.tailsift(&config, name, listen, "elasticsearch"),
+            &contender,
             self.timeout(),
             Duration::ZERO,
             |m| {
@@ -546,7 +558,10 @@ impl Run {
         step(&format!(
             "(f) Jaeger v2: kafka -> tail_sampling -> Elasticsearch [{name}]"
         ));
-        let contender = self.jaeger(program, es, name)?;
+        let contender = Contender {
+            poll: COMPARISON_POLL,
+            ..self.jaeger(program, es, name)?
+        };
         let (spans, traces) = (self.load.spans as f64, self.load.traces as f64);
         let mut quiet = Quiet::default();
         let observed = watch::observe(&contender, self.timeout(), Duration::ZERO, |m| {
@@ -567,7 +582,10 @@ impl Run {
     fn tailsift_crash(&self, es: &Es, expected: u64) -> Result<Crash> {
         let name = "crash-tailsift";
         let (config, listen) = self.tailsift_config(name, POLICIES, &SHORT)?;
-        let contender = self.tailsift(&config, name, listen, "elasticsearch");
+        let contender = Contender {
+            poll: COMPARISON_POLL,
+            ..self.tailsift(&config, name, listen, "elasticsearch")
+        };
         self.crash(es, name, "tailsift", expected, contender, Sink {
             written: tailsift_written,
             movement: tailsift_movement,
@@ -577,8 +595,11 @@ impl Run {
     /// Jaeger v2 killed once half the expected documents are indexed.
     fn jaeger_crash(&self, program: &Path, es: &Es, expected: u64) -> Result<Crash> {
         let name = "crash-jaeger";
-        let contender = self.jaeger(program, es, name)?;
-        let label = format!("Jaeger v2 {}", self.args.jaeger_version);
+        let contender = Contender {
+            poll: COMPARISON_POLL,
+            ..self.jaeger(program, es, name)?
+        };
+        let label = format!("Jaeger v2 (module {})", self.args.jaeger_version);
         self.crash(es, name, &label, expected, contender, Sink {
             written: jaeger_written,
             movement: jaeger_movement,
@@ -723,6 +744,7 @@ impl Run {
             ],
             metrics_addr: listen,
             log: self.file(&format!("tailsift-{name}.log")),
+            poll: watch::POLL,
         }
     }
 
@@ -756,6 +778,7 @@ impl Run {
             args: vec![format!("--config={}", config.display())],
             metrics_addr: format!("127.0.0.1:{port}"),
             log: self.file(&format!("{name}.log")),
+            poll: watch::POLL,
         })
     }
 
@@ -785,6 +808,7 @@ impl Run {
             args: vec![format!("--config={}", config.display())],
             metrics_addr: format!("127.0.0.1:{port}"),
             log: self.file(&format!("{name}.log")),
+            poll: watch::POLL,
         })
     }
 }
@@ -804,6 +828,11 @@ fn otel_decided(m: &Metrics) -> f64 {
         "otelcol_processor_tail_sampling_global_count_traces_sampled",
     ])
 }
+
+/// Scrape interval of the Jaeger v2 comparison, which is about CPU: a
+/// scrape of tailsift's page (span metrics included) costs it ~2.4 ms.
+/// Both sides are scraped at this interval.
+const COMPARISON_POLL: Duration = Duration::from_millis(250);
 
 /// Longer than the tail sampler's one-second tick and the bulk flush
 /// interval: counters unchanged this long mean the pipeline is empty.

@@ -12,9 +12,9 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use crate::procstat::{self, ProcStats};
 use crate::prom::Metrics;
 
-/// How often metrics and /proc are sampled: fine enough for runs of a few
-/// seconds, rare enough not to load the contender.
-const POLL: Duration = Duration::from_millis(50);
+/// How often metrics and /proc are sampled by default: fine enough for
+/// runs of a few seconds, rare enough not to load the contender.
+pub const POLL: Duration = Duration::from_millis(50);
 
 #[derive(Clone)]
 pub struct Contender {
@@ -23,6 +23,8 @@ pub struct Contender {
     /// host:port of its Prometheus endpoint.
     pub metrics_addr: String,
     pub log: PathBuf,
+    /// How often its metrics are scraped (each scrape costs it CPU).
+    pub poll: Duration,
 }
 
 /// How far a contender got, judged from one scrape.
@@ -80,7 +82,7 @@ pub fn kill_when(
     let mut child = spawn(c)?;
     let deadline = Instant::now() + timeout;
     let result = loop {
-        std::thread::sleep(POLL);
+        std::thread::sleep(c.poll);
         match child.try_wait() {
             Ok(None) => {}
             Ok(Some(status)) => {
@@ -140,7 +142,7 @@ fn sample_until_done(
     let (mut first, mut consumed) = (None, None);
     let (mut baseline_rss, mut output, mut last_output) = (0, 0.0, Instant::now());
     loop {
-        std::thread::sleep(POLL);
+        std::thread::sleep(c.poll);
         if let Some(status) = child.try_wait()? {
             bail!(
                 "{} exited ({status}); log: {}",
