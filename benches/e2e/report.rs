@@ -149,7 +149,10 @@ impl Results {
         differ.then(|| {
             format!(
                 "span documents differ: tailsift {:?}, Jaeger v2 {:?}",
-                self.es_policies.iter().map(|r| r.span_docs).collect::<Vec<_>>(),
+                self.es_policies
+                    .iter()
+                    .map(|r| r.span_docs)
+                    .collect::<Vec<_>>(),
                 self.jaeger.iter().map(|r| r.span_docs).collect::<Vec<_>>()
             )
         })
@@ -352,10 +355,7 @@ struct SinkMedians {
 
 impl SinkMedians {
     fn of(runs: &[SinkRun], spans: u64) -> Option<Self> {
-        let per_cpu: Vec<f64> = runs
-            .iter()
-            .map(|r| spans as f64 / r.cpu_seconds)
-            .collect();
+        let per_cpu: Vec<f64> = runs.iter().map(|r| spans as f64 / r.cpu_seconds).collect();
         Some(Self {
             docs: runs.first()?.span_docs,
             seconds: median(runs.iter().map(|r| r.seconds)),
@@ -428,13 +428,22 @@ fn jaeger(r: &Results) -> Table {
 fn sustained(r: &Results) -> Table {
     let mut t = Table::new(
         "Sustained run: tailsift with the Elasticsearch sink, fed live by loadgen",
-        vec!["phase", "asked spans/s", "produced spans/s", "s", "max lag (messages)"],
+        vec![
+            "phase",
+            "asked spans/s",
+            "produced spans/s",
+            "s",
+            "max lag (messages)",
+        ],
     );
     let Some(s) = &r.sustained else {
         return t;
     };
     t.rows.push(vec![
-        format!("steady (tailsift consumed {} spans/s)", int(s.consumed_rate)),
+        format!(
+            "steady (tailsift consumed {} spans/s)",
+            int(s.consumed_rate)
+        ),
         int(s.rate),
         int(s.produced_rate),
         fixed(s.seconds),

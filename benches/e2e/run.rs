@@ -241,13 +241,17 @@ impl Run {
                     .push(self.bulk(es, &format!("bulk{i}"), self.load.spans)?);
             }
             if all {
-                r.es_keep_all
-                    .push(self.tailsift_es(es, &format!("es100-{i}"), KEEP_ALL, watch::POLL)?);
+                r.es_keep_all.push(self.tailsift_es(
+                    es,
+                    &format!("es100-{i}"),
+                    KEEP_ALL,
+                    watch::POLL,
+                )?);
             }
         }
         if self.wanted("es10") {
-            r.es_keep_10 =
-                self.repeat(|run, i| run.tailsift_es(es, &format!("es10-{i}"), KEEP_10, watch::POLL))?;
+            r.es_keep_10 = self
+                .repeat(|run, i| run.tailsift_es(es, &format!("es10-{i}"), KEEP_10, watch::POLL))?;
         }
         self.versus_jaeger(es, r)
     }
@@ -258,8 +262,12 @@ impl Run {
         let jaeger = self.args.jaeger.clone().filter(|_| self.wanted("jaeger"));
         for i in 1..=self.args.repeat.max(1) {
             if self.wanted("es3") {
-                r.es_policies
-                    .push(self.tailsift_es(es, &format!("es3-{i}"), POLICIES, COMPARISON_POLL)?);
+                r.es_policies.push(self.tailsift_es(
+                    es,
+                    &format!("es3-{i}"),
+                    POLICIES,
+                    COMPARISON_POLL,
+                )?);
             }
             if let Some(program) = &jaeger {
                 r.jaeger
@@ -498,13 +506,7 @@ impl Run {
     }
 
     /// `poll`: how often its metrics are scraped.
-    fn tailsift_es(
-        &self,
-        es: &Es,
-        name: &str,
-        policies: &str,
-        poll: Duration,
-    ) -> Result<SinkRun> {
+    fn tailsift_es(&self, es: &Es, name: &str, policies: &str, poll: Duration) -> Result<SinkRun> {
         step(&format!("(d) tailsift run, Elasticsearch sink [{name}]"));
         let (config, listen) = self.tailsift_config(name, policies, &SHORT)?;
         let messages = self.load.messages as f64;
@@ -513,21 +515,16 @@ impl Run {
             poll,
             ..self.tailsift(&config, name, listen, "elasticsearch")
         };
-        let observed = watch::observe(
-            &contender,
-            self.timeout(),
-            Duration::ZERO,
-            |m| {
-                let consumed = m.sum(&["tailsift_consumed_spans_total"]);
-                Progress {
-                    started: consumed > 0.0,
-                    consumed: consumed >= spans,
-                    // Every message resolved: each kept span acknowledged.
-                    done: m.sum(&["tailsift_committed_offset"]) >= messages,
-                    output: m.sum_where("tailsift_es_documents_total", "result=\"indexed\""),
-                }
-            },
-        )?;
+        let observed = watch::observe(&contender, self.timeout(), Duration::ZERO, |m| {
+            let consumed = m.sum(&["tailsift_consumed_spans_total"]);
+            Progress {
+                started: consumed > 0.0,
+                consumed: consumed >= spans,
+                // Every message resolved: each kept span acknowledged.
+                done: m.sum(&["tailsift_committed_offset"]) >= messages,
+                output: m.sum_where("tailsift_es_documents_total", "result=\"indexed\""),
+            }
+        })?;
         self.sink_run(es, name, &observed)
     }
 
@@ -586,10 +583,17 @@ impl Run {
             poll: COMPARISON_POLL,
             ..self.tailsift(&config, name, listen, "elasticsearch")
         };
-        self.crash(es, name, "tailsift", expected, contender, Sink {
-            written: tailsift_written,
-            movement: tailsift_movement,
-        })
+        self.crash(
+            es,
+            name,
+            "tailsift",
+            expected,
+            contender,
+            Sink {
+                written: tailsift_written,
+                movement: tailsift_movement,
+            },
+        )
     }
 
     /// Jaeger v2 killed once half the expected documents are indexed.
@@ -600,10 +604,17 @@ impl Run {
             ..self.jaeger(program, es, name)?
         };
         let label = format!("Jaeger v2 (module {})", self.args.jaeger_version);
-        self.crash(es, name, &label, expected, contender, Sink {
-            written: jaeger_written,
-            movement: jaeger_movement,
-        })
+        self.crash(
+            es,
+            name,
+            &label,
+            expected,
+            contender,
+            Sink {
+                written: jaeger_written,
+                movement: jaeger_movement,
+            },
+        )
     }
 
     /// SIGKILL once `sink.written` reaches half of `expected`, start the
@@ -880,7 +891,10 @@ fn tailsift_movement(m: &Metrics) -> Vec<f64> {
 
 /// Spans Jaeger's exporter handed to its storage writer.
 fn jaeger_sent(m: &Metrics) -> f64 {
-    m.sum(&["otelcol_exporter_sent_spans_total", "otelcol_exporter_sent_spans"])
+    m.sum(&[
+        "otelcol_exporter_sent_spans_total",
+        "otelcol_exporter_sent_spans",
+    ])
 }
 
 /// Jaeger's count of documents its Elasticsearch bulk processor got
@@ -896,7 +910,12 @@ fn jaeger_written(m: &Metrics) -> f64 {
 }
 
 fn jaeger_movement(m: &Metrics) -> Vec<f64> {
-    vec![otel_accepted(m), otel_decided(m), jaeger_sent(m), jaeger_written(m)]
+    vec![
+        otel_accepted(m),
+        otel_decided(m),
+        jaeger_sent(m),
+        jaeger_written(m),
+    ]
 }
 
 /// A contender as is, logging to a file of its own.

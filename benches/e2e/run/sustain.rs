@@ -41,12 +41,19 @@ struct Track {
 
 impl Run {
     pub(super) fn sustained(&mut self, rate: f64) -> Result<Results> {
-        let url = self.args.es_url.clone().context("--sustain needs --es-url")?;
+        let url = self
+            .args
+            .es_url
+            .clone()
+            .context("--sustain needs --es-url")?;
         let es = Es::new(&url)?;
         let brokers = self.args.brokers.clone();
         step(&format!("creating topic {}", self.topic));
-        self.runtime
-            .block_on(kafka::create_topic(&brokers, &self.topic, super::PARTITIONS))?;
+        self.runtime.block_on(kafka::create_topic(
+            &brokers,
+            &self.topic,
+            super::PARTITIONS,
+        ))?;
         let name = "sustain";
         let limit = self.args.memory_limit.clone();
         let window = Window {
@@ -59,9 +66,7 @@ impl Run {
         let result = self.feed(&contender, &child, rate);
         watch::stop(&mut child);
         let mut sustained = result?;
-        sustained.span_docs = self
-            .runtime
-            .block_on(es.span_docs(&self.prefix(name)))?;
+        sustained.span_docs = self.runtime.block_on(es.span_docs(&self.prefix(name)))?;
         sustained.memory_limit = limit
             .parse::<bytesize::ByteSize>()
             .map_err(|e| anyhow::anyhow!("--memory-limit {limit}: {e}"))?
@@ -70,11 +75,7 @@ impl Run {
         let es_version = self.runtime.block_on(es.version())?;
         Ok(Results {
             label: self.args.label.clone(),
-            machine: machine::describe(
-                ["-", "-"],
-                &self.args.kafka_version,
-                Some(es_version),
-            ),
+            machine: machine::describe(["-", "-"], &self.args.kafka_version, Some(es_version)),
             sustained: Some(sustained),
             ..Default::default()
         })
@@ -143,8 +144,12 @@ impl Run {
         committed: &Committed,
         track: &mut Track,
     ) -> Result<Sample> {
-        let metrics = Metrics::scrape(&contender.metrics_addr)
-            .with_context(|| format!("tailsift stopped answering; log: {}", contender.log.display()))?;
+        let metrics = Metrics::scrape(&contender.metrics_addr).with_context(|| {
+            format!(
+                "tailsift stopped answering; log: {}",
+                contender.log.display()
+            )
+        })?;
         let stats = procstat::read(child.id())?;
         track.peak_rss = track.peak_rss.max(stats.peak_rss);
         track.cpu_seconds = stats.cpu_seconds;
@@ -162,9 +167,18 @@ impl Run {
     fn loadgen(&self, rate: f64, duration: Duration, phase: &str) -> Result<Child> {
         let log = std::fs::File::create(self.file(&format!("loadgen-{phase}.log")))?;
         Command::new(&self.args.tailsift)
-            .args(["loadgen", "--brokers", &self.args.brokers, "--topic", &self.topic])
+            .args([
+                "loadgen",
+                "--brokers",
+                &self.args.brokers,
+                "--topic",
+                &self.topic,
+            ])
             .args(["--rate", &rate.to_string(), "--json"])
-            .args(["--duration", &humantime::format_duration(duration).to_string()])
+            .args([
+                "--duration",
+                &humantime::format_duration(duration).to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -203,7 +217,9 @@ impl Run {
         Ok((
             Produced {
                 spans: summary["spans"].as_f64().context("loadgen spans")?,
-                seconds: summary["elapsed_secs"].as_f64().context("loadgen elapsed_secs")?,
+                seconds: summary["elapsed_secs"]
+                    .as_f64()
+                    .context("loadgen elapsed_secs")?,
             },
             max_lag,
         ))
