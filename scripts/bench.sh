@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The end-to-end benchmark, in one command: builds tailsift and the harness (release),
-# builds the OpenTelemetry Collector once (cached), loads a fresh 6-partition topic with
-# `tailsift loadgen`, runs every contender one after the other and prints the table; the
-# table also goes to benches/e2e/results.md. See benches/e2e/README.md.
+# builds the OpenTelemetry Collector and Jaeger v2 once (cached), loads a fresh
+# 6-partition topic with `tailsift loadgen`, runs every contender one after the other and
+# prints the table; the table also goes to benches/e2e/results.md. See
+# benches/e2e/README.md.
 #
 #   scripts/bench.sh            # full run: 250,000 traces (~2M spans)
 #   scripts/bench.sh --quick    # smoke run: 25,000 traces (~200k spans)
-#   scripts/bench.sh --traces N [--repeat N] [--no-otel] [--no-es] [--keep]
+#   scripts/bench.sh --traces N [--repeat N] [--no-otel] [--no-jaeger] [--no-es] [--kill] [--keep]
+#
+# --kill also SIGKILLs tailsift and Jaeger v2 once each mid-run and counts the spans lost.
 #
 # Services: KAFKA_BROKERS / ES_URL when set; else the local stack
 # (deploy/local/stack.sh) if it runs; else it is started here and stopped on exit.
@@ -17,6 +20,7 @@ ROOT="$PWD"
 TRACES=250000
 LABEL=full
 OTEL=1
+JAEGER=1
 ES=1
 EXTRA=()
 while [[ $# -gt 0 ]]; do
@@ -24,10 +28,12 @@ while [[ $# -gt 0 ]]; do
     --quick) TRACES=25000 LABEL=quick ;;
     --traces) TRACES="$2" LABEL="traces-$2"; shift ;;
     --no-otel) OTEL=0 ;;
+    --no-jaeger) JAEGER=0 ;;
+    --kill) EXTRA+=(--kill) ;;
     --no-es) ES=0 ;;
     --keep) EXTRA+=(--keep) ;;
     --repeat) EXTRA+=(--repeat "$2"); shift ;;
-    *) echo "usage: $0 [--quick] [--traces N] [--repeat N] [--no-otel] [--no-es] [--keep]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--quick] [--traces N] [--repeat N] [--no-otel] [--no-jaeger] [--no-es] [--kill] [--keep]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -70,6 +76,12 @@ if [[ $OTEL == 1 ]]; then
 fi
 if [[ $ES == 1 ]]; then
     ARGS+=(--es-url "$ES_URL")
+    # Jaeger v2 writes to Elasticsearch: it needs it.
+    if [[ $JAEGER == 1 ]]; then
+        JAEGER_BIN="$(bash deploy/local/jaeger-query.sh bin)"
+        ARGS+=(--jaeger "$JAEGER_BIN" --jaeger-version "$("$JAEGER_BIN" version 2>/dev/null |
+            sed -n 's/.*"gitVersion": *"\([^"]*\)".*/\1/p' | head -n1)")
+    fi
 fi
 
 # ---------------------------------------------------------------- run --------------

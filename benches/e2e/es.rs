@@ -5,6 +5,7 @@ use anyhow::{Context as _, Result, bail};
 use elasticsearch::Elasticsearch;
 use elasticsearch::http::Method;
 use elasticsearch::http::headers::HeaderMap;
+use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::transport::Transport;
 use serde::Deserialize;
 use serde_json::Value;
@@ -25,6 +26,15 @@ impl Es {
     }
 
     async fn call(&self, method: Method, path: &str) -> Result<(u16, Value)> {
+        self.call_with(method, path, None).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
         let resp = self
             .client
             .send(
@@ -32,7 +42,7 @@ impl Es {
                 path,
                 HeaderMap::new(),
                 None::<&()>,
-                None::<&[u8]>,
+                body.map(JsonBody::new),
                 None,
             )
             .await?;
@@ -68,6 +78,43 @@ impl Es {
         Ok(serde_json::from_value::<Count>(body)
             .context("count reply")?
             .count)
+    }
+
+    /// Distinct (traceID, spanID) pairs among the span documents under
+    /// `prefix`: what survived a crash, whatever was written twice. Pages
+    /// through a composite aggregation, so the count is exact.
+    pub async fn distinct_spans(&self, prefix: &str) -> Result<u64> {
+        const PAGE: usize = 10_000;
+        let pattern = format!("{prefix}jaeger-span-*");
+        self.call(Method::Post, &format!("/{pattern}/_refresh"))
+            .await?;
+        let (mut distinct, mut after) = (0, None);
+        loop {
+            let mut composite = serde_json::json!({
+                "size": PAGE,
+                "sources": [
+                    {"t": {"terms": {"field": "traceID"}}},
+                    {"s": {"terms": {"field": "spanID"}}}
+                ]
+            });
+            if let Some(key) = after.take() {
+                composite["after"] = key;
+            }
+            let query = serde_json::json!({"size": 0, "aggs": {"ids": {"composite": composite}}});
+            let (status, body) = self
+                .call_with(Method::Post, &format!("/{pattern}/_search"), Some(query))
+                .await?;
+            if status != 200 {
+                bail!("distinct spans in {pattern}: {status} {body}");
+            }
+            let ids = &body["aggregations"]["ids"];
+            let page = ids["buckets"].as_array().map_or(0, Vec::len);
+            distinct += page as u64;
+            match ids.get("after_key") {
+                Some(key) if page == PAGE => after = Some(key.clone()),
+                _ => return Ok(distinct),
+            }
+        }
     }
 
     /// Deletes the indices and templates of `prefix` by name (wildcard

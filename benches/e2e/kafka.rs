@@ -9,6 +9,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
 use tailsift::config::{Config, KafkaConfig};
 use tailsift::plan::{PREFETCH_PROPERTY, Plan};
 
@@ -56,6 +57,46 @@ pub fn message_count(brokers: &str, topic: &str) -> Result<i64> {
         .set("bootstrap.servers", brokers)
         .create()?;
     Ok(end_offsets(&c, topic)?.iter().sum())
+}
+
+/// What a consumer group has committed on a topic: how far a contender
+/// got that commits offsets to Kafka.
+pub struct Committed {
+    consumer: BaseConsumer,
+    partitions: TopicPartitionList,
+}
+
+impl Committed {
+    pub fn new(brokers: &str, group: &str, topic: &str) -> Result<Self> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .create()?;
+        let mut partitions = TopicPartitionList::new();
+        for p in 0..end_offsets(&consumer, topic)?.len() {
+            partitions.add_partition(topic, p as i32);
+        }
+        Ok(Self {
+            consumer,
+            partitions,
+        })
+    }
+
+    /// The sum of the committed offsets (a partition without one counts 0).
+    pub fn total(&self) -> Result<i64> {
+        let got = self
+            .consumer
+            .committed_offsets(self.partitions.clone(), TIMEOUT)
+            .context("committed offsets")?;
+        Ok(got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .sum())
+    }
 }
 
 fn metadata_client(cfg: &KafkaConfig) -> Result<BaseConsumer> {

@@ -13,6 +13,8 @@ pub struct Machine {
     pub kafka: String,
     pub elasticsearch: String,
     pub collector: String,
+    #[serde(default)]
+    pub jaeger: String,
     pub tailsift: String,
     pub rustc: String,
     /// 1/5/15-minute load averages when the run ended: the machine is shared.
@@ -23,7 +25,7 @@ impl Machine {
     pub fn markdown(&self) -> String {
         format!(
             "Machine: {} CPUs ({}), {} RAM, Linux {}. Kafka {}, Elasticsearch {}, \
-             OpenTelemetry Collector {}, tailsift {} ({}). Load average at the end: {}.",
+             OpenTelemetry Collector {}, Jaeger v2 (module {}), tailsift {} ({}). Load average at the end: {}.",
             self.cpus,
             self.cpu_model,
             self.memory,
@@ -31,6 +33,7 @@ impl Machine {
             self.kafka,
             self.elasticsearch,
             self.collector,
+            self.jaeger,
             self.tailsift,
             self.rustc,
             self.load_average
@@ -38,7 +41,9 @@ impl Machine {
     }
 }
 
-pub fn describe(collector: &str, kafka: &str, elasticsearch: Option<String>) -> Machine {
+/// `versions`: the Collector's and Jaeger's ("-" when not run).
+pub fn describe(versions: [&str; 2], kafka: &str, elasticsearch: Option<String>) -> Machine {
+    let [collector, jaeger] = versions;
     Machine {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model: output("lscpu", &[])
@@ -54,6 +59,7 @@ pub fn describe(collector: &str, kafka: &str, elasticsearch: Option<String>) -> 
         kafka: kafka.to_string(),
         elasticsearch: elasticsearch.unwrap_or_else(|| "-".into()),
         collector: collector.to_string(),
+        jaeger: jaeger.to_string(),
         tailsift: output("git", &["describe", "--always", "--dirty"]),
         rustc: output("rustc", &["--version"]),
         load_average: std::fs::read_to_string("/proc/loadavg")

@@ -70,9 +70,94 @@ pub struct Results {
     pub bulk: Vec<BulkResult>,
     pub es_keep_all: Vec<SinkRun>,
     pub es_keep_10: Vec<SinkRun>,
+    /// tailsift with the Elasticsearch sink and the default policies: its
+    /// side of the Jaeger v2 comparison.
+    #[serde(default)]
+    pub es_policies: Vec<SinkRun>,
+    /// Jaeger v2 as an ingester with tail sampling, the same policies.
+    #[serde(default)]
+    pub jaeger: Vec<SinkRun>,
+    /// Each of the two killed mid-run and started again.
+    #[serde(default)]
+    pub crashes: Vec<Crash>,
+    /// The sustained run (`--sustain`), which replaces all of the above.
+    #[serde(default)]
+    pub sustained: Option<Sustained>,
+}
+
+/// tailsift with the Elasticsearch sink fed live: a steady rate, then a
+/// burst, then the drain.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Sustained {
+    /// Asked of loadgen, spans/s.
+    pub rate: f64,
+    /// Length of the steady phase.
+    pub seconds: f64,
+    /// What loadgen achieved, spans/s.
+    pub produced_rate: f64,
+    /// What tailsift consumed over the steady phase, spans/s.
+    pub consumed_rate: f64,
+    /// Most messages behind (end offsets minus committed) in the steady phase.
+    pub max_lag: u64,
+    pub burst_rate: f64,
+    pub burst_seconds: f64,
+    pub burst_produced_rate: f64,
+    pub max_lag_burst: u64,
+    /// End of the burst until the group had committed the whole topic.
+    pub drain_seconds: f64,
+    pub peak_rss: u64,
+    pub memory_limit: u64,
+    /// Traces decided early to stay under `memory.limit`.
+    pub memory_decisions: u64,
+    pub cpu_seconds: f64,
+    pub span_docs: u64,
+}
+
+/// A contender SIGKILLed mid-run, restarted on the same consumer group and
+/// run to the end: what reached Elasticsearch against a run without a crash.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Crash {
+    pub contender: String,
+    /// Span documents of the runs without a crash.
+    pub expected: u64,
+    /// Span documents it reported written when it was killed.
+    pub written_at_kill: u64,
+    /// Span documents in Elasticsearch at the end.
+    pub docs: u64,
+    /// Distinct (traceID, spanID) among them.
+    pub distinct: u64,
+}
+
+impl Crash {
+    pub fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.distinct)
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.docs.saturating_sub(self.distinct)
+    }
 }
 
 impl Results {
+    /// Why the Jaeger v2 comparison is void: both sample with the same
+    /// policies and the same hash, so every run must write the same spans.
+    pub fn docs_mismatch(&self) -> Option<String> {
+        let counts: Vec<u64> = (self.es_policies.iter().chain(&self.jaeger))
+            .map(|r| r.span_docs)
+            .collect();
+        let differ = counts.windows(2).any(|w| w[0] != w[1]);
+        differ.then(|| {
+            format!(
+                "span documents differ: tailsift {:?}, Jaeger v2 {:?}",
+                self.es_policies
+                    .iter()
+                    .map(|r| r.span_docs)
+                    .collect::<Vec<_>>(),
+                self.jaeger.iter().map(|r| r.span_docs).collect::<Vec<_>>()
+            )
+        })
+    }
+
     /// Kafka payload bytes per span: what a zero-copy consumer holds.
     fn wire_bytes_per_span(&self) -> Option<f64> {
         self.scan
@@ -243,8 +328,177 @@ impl Table {
     }
 }
 
+/// The tables with something in them.
 fn tables(r: &Results) -> Vec<Table> {
-    vec![throughput(r), memory(r), elasticsearch(r), ratios(r)]
+    let all = [
+        jaeger(r),
+        crashes(r),
+        sustained(r),
+        throughput(r),
+        memory(r),
+        elasticsearch(r),
+        ratios(r),
+    ];
+    all.into_iter().filter(|t| !t.rows.is_empty()).collect()
+}
+
+/// Medians of sink runs, per input span (every span of the topic is
+/// consumed and sampled, whether kept or not).
+struct SinkMedians {
+    docs: u64,
+    seconds: f64,
+    cpu_seconds: f64,
+    per_cpu: f64,
+    per_cpu_max: f64,
+    peak_rss: f64,
+}
+
+impl SinkMedians {
+    fn of(runs: &[SinkRun], spans: u64) -> Option<Self> {
+        let per_cpu: Vec<f64> = runs.iter().map(|r| spans as f64 / r.cpu_seconds).collect();
+        Some(Self {
+            docs: runs.first()?.span_docs,
+            seconds: median(runs.iter().map(|r| r.seconds)),
+            cpu_seconds: median(runs.iter().map(|r| r.cpu_seconds)),
+            per_cpu: median(per_cpu.iter().copied()),
+            per_cpu_max: per_cpu.iter().copied().fold(0.0, f64::max),
+            peak_rss: median(runs.iter().map(|r| r.peak_rss as f64)),
+        })
+    }
+}
+
+fn jaeger(r: &Results) -> Table {
+    let mut t = Table::new(
+        "Jaeger v2 and tailsift, Kafka -> tail sampling (errors, slow, 10%) -> Elasticsearch; \
+         medians; spans/CPU-s counts every span consumed",
+        vec![
+            "contender",
+            "runs",
+            "span docs",
+            "kept",
+            "drain s",
+            "CPU s",
+            "spans/CPU-s",
+            "peak RSS",
+        ],
+    );
+    let spans = r.load.spans;
+    let (ts, jg) = (
+        SinkMedians::of(&r.es_policies, spans),
+        SinkMedians::of(&r.jaeger, spans),
+    );
+    let version = format!("Jaeger v2 (module {})", r.machine.jaeger);
+    for (name, m, n) in [
+        ("tailsift", &ts, r.es_policies.len()),
+        (version.as_str(), &jg, r.jaeger.len()),
+    ] {
+        if let Some(m) = m {
+            t.rows.push(vec![
+                name.into(),
+                n.to_string(),
+                int(m.docs as f64),
+                pct(m.docs as f64 / spans.max(1) as f64),
+                fixed(m.seconds),
+                fixed(m.cpu_seconds),
+                int(m.per_cpu),
+                mib(m.peak_rss as u64),
+            ]);
+        }
+    }
+    if let (Some(ts), Some(jg)) = (&ts, &jg) {
+        let equal = if r.docs_mismatch().is_none() {
+            "equal"
+        } else {
+            "DIFFER"
+        };
+        t.rows.push(vec![
+            "Jaeger v2 / tailsift".into(),
+            "-".into(),
+            equal.into(),
+            "-".into(),
+            times(jg.seconds / ts.seconds),
+            times(jg.cpu_seconds / ts.cpu_seconds),
+            times(jg.per_cpu / ts.per_cpu),
+            times(jg.peak_rss / ts.peak_rss),
+        ]);
+    }
+    t
+}
+
+fn sustained(r: &Results) -> Table {
+    let mut t = Table::new(
+        "Sustained run: tailsift with the Elasticsearch sink, fed live by loadgen",
+        vec![
+            "phase",
+            "asked spans/s",
+            "produced spans/s",
+            "s",
+            "max lag (messages)",
+        ],
+    );
+    let Some(s) = &r.sustained else {
+        return t;
+    };
+    t.rows.push(vec![
+        format!(
+            "steady (tailsift consumed {} spans/s)",
+            int(s.consumed_rate)
+        ),
+        int(s.rate),
+        int(s.produced_rate),
+        fixed(s.seconds),
+        int(s.max_lag as f64),
+    ]);
+    t.rows.push(vec![
+        "burst".into(),
+        int(s.burst_rate),
+        int(s.burst_produced_rate),
+        fixed(s.burst_seconds),
+        int(s.max_lag_burst as f64),
+    ]);
+    t.rows.push(vec![
+        format!(
+            "drain: {} s; peak RSS {} of memory.limit {}; {} memory decisions; {} CPU-s; {} span docs",
+            fixed(s.drain_seconds),
+            mib(s.peak_rss),
+            mib(s.memory_limit),
+            int(s.memory_decisions as f64),
+            fixed(s.cpu_seconds),
+            int(s.span_docs as f64)
+        ),
+        "-".into(),
+        "-".into(),
+        "-".into(),
+        "-".into(),
+    ]);
+    t
+}
+
+fn crashes(r: &Results) -> Table {
+    let mut t = Table::new(
+        "SIGKILL mid-run, then restarted on the same consumer group (span documents)",
+        vec![
+            "contender",
+            "expected",
+            "written at kill",
+            "in Elasticsearch",
+            "distinct",
+            "lost",
+            "duplicates",
+        ],
+    );
+    for c in &r.crashes {
+        t.rows.push(vec![
+            c.contender.clone(),
+            int(c.expected as f64),
+            int(c.written_at_kill as f64),
+            int(c.docs as f64),
+            int(c.distinct as f64),
+            int(c.lost() as f64),
+            int(c.duplicates() as f64),
+        ]);
+    }
+    t
 }
 
 fn throughput(r: &Results) -> Table {
@@ -357,6 +611,19 @@ fn ratios(r: &Results) -> Table {
         "Targets (best runs; medians in parentheses)",
         vec!["ratio", "measured", "target", "met"],
     );
+    let spans = r.load.spans;
+    if let (Some(ts), Some(jg)) = (
+        SinkMedians::of(&r.es_policies, spans),
+        SinkMedians::of(&r.jaeger, spans),
+    ) {
+        let (best, med) = (ts.per_cpu_max / jg.per_cpu_max, ts.per_cpu / jg.per_cpu);
+        t.rows.push(target_row(
+            "tailsift / Jaeger v2, spans per CPU-s, Elasticsearch sink",
+            format!("{} ({})", times(best), times(med)),
+            ">= 10x",
+            best >= 10.0,
+        ));
+    }
     let (scan, tailsift, collector) = (
         Runs::over(&r.scan),
         Runs::over(&r.tailsift),

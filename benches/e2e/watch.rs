@@ -7,21 +7,24 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::procstat::{self, ProcStats};
 use crate::prom::Metrics;
 
-/// How often metrics and /proc are sampled: fine enough for runs of a few
-/// seconds, rare enough not to load the contender.
-const POLL: Duration = Duration::from_millis(50);
+/// How often metrics and /proc are sampled by default: fine enough for
+/// runs of a few seconds, rare enough not to load the contender.
+pub const POLL: Duration = Duration::from_millis(50);
 
+#[derive(Clone)]
 pub struct Contender {
     pub program: PathBuf,
     pub args: Vec<String>,
     /// host:port of its Prometheus endpoint.
     pub metrics_addr: String,
     pub log: PathBuf,
+    /// How often its metrics are scraped (each scrape costs it CPU).
+    pub poll: Duration,
 }
 
 /// How far a contender got, judged from one scrape.
@@ -69,7 +72,47 @@ pub fn observe(
     result
 }
 
-fn spawn(c: &Contender) -> Result<Child> {
+/// Starts `c`, samples it until `when` holds, then kills it with SIGKILL
+/// (no shutdown, no flush) and returns that last scrape.
+pub fn kill_when(
+    c: &Contender,
+    timeout: Duration,
+    mut when: impl FnMut(&Metrics) -> bool,
+) -> Result<Metrics> {
+    let mut child = spawn(c)?;
+    let deadline = Instant::now() + timeout;
+    let result = loop {
+        std::thread::sleep(c.poll);
+        match child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => {
+                break Err(anyhow!(
+                    "{} exited ({status}) before it was killed; log: {}",
+                    c.program.display(),
+                    tail(&c.log)
+                ));
+            }
+            Err(e) => break Err(e.into()),
+        }
+        if Instant::now() > deadline {
+            break Err(anyhow!(
+                "{} never reached the point to kill it within {timeout:?}; log: {}",
+                c.program.display(),
+                c.log.display()
+            ));
+        }
+        if let Ok(m) = Metrics::scrape(&c.metrics_addr)
+            && when(&m)
+        {
+            break Ok(m);
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+pub fn spawn(c: &Contender) -> Result<Child> {
     let log = File::create(&c.log).with_context(|| c.log.display().to_string())?;
     let mut cmd = Command::new(&c.program);
     cmd.args(&c.args)
@@ -99,7 +142,7 @@ fn sample_until_done(
     let (mut first, mut consumed) = (None, None);
     let (mut baseline_rss, mut output, mut last_output) = (0, 0.0, Instant::now());
     loop {
-        std::thread::sleep(POLL);
+        std::thread::sleep(c.poll);
         if let Some(status) = child.try_wait()? {
             bail!(
                 "{} exited ({status}); log: {}",
@@ -147,7 +190,7 @@ fn sample_until_done(
 }
 
 /// SIGTERM, then SIGKILL if it lingers.
-fn stop(child: &mut Child) {
+pub fn stop(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
