@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{Incoming, PartitionTask, Rules};
+use super::{Incoming, Input, PartitionTask, Rules};
 use crate::app::build_rules;
 use crate::config::{Config, PendingOnShutdown};
 use crate::deadletter::CountOnly;
@@ -62,7 +62,10 @@ fn start(cfg: &Config) -> Task {
     let (rules, rx) = watch::channel(Arc::new(build_rules(cfg).expect("test rules")));
     let (input, messages) = mpsc::channel(16);
     let task = PartitionTask::new(PartitionHandle::new(0), shared, rx);
-    tokio::spawn(task.run(messages));
+    tokio::spawn(task.run(Input {
+        queue: None,
+        handover: messages,
+    }));
     Task {
         sink,
         rules,
