@@ -225,7 +225,10 @@ impl<S: TraceSink> PartitionTask<S> {
 
     /// Runs until the partition is revoked or the service stops.
     pub(crate) async fn run(mut self, input: Input) {
-        let Input { queue, mut handover } = input;
+        let Input {
+            queue,
+            mut handover,
+        } = input;
         let (queue, mut stuck) = match queue {
             Some((queue, pause)) => (Some(queue), Backpressure::new(Some(pause))),
             None => (None, Backpressure::new(None)),
