@@ -58,7 +58,9 @@ fn names(key: &[u8], trace: TraceId) -> bool {
     let as_hex = key.len() <= 32 && key.iter().all(u8::is_ascii_hexdigit) && {
         let mut padded = [b'0'; 32];
         padded[32 - key.len()..].copy_from_slice(key);
-        hex::decode(padded).is_ok_and(|id| id == trace.0)
+        // Into a stack buffer: this runs for every message.
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(padded, &mut id).is_ok() && id == trace.0
     };
     as_hex || TraceId::from_slice(key) == Some(trace)
 }

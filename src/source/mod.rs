@@ -16,7 +16,7 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -30,12 +30,10 @@ use crate::plan::{PREFETCH_PROPERTY, Prefetch};
 use crate::sink::TraceSink;
 use crate::telemetry::LogLimiter;
 pub use context::{Assigned, Outage, SourceContext};
-use partition::PartitionTask;
+use partition::{Input, PartitionTask};
 
-/// Messages buffered between a partition's librdkafka queue and its task.
+/// Messages from the consumer's main queue buffered for a partition's task.
 const PARTITION_CHANNEL: usize = 128;
-/// How long a full partition channel is tolerated before pausing fetching.
-const STUCK: Duration = Duration::from_millis(200);
 /// Partitions assumed by the prefetch plan when the topic's metadata cannot
 /// be read at start-up (no broker yet, topic not created yet).
 const UNKNOWN_PARTITIONS: usize = 32;
@@ -234,19 +232,20 @@ impl<S: TraceSink> Source<S> {
     ) -> (Arc<PartitionHandle>, mpsc::Sender<Incoming>) {
         let handle = PartitionHandle::new(partition);
         self.shared.registry.insert(handle.clone());
-        let (tx, rx) = mpsc::channel(PARTITION_CHANNEL);
-        if let Some(queue) = self.consumer.split_partition_queue(&self.topic, partition) {
-            let pause = Pause {
-                consumer: self.consumer.clone(),
-                topic: self.topic.clone(),
-                partition,
-            };
-            let stop = self.shared.stop.clone();
-            let outage = self.shared.window.outage.clone();
-            tasks.spawn(pump(queue, tx.clone(), handle.clone(), stop, pause, outage));
-        }
+        let (tx, handover) = mpsc::channel(PARTITION_CHANNEL);
+        let queue = self
+            .consumer
+            .split_partition_queue(&self.topic, partition)
+            .map(|queue| {
+                let pause = Pause {
+                    consumer: self.consumer.clone(),
+                    topic: self.topic.clone(),
+                    partition,
+                };
+                (queue, pause)
+            });
         let task = PartitionTask::new(handle.clone(), self.shared.clone(), self.rules.clone());
-        tasks.spawn(task.run(rx));
+        tasks.spawn(task.run(Input { queue, handover }));
         (handle, tx)
     }
 
@@ -278,14 +277,14 @@ impl<S: TraceSink> Source<S> {
 }
 
 /// Pauses and resumes fetching one partition.
-struct Pause {
+pub(crate) struct Pause {
     consumer: Arc<Kafka>,
     topic: String,
     partition: i32,
 }
 
 impl Pause {
-    fn set(&self, paused: bool) {
+    pub(crate) fn set(&self, paused: bool) {
         let mut tpl = rdkafka::TopicPartitionList::new();
         tpl.add_partition(&self.topic, self.partition);
         let result = if paused {
@@ -302,66 +301,6 @@ impl Pause {
             }
         }
     }
-}
-
-/// Moves one partition's messages from librdkafka into its task's channel.
-/// When the task falls behind (the sink is full, or memory is short) the
-/// channel fills; the partition is then paused so librdkafka stops fetching
-/// it, and resumed once the task took the waiting message.
-async fn pump(
-    queue: rdkafka::consumer::stream_consumer::StreamPartitionQueue<SourceContext>,
-    tx: mpsc::Sender<Incoming>,
-    handle: Arc<PartitionHandle>,
-    stop: CancellationToken,
-    pause: Pause,
-    outage: Arc<Outage>,
-) {
-    loop {
-        let incoming = tokio::select! {
-            _ = handle.revoked.cancelled() => return,
-            _ = stop.cancelled() => return,
-            m = queue.recv() => match m {
-                Ok(m) => {
-                    outage.up();
-                    Incoming::from_message(&m)
-                }
-                Err(e) => {
-                    tracing::warn!(partition = handle.partition, error = %e, "partition queue error");
-                    continue;
-                }
-            },
-        };
-        // Most sends find room; only a full channel arms the timer.
-        let incoming = match tx.try_send(incoming) {
-            Ok(()) => continue,
-            Err(TrySendError::Closed(_)) => return,
-            Err(TrySendError::Full(m)) => m,
-        };
-        // A briefly full channel is ordinary CPU-bound work: only a task that
-        // stays stuck gets its partition paused.
-        let Err(SendTimeoutError::Timeout(waiting)) = tx.send_timeout(incoming, STUCK).await else {
-            continue;
-        };
-        pause.set(true);
-        let drained = tokio::select! {
-            _ = handle.revoked.cancelled() => false,
-            _ = stop.cancelled() => false,
-            r = drain_half(&tx, waiting) => r,
-        };
-        pause.set(false);
-        if !drained {
-            return;
-        }
-    }
-}
-
-/// Sends `m`, then waits until half the channel is free again, so a paused
-/// partition is resumed with room to spare instead of flapping.
-async fn drain_half(tx: &mpsc::Sender<Incoming>, m: Incoming) -> bool {
-    if tx.send(m).await.is_err() {
-        return false;
-    }
-    tx.reserve_many(PARTITION_CHANNEL / 2).await.is_ok()
 }
 
 /// How often messages waiting on the main queue's side are offered to their

@@ -1,22 +1,31 @@
-//! One task per assigned partition: decode, buffer, decide, resolve.
+//! One task per assigned partition: read, decode, buffer, decide, resolve.
 //!
 //! The task owns its partition's trace window and offset watermark, so the
-//! hot path takes no lock. Kept traces go to the sink (whose `submit` waits
-//! when the sink is full: backpressure); acknowledgements come back on a
-//! channel and resolve offsets.
+//! hot path takes no lock. It reads its partition's librdkafka queue itself
+//! (no task in between: one wake-up per fetched batch, not one per
+//! message). Kept traces go to the sink (whose `submit` waits when the sink
+//! is full: backpressure); acknowledgements come back on a channel and
+//! resolve offsets.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::Stream;
 use rdkafka::Message;
+use rdkafka::consumer::stream_consumer::{MessageStream, StreamPartitionQueue};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
 
-use super::Shared;
+use super::context::SourceContext;
 use super::registry::PartitionHandle;
+use super::{Pause, Shared};
 use crate::config::PendingOnShutdown;
 use crate::deadletter::DeadLetter;
 use crate::decision_log::{self, record::DecisionRecord};
@@ -32,6 +41,12 @@ use crate::window::{Decided, Found, Inserted, Remembered, TraceWindow};
 
 /// How often deadlines are checked and the watermark is published.
 const TICK: Duration = Duration::from_millis(100);
+/// How long the task may be stuck on one message (or tick) before its
+/// partition is paused, so that librdkafka stops fetching it.
+const STUCK: Duration = Duration::from_millis(200);
+/// Messages taken from the partition's queue without going back to the
+/// loop's other events (acknowledgements, ticks, stop).
+const BATCH: usize = 64;
 /// A message's allocations besides its bytes: the `Payload` and its `Arc`,
 /// the `Bytes` header, allocator rounding.
 const MESSAGE_OVERHEAD: usize = 96;
@@ -210,38 +225,99 @@ impl<S: TraceSink> PartitionTask<S> {
         }
     }
 
-    /// Runs until the partition is revoked or the service stops. `messages`
-    /// yields the partition's messages in offset order.
-    pub async fn run(mut self, mut messages: mpsc::Receiver<Incoming>) {
+    /// Runs until the partition is revoked or the service stops.
+    pub(crate) async fn run(mut self, input: Input) {
+        let Input {
+            queue,
+            mut handover,
+        } = input;
+        let (queue, mut stuck) = match queue {
+            Some((queue, pause)) => (Some(queue), Backpressure::new(Some(pause))),
+            None => (None, Backpressure::new(None)),
+        };
+        let mut stream = queue.as_ref().map(StreamPartitionQueue::stream);
         let revoked = self.handle.revoked.clone();
         let stop = self.shared.stop.clone();
         tokio::select! {
             _ = revoked.cancelled() => return,
             _ = stop.cancelled() => return,
-            _ = self.read_back_decisions() => {}
+            _ = stuck.around(self.read_back_decisions()) => {}
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut handover_open = true;
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 biased;
                 _ = revoked.cancelled() => return,
                 _ = stop.cancelled() => break,
-                Some(r) = self.acks_rx.recv() => self.acknowledged(&r),
-                _ = tick.tick() => self.on_tick().await,
-                m = messages.recv() => match m {
-                    Some(m) => self.on_message(m).await,
-                    None => break,
+                Some(r) = self.acks_rx.recv() => Event::Ack(r),
+                _ = tick.tick() => Event::Tick,
+                m = handover.recv(), if handover_open => match m {
+                    Some(m) => Event::Message(m),
+                    None => Event::HandoverClosed,
                 },
+                m = next_message(&mut stream) => Event::Kafka(self.take(m)),
+            };
+            match event {
+                Event::Ack(r) => self.acknowledged(&r),
+                Event::Tick => stuck.around(self.on_tick()).await,
+                Event::Message(m) => stuck.around(self.on_message(m)).await,
+                Event::HandoverClosed if stream.is_none() => break,
+                Event::HandoverClosed => handover_open = false,
+                Event::Kafka(m) => {
+                    if let Some(m) = m {
+                        stuck.around(self.on_message(m)).await;
+                    }
+                    self.read_ready(&mut stream, &mut stuck).await;
+                }
             }
         }
         self.shutdown().await;
     }
 
+    /// Handles up to `BATCH` more messages that are already in the
+    /// partition's queue, without waiting for any.
+    async fn read_ready(
+        &mut self,
+        stream: &mut Option<PartitionStream<'_>>,
+        stuck: &mut Backpressure,
+    ) {
+        let Some(stream) = stream else {
+            return;
+        };
+        for _ in 1..BATCH {
+            let Some(m) = ready_message(stream) else {
+                return;
+            };
+            if let Some(m) = self.take(m) {
+                stuck.around(self.on_message(m)).await;
+            }
+            // A partition that always has messages must still let the
+            // worker's other tasks run.
+            tokio::task::consume_budget().await;
+        }
+    }
+
+    /// A message from the partition's queue, copied out of librdkafka's
+    /// buffer; None for a queue error (logged).
+    fn take(&self, m: KafkaResult<BorrowedMessage<'_>>) -> Option<Incoming> {
+        match m {
+            Ok(m) => {
+                self.shared.window.outage.up();
+                Some(Incoming::from_message(&m))
+            }
+            Err(e) => {
+                tracing::warn!(partition = self.handle.partition, error = %e, "partition queue error");
+                None
+            }
+        }
+    }
+
     /// Before the first message: the partition's recent decisions, made by
     /// whoever owned it before, so that late spans follow them. Messages
-    /// wait in the channel meanwhile (and the partition is paused once it
-    /// is full). A failed read-back is logged; late spans whose decision
+    /// wait in librdkafka's queue meanwhile (and the partition is paused if
+    /// it takes long). A failed read-back is logged; late spans whose decision
     /// it would have held are then decided alone, and counted so.
     async fn read_back_decisions(&self) {
         let Some(log) = self.shared.outputs.decision_log.get().cloned() else {
@@ -675,6 +751,105 @@ impl<S: TraceSink> PartitionTask<S> {
             }
         }
         self.handle.publish(self.offsets.committable());
+    }
+}
+
+/// A partition's own librdkafka queue, split from the consumer's.
+pub(crate) type PartitionQueue = StreamPartitionQueue<SourceContext>;
+type PartitionStream<'a> = MessageStream<'a, SourceContext>;
+
+/// Where a partition task's messages come from.
+pub(crate) struct Input {
+    /// The partition's own queue, and how to pause fetching it; None in
+    /// tests, and if the queue could not be split.
+    pub(crate) queue: Option<(PartitionQueue, Pause)>,
+    /// Messages the consumer's main queue delivered before the split
+    /// (and, in tests, every message).
+    pub(crate) handover: mpsc::Receiver<Incoming>,
+}
+
+enum Event {
+    Ack(Resolved),
+    Tick,
+    Message(Incoming),
+    HandoverClosed,
+    /// From the partition's queue; None for a queue error.
+    Kafka(Option<Incoming>),
+}
+
+/// The next message of the partition's queue (never, without one).
+async fn next_message<'a>(
+    stream: &mut Option<PartitionStream<'a>>,
+) -> KafkaResult<BorrowedMessage<'a>> {
+    match stream {
+        Some(s) => futures::StreamExt::next(s)
+            .await
+            .expect("kafka streams never terminate"),
+        None => std::future::pending().await,
+    }
+}
+
+/// A message already in the queue, or None without waiting. An empty poll
+/// leaves a no-op waker behind; the loop's next `next_message` installs
+/// the task's own before it waits.
+fn ready_message<'a>(stream: &mut PartitionStream<'a>) -> Option<KafkaResult<BorrowedMessage<'a>>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(stream).poll_next(&mut cx) {
+        Poll::Ready(m) => m,
+        Poll::Pending => None,
+    }
+}
+
+/// Pauses the partition while its task is stuck on one piece of work for
+/// longer than `STUCK` (the sink is full, memory is short, the decision
+/// log is slow): librdkafka stops fetching it, instead of holding a full
+/// prefetch for it. Resumed once the work is done.
+struct Backpressure {
+    pause: Option<Pause>,
+    paused: bool,
+}
+
+impl Backpressure {
+    fn new(pause: Option<Pause>) -> Self {
+        Self {
+            pause,
+            paused: false,
+        }
+    }
+
+    async fn around<F: Future>(&mut self, work: F) -> F::Output {
+        let mut work = pin!(work);
+        // Most work completes without waiting: no timer for it.
+        let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+        if let Poll::Ready(out) = first {
+            return out;
+        }
+        if self.pause.is_none() {
+            return work.await;
+        }
+        if let Ok(out) = tokio::time::timeout(STUCK, work.as_mut()).await {
+            return out;
+        }
+        self.set(true);
+        let out = work.await;
+        self.set(false);
+        out
+    }
+
+    fn set(&mut self, paused: bool) {
+        if let Some(pause) = &self.pause
+            && self.paused != paused
+        {
+            pause.set(paused);
+            self.paused = paused;
+        }
+    }
+}
+
+impl Drop for Backpressure {
+    /// A task that ends while stuck (revoked, stopped) leaves nothing paused.
+    fn drop(&mut self) {
+        self.set(false);
     }
 }
 

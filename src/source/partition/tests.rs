@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
 
-use super::{Incoming, PartitionTask, Rules};
+use super::{Incoming, Input, PartitionTask, Rules};
 use crate::app::build_rules;
 use crate::config::{Config, PendingOnShutdown};
 use crate::deadletter::CountOnly;
@@ -113,7 +113,10 @@ fn start(cfg: &Config) -> Task {
         input,
         handle,
         stop,
-        task: tokio::spawn(task.run(messages)),
+        task: tokio::spawn(task.run(Input {
+            queue: None,
+            handover: messages,
+        })),
         next_offset: 0,
     }
 }
