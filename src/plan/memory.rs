@@ -28,7 +28,8 @@ use crate::config::Config;
 ///   cannot be overrun by remembered decisions. Its tables are allocated
 ///   whole at the start and touched at random, so it costs its share early;
 /// - the rest, over half, covers what does not scale with the load or is
-///   not counted: runtime, librdkafka, partition channels, the binary's
+///   not counted: runtime, librdkafka, the hand-over channels
+///   (messages fetched before a partition's queue is split off), the binary's
 ///   pages, the windows' maps and vectors and allocator slack, bulk request
 ///   bodies in flight (twice each).
 ///
