@@ -782,6 +782,18 @@ impl Run {
                 ("METRICS_PORT", &port.to_string()),
             ],
         );
+        self.collector_build(program, name, &text, port)
+    }
+
+    /// A Collector-built contender (Jaeger v2, the OpenTelemetry Collector)
+    /// run with its filled-in config file, exporting metrics on `port`.
+    fn collector_build(
+        &self,
+        program: &Path,
+        name: &str,
+        text: &str,
+        port: u16,
+    ) -> Result<Contender> {
         let config = self.file(&format!("{name}.yaml"));
         std::fs::write(&config, text)?;
         Ok(Contender {
@@ -812,15 +824,7 @@ impl Run {
                 ("METRICS_PORT", &port.to_string()),
             ],
         );
-        let config = self.file(&format!("{name}.yaml"));
-        std::fs::write(&config, text)?;
-        Ok(Contender {
-            program: program.to_path_buf(),
-            args: vec![format!("--config={}", config.display())],
-            metrics_addr: format!("127.0.0.1:{port}"),
-            log: self.file(&format!("{name}.log")),
-            poll: watch::POLL,
-        })
+        self.collector_build(program, name, &text, port)
     }
 }
 
